@@ -1,0 +1,104 @@
+"""Data sets with noisy labels: one loader per family, one factory :func:`build_data`.
+
+``build_data(cfg, stage=...)`` loads the family's raw arrays or file lists, applies (or reads) the
+label noise, and wraps train and test splits as :class:`~dataloader.base.NoisyLabelDataset`, whose
+items are ``(image_or_views, noisy_label, index)``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from dataloader import transforms as tfm
+from dataloader.base import NoisyLabelDataset, RawData, fingerprint
+from dataloader.cifar import load_cifar
+from dataloader.digits import load_digits
+from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels
+from utils.config import DATASETS
+from utils.errors import ConfigError, DataError
+
+LOADERS: dict[str, Callable] = {
+    "digits": load_digits,
+    "cifar10": load_cifar,
+    "cifar100": load_cifar,
+}
+assert set(LOADERS) == set(DATASETS), "utils.config.DATASETS and dataloader.LOADERS disagree"
+
+
+@dataclass
+class Data:
+    """Everything a training script needs about its data."""
+
+    raw: RawData
+    train: NoisyLabelDataset
+    test: NoisyLabelDataset
+    noisy_labels: np.ndarray          # (N,) int64, the labels trained on
+    clean_labels: np.ndarray | None   # (N,) int64 where the truth is known
+    num_classes: int
+    resolution: int
+    fingerprint: str                  # identifies sample order + noisy labels (stage 1 <-> stage 2)
+    noise_info: dict
+
+    @property
+    def is_noisy(self) -> np.ndarray | None:
+        """(N,) bool: the given label differs from the true one (None where the truth is unknown)."""
+        return None if self.clean_labels is None else self.noisy_labels != self.clean_labels
+
+
+def resolve_resolution(cfg, raw: RawData) -> int:
+    if cfg.resolution is not None:
+        return cfg.resolution
+    if raw.family == "small":
+        return 224 if (cfg.pretrained or cfg.pretrained_path) else raw.native_size
+    return 224
+
+
+def _noisy_labels(cfg, raw: RawData, log) -> tuple[np.ndarray, dict]:
+    if cfg.noise_mode == "real":
+        if raw.train_clean_labels is not None and "given_labels" not in raw.extra:
+            raise ConfigError(f"noise_mode 'real' needs a data set with human labels; {raw.name} has none "
+                              "(use sym, asym or idn)")
+        noisy = raw.train_labels
+        info = {"mode": "real", "realised_noise_rate": None}
+        if raw.train_clean_labels is not None:
+            info["realised_noise_rate"] = float(np.mean(noisy != raw.train_clean_labels))
+        return noisy, info
+    cache_dir = cfg.noise_dir or os.path.join(cfg.output_dir, "noise_file")
+    seed = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
+    try:
+        noisy, info = load_or_create_noisy_labels(
+            raw.train_labels, cache_dir=cache_dir, dataset=raw.name, mode=cfg.noise_mode,
+            ratio=cfg.noise_ratio, seed=seed, convention=cfg.noise_convention, num_classes=raw.num_classes,
+            features=raw.train_images.flat_features, log=log)
+    except NoiseCacheError as err:
+        raise DataError(str(err)) from None
+    except OSError as err:
+        raise DataError(f"cannot write the noisy-label cache in {cache_dir}: {err.strerror} "
+                        "(set noise_dir to a writable folder)") from None
+    return noisy, info
+
+
+def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
+    """Load ``cfg.dataset`` with its noisy labels; ``stage`` is "stage1" (one view) or "stage2" (two views)."""
+    raw = LOADERS[cfg.dataset](cfg, log=log)
+    if cfg.num_classes is not None and cfg.num_classes != raw.num_classes:
+        raise ConfigError(f"config key 'num_classes' is {cfg.num_classes} but {raw.name} has {raw.num_classes} "
+                          "classes; remove the key")
+    noisy, noise_info = _noisy_labels(cfg, raw, log)
+    resolution = resolve_resolution(cfg, raw)
+    common = dict(family=raw.family, resolution=resolution, mean=raw.mean, std=raw.std)
+    if stage == "stage1":
+        train_tf = tfm.stage1_transform(native_size=raw.native_size, hflip=cfg.hflip, **common)
+    else:
+        train_tf = tfm.stage2_transform(hflip=cfg.hflip, randaug_n=cfg.randaug_n, randaug_m=cfg.randaug_m,
+                                        cutout=cfg.cutout, **common)
+    clean = raw.train_clean_labels
+    train = NoisyLabelDataset(raw.train_images, noisy, train_tf, clean_labels=clean)
+    test = NoisyLabelDataset(raw.test_images, raw.test_labels, tfm.test_transform(**common))
+    fp = fingerprint(dataset=raw.name, sample_digest=raw.train_images.digest(), noisy_labels=noisy)
+    return Data(raw=raw, train=train, test=test, noisy_labels=np.asarray(noisy, dtype=np.int64),
+                clean_labels=None if clean is None else np.asarray(clean, dtype=np.int64),
+                num_classes=raw.num_classes, resolution=resolution, fingerprint=fp, noise_info=noise_info)

@@ -1,0 +1,112 @@
+"""Data-set building blocks shared by every family: image sources, the noisy-label dataset, fingerprints."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+
+class ArrayImages:
+    """Images held in memory as one uint8 array of shape (N, H, W, 3) (HWC, RGB)."""
+
+    def __init__(self, images: np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}")
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> Image.Image:
+        return Image.fromarray(self.images[index])
+
+    def digest(self) -> str:
+        """sha256 of the pixels: identifies the sample order of an in-memory set."""
+        return hashlib.sha256(np.ascontiguousarray(self.images).data).hexdigest()
+
+    def flat_features(self) -> np.ndarray:
+        """(N, 3*H*W) float32 raw 0-255 pixels in CHW order (the input of the idn noise generator)."""
+        return self.images.transpose(0, 3, 1, 2).reshape(len(self.images), -1).astype(np.float32)
+
+
+class FileImages:
+    """Images read from files, in a fixed order of paths (sorted by the family's loader)."""
+
+    def __init__(self, paths: Sequence[str], keys: Sequence[str] | None = None):
+        self.paths = list(paths)
+        # keys identify samples independently of where the data set is mounted (relative paths)
+        self.keys = list(keys) if keys is not None else self.paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Image.Image:
+        with Image.open(self.paths[index]) as img:
+            return img.convert("RGB")
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for key in self.keys:
+            h.update(key.encode("utf-8"))
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def flat_features(self) -> np.ndarray:
+        raise NotImplementedError("instance-dependent noise needs in-memory images")
+
+
+@dataclass
+class RawData:
+    """What a data-set family loads from disk, before noise and transforms.
+
+    ``train_labels`` are the clean labels for synthetic-noise sets and the given (noisy) labels
+    for real-noise sets; ``train_clean_labels`` is None where the truth is unknown.
+    """
+
+    name: str
+    num_classes: int
+    train_images: ArrayImages | FileImages
+    train_labels: np.ndarray
+    test_images: ArrayImages | FileImages
+    test_labels: np.ndarray
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    native_size: int
+    family: str = "small"  # "small": upsampled in-memory images; "large": resize/crop from files
+    train_clean_labels: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class NoisyLabelDataset(Dataset):
+    """Training/test items ``(transform(image), label, index)``; ``index`` is the dataset position."""
+
+    def __init__(self, images, labels: np.ndarray, transform: Callable, clean_labels: np.ndarray | None = None):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.clean_labels = None if clean_labels is None else np.asarray(clean_labels, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.transform(self.images.load(index)), int(self.labels[index]), index
+
+
+def fingerprint(*, dataset: str, sample_digest: str, noisy_labels: np.ndarray) -> str:
+    """sha256 over the data set name, its sample order and its noisy labels.
+
+    Stage 2 compares this with the fingerprint stored beside the stage-1 wrong events, so a
+    wrong-event file is never applied to other samples or other labels (the Clothing1M bug B9).
+    """
+    h = hashlib.sha256()
+    h.update(dataset.encode())
+    h.update(sample_digest.encode())
+    h.update(np.ascontiguousarray(noisy_labels, dtype="<i8").data)
+    return h.hexdigest()

@@ -1,0 +1,97 @@
+"""Training and test transforms of IDO (IDO.md §1.6, §3) built from torchvision and timm.
+
+Two families:
+
+* ``small``: in-memory low-resolution images (CIFAR, digits) up-sampled to ``resolution``.
+  Stage 1: RandomCrop(native, pad native/8) -> Resize -> HFlip. Stage 2 weak: Resize -> HFlip ->
+  RandomCrop(resolution, pad 12.5 %, reflect).
+* ``large``: images from files. Stage 1: Resize(1.14 x res, square) -> RandomCrop -> HFlip. Stage 2 weak:
+  the same; test: Resize(res).
+
+Stage-2 strong view = weak view + RandAugment (timm, ``n`` ops, magnitude uniform in [0, m], p = 0.5
+each) + a fixed grey square cutout of ``cutout`` x side.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from timm.data.auto_augment import rand_augment_transform
+from torchvision import transforms as T
+
+GREY = (127, 127, 127)
+
+
+class TwoViews:
+    """Return ``(weak(img), strong(img))`` for one PIL image."""
+
+    def __init__(self, weak: Callable, strong: Callable):
+        self.weak, self.strong = weak, strong
+
+    def __call__(self, img):
+        return self.weak(img), self.strong(img)
+
+    def __repr__(self):
+        return f"TwoViews(weak={self.weak}, strong={self.strong})"
+
+
+def _finish(mean, std) -> list:
+    return [T.ToTensor(), T.Normalize(mean, std)]
+
+
+def _maybe_flip(hflip: bool) -> list:
+    return [T.RandomHorizontalFlip()] if hflip else []
+
+
+def _resize(resolution: int) -> T.Resize:
+    return T.Resize((resolution, resolution), interpolation=T.InterpolationMode.BILINEAR, antialias=True)
+
+
+def stage1_transform(*, family: str, resolution: int, native_size: int, mean, std, hflip: bool = True):
+    """Stage-1 training transform (one view)."""
+    if family == "small":
+        ops = [T.RandomCrop(native_size, padding=max(1, native_size // 8))]
+        if resolution != native_size:
+            ops.append(_resize(resolution))
+        ops += _maybe_flip(hflip)
+    else:
+        ops = [_resize(round(resolution * 256 / 224)), T.RandomCrop(resolution)] + _maybe_flip(hflip)
+    return T.Compose(ops + _finish(mean, std))
+
+
+def _weak_ops(*, family: str, resolution: int, hflip: bool) -> list:
+    if family == "small":
+        pad = round(0.125 * resolution)
+        return [_resize(resolution)] + _maybe_flip(hflip) + [
+            T.RandomCrop(resolution, padding=pad, padding_mode="reflect")]
+    return [_resize(round(resolution * 256 / 224))] + _maybe_flip(hflip) + [T.RandomCrop(resolution)]
+
+
+def strong_augment(*, randaug_n: int, randaug_m: int, cutout: float) -> tuple[list, list]:
+    """(PIL ops, tensor ops) of the strong view: RandAugment, then a grey square of ``cutout`` x side."""
+    pil_ops = []
+    if randaug_n > 0 and randaug_m > 0:
+        # mstd > 100 makes timm draw the magnitude uniformly in [0, m] for every op (FixMatch style)
+        pil_ops.append(rand_augment_transform(
+            f"rand-n{randaug_n}-m{randaug_m}-mstd101-p0.5",
+            {"img_mean": GREY, "translate_pct": 0.3}))
+    tensor_ops = []
+    if cutout > 0:
+        area = cutout * cutout
+        tensor_ops.append(T.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=GREY[0] / 255))
+    return pil_ops, tensor_ops
+
+
+def stage2_transform(*, family: str, resolution: int, mean, std, hflip: bool = True,
+                     randaug_n: int = 2, randaug_m: int = 10, cutout: float = 0.15) -> TwoViews:
+    """Stage-2 (and ACTO) training transform: ``(weak, strong)`` views of one image."""
+    weak_ops = _weak_ops(family=family, resolution=resolution, hflip=hflip)
+    pil_ops, tensor_ops = strong_augment(randaug_n=randaug_n, randaug_m=randaug_m, cutout=cutout)
+    weak = T.Compose(weak_ops + _finish(mean, std))
+    strong = T.Compose(weak_ops + pil_ops + [T.ToTensor()] + tensor_ops + [T.Normalize(mean, std)])
+    return TwoViews(weak, strong)
+
+
+def test_transform(*, family: str, resolution: int, mean, std):
+    """Evaluation transform."""
+    return T.Compose([_resize(resolution)] + _finish(mean, std))

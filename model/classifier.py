@@ -1,0 +1,78 @@
+"""timm backbone + a new linear head, returning ``(features, logits)`` (IDO.md §1.2).
+
+``create_model("resnet50" | "ViT-B" | "convnext-B" | <any timm name>, num_classes=C, ...)``.
+The backbone is built with ``num_classes=0`` so timm returns its pooled feature vector (global
+average pool for CNNs, the CLS token for ViT); the head is a fresh ``nn.Linear`` with PyTorch's
+default initialisation, as in the official code.
+"""
+from __future__ import annotations
+
+import os
+
+import timm
+import torch
+from torch import nn
+
+from utils.errors import ConfigError
+
+BACKBONE_ALIASES = {
+    "resnet50": "resnet50",
+    "ViT-B": "vit_base_patch16_224",
+    "convnext-B": "convnext_base",
+}
+
+
+def timm_name(backbone: str) -> str:
+    return BACKBONE_ALIASES.get(backbone, backbone)
+
+
+class Classifier(nn.Module):
+    """``forward(x) -> (features (B, D), logits (B, C))``."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(x)
+        return features, self.head(features)
+
+
+def _create_backbone(name: str, *, pretrained: bool, pretrained_path: str | None, img_size: int) -> nn.Module:
+    kwargs: dict = {"num_classes": 0}
+    if pretrained_path is not None:
+        if not os.path.isfile(pretrained_path):
+            raise ConfigError(f"config key 'pretrained_path': weights file {pretrained_path} does not exist")
+        # timm loads the local file with its own key filtering (classifier removed, pos-embed resized)
+        kwargs["pretrained_cfg_overlay"] = {"file": os.path.abspath(pretrained_path)}
+        pretrained = True
+    try:
+        try:
+            return timm.create_model(name, pretrained=pretrained, img_size=img_size, **kwargs)
+        except TypeError:  # CNNs take any input size and have no img_size argument
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except RuntimeError as err:
+        if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
+            raise ConfigError(f"config key 'backbone': {name!r} is not a timm model "
+                              "(see timm.list_models())") from None
+        raise ConfigError(f"could not load weights for backbone {name!r}: {err}") from None
+    except (OSError, ValueError) as err:
+        source = pretrained_path or "timm's hub"
+        raise ConfigError(f"could not load pretrained weights for {name!r} from {source}: {err}; offline, set "
+                          "pretrained_path to a local weights file or pretrained=false") from None
+
+
+def create_model(backbone: str, *, num_classes: int, pretrained: bool = False,
+                 pretrained_path: str | None = None, img_size: int = 224, frozen: bool = False) -> Classifier:
+    """Build ``Classifier(timm backbone, Linear(num_features, num_classes))``.
+
+    ``frozen`` freezes the backbone (linear probe); the head always trains.
+    """
+    net = _create_backbone(timm_name(backbone), pretrained=pretrained, pretrained_path=pretrained_path,
+                           img_size=img_size)
+    model = Classifier(net, num_classes)
+    if frozen:
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+    return model

@@ -1,0 +1,150 @@
+"""IDO stage 1: fine-tune on the noisy labels, count wrong events, keep the label-wave base model.
+
+    python stage_1.py --config config/stage1/cifar100.yaml --noise_mode sym --noise_ratio 0.4
+
+Writes stage1/{tag}_wrongevent.{npy,json,png}, base_model/{tag}.pt and checkpoint/stage1_{tag}/.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dataloader import build_data
+from model import create_model
+from utils.config import STAGE1
+from utils.engine import evaluate, make_loaders, seed_epoch, train_one_epoch
+from utils.errors import run_main
+from utils.io import save_json, save_npy, save_torch
+from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind
+from utils.plots import wrong_event_histogram
+from utils.run import place_model, start_run
+from utils.wrong_events import EpochPredictions, LabelWave, WrongEvents
+
+
+def stage1_step(wrong_events: WrongEvents, predictions: EpochPredictions):
+    """Plain cross-entropy; the same forward pass counts wrong events and records predictions."""
+    def step(model, batch):
+        images, labels, index = batch
+        _, logits = model(images)
+        predicted = logits.detach().argmax(dim=1)
+        wrong_events.record(index, predicted, labels=labels)
+        predictions.record(index, predicted)
+        return F.cross_entropy(logits.float(), labels)
+    return step
+
+
+def state_for_saving(model: torch.nn.Module) -> dict:
+    """A deep copy of the weights on the CPU (not a live reference to them: bug B1)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    run = start_run(argv, prog="stage_1.py", scope=STAGE1, run_name="stage1_{tag}")
+    cfg, runtime, log = run.cfg, run.runtime, run.log
+    tag = cfg.tag
+    data = build_data(cfg, stage="stage1", log=log.info)
+    n = len(data.train)
+    log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, "
+             f"resolution {data.resolution}, noise {cfg.noise_mode} {cfg.noise_ratio:g} "
+             f"(realised {data.noise_info['realised_noise_rate']})")
+
+    model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
+                         pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen)
+    train_model = place_model(model, run)
+    settings = optim_settings(cfg)
+    optimizer = build_optimizer(model, settings)
+    schedule = stage1_schedule_kind(cfg)
+    scheduler = build_scheduler(optimizer, kind=schedule, epochs=cfg.epochs, milestones=cfg.step_milestones)
+    log.info(f"optimizer {settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, "
+             f"schedule {schedule}")
+
+    wrong_events = WrongEvents(n, device=runtime.device)
+    predictions = EpochPredictions(n, device=runtime.device)
+    wave = LabelWave()
+    history: list[dict] = []
+    start_epoch = 0
+    base_path = run.path("base_model", f"{tag}.pt")
+    if cfg.resume:
+        state = log.load_state(runtime.device)
+        if state.get("fingerprint") != data.fingerprint:
+            raise_mismatch(log.last_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        run.precision.scaler.load_state_dict(state["scaler"])
+        wrong_events.load_state_dict(state["wrong_events"])
+        wave.load_state_dict(state["label_wave"])
+        history = list(state["history"])
+        start_epoch = state["epoch"] + 1
+        log.info(f"resumed from {log.last_path} after epoch {start_epoch}")
+
+    train_loader, test_loader = make_loaders(data.train, data.test, cfg, runtime)
+    step = stage1_step(wrong_events, predictions)
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(model=train_model, loader=train_loader, optimizer=optimizer, step=step,
+                                precision=run.precision, runtime=runtime, epoch=epoch,
+                                channels_last=cfg.channels_last, desc="stage 1")
+        wrong_events.end_epoch(runtime.reduce_max)
+        epoch_predictions = predictions.end_epoch(runtime.reduce_max)
+        wave_step = wave.observe(epoch, epoch_predictions)
+        if wave_step.is_new_minimum and runtime.is_main:
+            save_torch(state_for_saving(model), base_path)
+        test_acc = evaluate(model, test_loader, precision=run.precision, runtime=runtime,
+                            channels_last=cfg.channels_last)
+        scheduler.step()
+        train_acc = 100.0 * float((epoch_predictions == torch.as_tensor(data.noisy_labels, device=runtime.device))
+                                  .float().mean())
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(stats["loss"], 6),
+                        "train_acc_noisy": round(train_acc, 4), "test_acc": round(test_acc, 4),
+                        "prediction_change": wave_step.prediction_change,
+                        "base_model_epoch": wave.best_epoch + 1})
+        log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} train acc (noisy labels) "
+                 f"{train_acc:.2f} test acc {test_acc:.2f} prediction change {wave_step.prediction_change}"
+                 + (" -> base model" if wave_step.is_new_minimum else ""))
+        log.write_metrics(history)
+        log.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
+                        "wrong_events": wrong_events.state_dict(), "label_wave": wave.state_dict(),
+                        "history": history, "fingerprint": data.fingerprint})
+
+    result = {"tag": tag, "base_model_epoch": wave.best_epoch + 1, "history": history}
+    if runtime.is_main:
+        result.update(save_stage1_outputs(run, data, wrong_events.counts.cpu().numpy(), wave, history))
+        log.info(f"base model (epoch {wave.best_epoch + 1}, first prediction-change minimum): {base_path}")
+        log.info(f"wrong events: {result['wrong_events_path']}")
+    return result
+
+
+def raise_mismatch(path: str):
+    from utils.errors import DataError
+    raise DataError(f"--resume: {path} was written for other data or noisy labels; start without --resume "
+                    "or set another run_name")
+
+
+def save_stage1_outputs(run, data, counts: np.ndarray, wave: LabelWave, history: list[dict]) -> dict:
+    """stage1/{tag}_wrongevent.npy (int32, dataset order), .json (what they belong to) and .png."""
+    cfg, tag = run.cfg, run.cfg.tag
+    counts = counts.astype(np.int32)
+    npy = save_npy(counts, run.path("stage1", f"{tag}_wrongevent.npy"))
+    meta = {
+        "tag": tag, "dataset": cfg.dataset, "num_samples": int(len(counts)), "num_classes": data.num_classes,
+        "noise_mode": cfg.noise_mode, "noise_ratio": cfg.noise_ratio, "noise_convention": cfg.noise_convention,
+        "realised_noise_rate": data.noise_info["realised_noise_rate"], "epochs": cfg.epochs,
+        "backbone": cfg.backbone, "seed": cfg.seed, "base_model_epoch": wave.best_epoch + 1,
+        "prediction_change": wave.history, "fingerprint": data.fingerprint,
+        "test_acc": [row["test_acc"] for row in history],
+    }
+    save_json(meta, run.path("stage1", f"{tag}_wrongevent.json"))
+    wrong_event_histogram(counts, run.path("stage1", f"{tag}_wrongevent.png"), is_noisy=data.is_noisy,
+                          title=f"{tag}: wrong events after {cfg.epochs} epochs")
+    return {"wrong_events_path": npy, "base_model_path": run.path("base_model", f"{tag}.pt")}
+
+
+if __name__ == "__main__":
+    run_main(main)

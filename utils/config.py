@@ -1,0 +1,314 @@
+"""Run configuration: YAML file -> named CLI overrides -> ``--set key=value``, every key validated.
+
+One :class:`Option` table describes every key (type, range, allowed values, which entry points
+accept it).  :func:`parse_config` returns a :class:`Config` (attribute access, read-only) or raises
+:class:`~utils.errors.ConfigError` with one line naming the key and what is expected.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from utils.errors import ConfigError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+STAGE1, STAGE2, ACTO = "stage1", "stage2", "acto"
+ALL_SCOPES = frozenset({STAGE1, STAGE2, ACTO})
+
+# Data sets known to dataloader/; dataloader.registry checks that this list and its own agree.
+DATASETS = ("digits", "cifar10", "cifar100")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config key: its type, default and the values it may take."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    min_inclusive: bool = True
+    nullable: bool = False
+    scopes: frozenset = ALL_SCOPES
+
+    def check(self, value: Any, source: str) -> Any:
+        """Return ``value`` converted to this option's type, or raise ConfigError."""
+        where = f"config key '{self.name}'" + (f" (from {source})" if source else "")
+        if value is None:
+            if self.nullable:
+                return None
+            raise ConfigError(f"{where} must not be null; expected {self.describe()}")
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
+            return value
+        if self.type is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where} must be an integer, got {value!r}")
+        elif self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{where} must be finite, got {value!r}")
+        elif self.type is str:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
+        elif self.type is list:
+            if not isinstance(value, list):
+                raise ConfigError(f"{where} must be a list, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(str(c) for c in self.choices)
+            raise ConfigError(f"{where} must be one of {allowed}; got {value!r}")
+        if self.min is not None and (value < self.min or (value == self.min and not self.min_inclusive)):
+            raise ConfigError(f"{where} must be {'>=' if self.min_inclusive else '>'} {self.min}, got {value!r}")
+        if self.max is not None and value > self.max:
+            raise ConfigError(f"{where} must be <= {self.max}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                list: "a list"}[self.type]
+
+
+def _opt(name, type_, default, help_, **kw) -> Option:
+    return Option(name, type_, default, help_, **kw)
+
+
+S1, S2, SA = frozenset({STAGE1}), frozenset({STAGE2}), frozenset({ACTO})
+S12 = frozenset({STAGE1, STAGE2})
+S2A = frozenset({STAGE2, ACTO})
+
+OPTIONS: tuple[Option, ...] = (
+    # --- data ---
+    _opt("dataset", str, "digits", "data set name", choices=DATASETS),
+    _opt("data_path", str, "./data", "directory holding the data set files"),
+    _opt("download", bool, False, "let torchvision download CIFAR into data_path"),
+    _opt("num_classes", int, None, "number of classes (null: from the data set)", nullable=True, min=2),
+    _opt("noise_mode", str, "sym", "label noise", choices=("sym", "asym", "idn", "real")),
+    _opt("noise_ratio", float, 0.4, "fraction of samples given a synthetic noisy label", min=0.0, max=1.0),
+    _opt("noise_convention", str, "ido", "ido: IDO/DivideMix noise; act: ACT noise", choices=("ido", "act")),
+    _opt("noise_seed", int, None, "seed of the noise generator (null: seed)", nullable=True, min=0),
+    _opt("noise_dir", str, None, "cache of noisy-label files (null: {output_dir}/noise_file)", nullable=True),
+    _opt("resolution", int, None, "network input side in px (null: 224 if pretrained else native)",
+         nullable=True, min=8),
+    _opt("hflip", bool, True, "random horizontal flips in training views"),
+    _opt("num_workers", int, 4, "DataLoader worker processes", min=0),
+    _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)"),
+    # --- model ---
+    _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B or any timm model name"),
+    _opt("pretrained", bool, True, "load timm's pretrained weights"),
+    _opt("pretrained_path", str, None, "local weights file for the backbone (offline route)", nullable=True),
+    _opt("frozen", bool, False, "freeze the backbone, train the head only", scopes=S1),
+    # --- optimisation ---
+    _opt("epochs", int, 5, "training epochs", min=1),
+    _opt("batch_size", int, 128, "training batch size (per process)", min=1),
+    _opt("test_batch_size", int, 256, "evaluation batch size", min=1),
+    _opt("optimizer", str, None, "adamw or sgd (null: per backbone, IDO.md 1.2)", nullable=True,
+         choices=("adamw", "sgd")),
+    _opt("lr", float, None, "learning rate (null: per backbone)", nullable=True, min=0.0, min_inclusive=False),
+    _opt("weight_decay", float, None, "weight decay (null: per backbone)", nullable=True, min=0.0),
+    _opt("momentum", float, 0.0, "SGD momentum (the official ViT setting has none)", min=0.0, max=0.999),
+    _opt("scheduler", str, None, "stage-1 schedule: constant, cosine or step (null: constant if pretrained, "
+         "cosine from scratch)", nullable=True, choices=("constant", "cosine", "step"), scopes=S1),
+    _opt("step_milestones", list, [0.5, 0.75], "step schedule: epochs (int) or fractions of epochs", scopes=S1),
+    _opt("eta_min", float, 1e-4, "final learning rate of the cosine schedule", min=0.0, scopes=S2),
+    _opt("seed", int, 0, "seed of python, numpy and torch", min=0),
+    _opt("precision", str, "fp32", "fp32, bf16 or fp16 (torch.amp)", choices=("fp32", "bf16", "fp16")),
+    _opt("channels_last", bool, False, "channels_last memory format"),
+    _opt("compile", bool, False, "torch.compile the model"),
+    # --- stage 2 ---
+    _opt("bmm", str, "global", "global: one beta mixture; class: one per noisy class", choices=("global", "class"),
+         scopes=S2),
+    _opt("bmm_init_iters", int, 20, "EM iterations of the first fit", min=1, scopes=S2),
+    _opt("bmm_refit_iters", int, None, "EM iterations per epoch (null: 1 global, 2 class)", nullable=True, min=0,
+         scopes=S2),
+    _opt("entropy_weight", str, "confidence", "confidence: kappa_i*H_i (HEAD, B4 fixed); plain: H_i (Jan 2025)",
+         choices=("confidence", "plain"), scopes=S2),
+    _opt("noisy_weight", str, "one_minus_clean", "weight of the entropy term: 1 - clean posterior (code) or the "
+         "noisy posterior (figure)", choices=("one_minus_clean", "noisy_posterior"), scopes=S2),
+    _opt("randaug_n", int, 2, "RandAugment ops per strong view", min=0, scopes=S2A),
+    _opt("randaug_m", int, 10, "RandAugment maximum magnitude (0-10)", min=0, max=10, scopes=S2A),
+    _opt("cutout", float, 0.15, "side of the strong view's grey square, fraction of the image", min=0.0, max=1.0,
+         scopes=S2A),
+    _opt("base_model", str, None, "stage-1 base model file (null: base_model/{tag}.pt)", nullable=True, scopes=S2),
+    _opt("wrong_events", str, None, "stage-1 wrong-event file (null: stage1/{tag}_wrongevent.npy)",
+         nullable=True, scopes=S2),
+    # --- run ---
+    _opt("device", str, None, "cpu, cuda or cuda:N (null: cuda if available)", nullable=True),
+    _opt("gpuid", int, None, "official spelling of device cuda:N", nullable=True, min=0),
+    _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written"),
+    _opt("run_name", str, None, "name of checkpoint/{run} (null: from the stage and tag)", nullable=True),
+    _opt("resume", bool, False, "continue from checkpoint/{run}/last.pt"),
+)
+
+OPTION_BY_NAME = {o.name: o for o in OPTIONS}
+
+# Named command-line overrides (DESIGN §2); everything else goes through --set.
+NAMED_OVERRIDES = ("noise_mode", "noise_ratio", "backbone", "seed", "epochs", "batch_size", "device",
+                   "gpuid", "output_dir")
+
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
+
+
+class Config(Mapping):
+    """Resolved, validated configuration; read-only attribute and mapping access."""
+
+    def __init__(self, values: Mapping[str, Any], scope: str, source: str | None):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "scope", scope)
+        object.__setattr__(self, "source", source)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Config is read-only; use Config.replace(**changes)")
+
+    def __getitem__(self, key):
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self):
+        return len(self._values)
+
+    def replace(self, **changes) -> "Config":
+        values = dict(self._values)
+        for key, value in changes.items():
+            values[key] = OPTION_BY_NAME[key].check(value, "replace") if key in OPTION_BY_NAME else value
+        return Config(values, self.scope, self.source)
+
+    def to_dict(self) -> dict:
+        return dict(self._values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def tag(self) -> str:
+        """``{backbone}_{pretrained|scratch}_{dataset}_{noise_mode}_{noise_ratio}`` (DESIGN §3)."""
+        init = "pretrained" if (self.pretrained or self.pretrained_path) else "scratch"
+        backbone = re.sub(r"[^A-Za-z0-9._-]", "-", self.backbone)
+        return f"{backbone}_{init}_{self.dataset}_{self.noise_mode}_{self.noise_ratio:g}"
+
+
+def default_config_path(scope: str) -> str:
+    return os.path.join(REPO_ROOT, "config", scope, "digits.yaml")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line and exit status 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        raise ConfigError(message)
+
+
+def build_arg_parser(prog: str, scope: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=f"{prog} ({scope}); see README.md")
+    parser.add_argument("--config", "--cfg", dest="config", default=None,
+                        help=f"YAML config (default: config/{scope}/digits.yaml)")
+    for name in NAMED_OVERRIDES:
+        opt = OPTION_BY_NAME[name]
+        parser.add_argument(f"--{name}", default=None, type=str, metavar=name.upper(), help=opt.help)
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoint/{run}/last.pt")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key; the value is parsed as YAML (repeatable)")
+    return parser
+
+
+def _yaml_value(text: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError:
+        raise ConfigError(f"value {text!r} for '{key}' is not valid YAML") from None
+
+
+def _read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist (configs live in config/stage1, config/stage2, "
+                          "config/acto)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def resolve(layers: Iterable[tuple[str, Mapping[str, Any]]], scope: str, source: str | None) -> Config:
+    """Merge ``(source_name, mapping)`` layers over the defaults and validate every key."""
+    values = {o.name: o.default for o in OPTIONS if scope in o.scopes}
+    origin: dict[str, str] = {}
+    for layer_name, layer in layers:
+        for key, value in layer.items():
+            opt = OPTION_BY_NAME.get(key)
+            if opt is None:
+                close = [n for n in OPTION_BY_NAME if n.startswith(key[:4])] if len(key) >= 4 else []
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ConfigError(f"unknown config key '{key}' (from {layer_name}){hint}")
+            if scope not in opt.scopes:
+                raise ConfigError(f"config key '{key}' (from {layer_name}) is not used by {scope}; remove it")
+            values[key] = opt.check(value, layer_name)
+            origin[key] = layer_name
+    if values.get("device") is not None and not DEVICE_PATTERN.match(values["device"]):
+        raise ConfigError(f"config key 'device' must be cpu, cuda or cuda:N, got {values['device']!r}")
+    if values.get("gpuid") is not None:
+        if origin.get("device") and values["device"] != f"cuda:{values['gpuid']}":
+            raise ConfigError("set either 'device' or 'gpuid', not both")
+        values["device"] = f"cuda:{values['gpuid']}"
+    return Config(values, scope, source)
+
+
+def parse_config(argv: Sequence[str] | None, *, prog: str, scope: str,
+                 forced: Mapping[str, Any] | None = None) -> Config:
+    """Parse the command line of an entry point into a validated :class:`Config`.
+
+    ``forced`` holds values the entry point itself fixes (``stage_2_class.py`` fixes ``bmm: class``);
+    a user value that contradicts one is an error rather than silently ignored.
+    """
+    args = build_arg_parser(prog, scope).parse_args(argv)
+    path = args.config or default_config_path(scope)
+    layers: list[tuple[str, Mapping[str, Any]]] = [(path, _read_yaml(path))]
+    named = {}
+    for name in NAMED_OVERRIDES:
+        text = getattr(args, name)
+        if text is not None:
+            named[name] = _yaml_value(text, name)
+    if args.resume:
+        named["resume"] = True
+    layers.append(("the command line", named))
+    sets = {}
+    for item in args.overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        sets[key.strip()] = _yaml_value(text.strip(), key.strip())
+    layers.append(("--set", sets))
+    cfg = resolve(layers, scope, path)
+    for key, value in (forced or {}).items():
+        if cfg[key] != value and any(key in layer for name, layer in layers[1:]):
+            raise ConfigError(f"{prog} always uses {key}: {value}; use stage_2.py for {key}: {cfg[key]}")
+    return cfg.replace(**forced) if forced else cfg

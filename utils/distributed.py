@@ -1,0 +1,127 @@
+"""Device choice, torchrun/DistributedDataParallel set-up, samplers and cross-process reductions.
+
+One :class:`Runtime` is made at start-up and passed down; nothing else in the code picks a device.
+Under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) every process takes
+``cuda:LOCAL_RANK`` (NCCL) or the CPU (gloo); without it the run is a single process.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from utils.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def reduce_max(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise max over processes (a copy; the input is left unchanged)."""
+        if not self.distributed:
+            return t
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        return out
+
+    def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.distributed:
+            return t
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def choose_device(requested: str | None, local_rank: int = 0) -> torch.device:
+    if requested is None:
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {requested} requested but CUDA is not available (use --device cpu)")
+        index = device.index if device.index is not None else local_rank
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {requested}: only {torch.cuda.device_count()} GPU(s) visible")
+        return torch.device("cuda", index)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device mps requested but not available (use --device cpu)")
+    return device
+
+
+def setup_runtime(requested_device: str | None) -> Runtime:
+    """Pick the device; join the torchrun process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Runtime(device=choose_device(requested_device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if requested_device is not None and requested_device.startswith("cuda:"):
+        raise ConfigError("under torchrun use --device cuda (each process takes cuda:LOCAL_RANK), not cuda:N")
+    device = choose_device(requested_device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def shutdown(runtime: Runtime) -> None:
+    if runtime.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Random order drawn from ``(seed, epoch)`` alone, so a resumed run sees the same batches.
+
+    With ``world_size > 1`` this is torch's DistributedSampler scheme: the permutation is padded
+    by repeating its first indices so every rank gets the same number of samples.
+    """
+
+    def __init__(self, num_samples: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
+        self.epoch = 0
+        self.per_rank = -(-num_samples // world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=g).tolist()
+        total = self.per_rank * self.world_size
+        order += order[: total - len(order)]
+        return iter(order[self.rank:total:self.world_size])
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+class ShardSampler(Sampler[int]):
+    """Rank ``r`` of ``w`` takes indices r, r+w, ... in order, without padding (for evaluation)."""
+
+    def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1):
+        self.indices = list(range(rank, num_samples, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

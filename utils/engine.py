@@ -1,0 +1,154 @@
+"""The epoch loop shared by the entry points: seeding, loaders, mixed precision, train and evaluate.
+
+A training step is a function ``step(model, batch) -> loss`` that also does its own bookkeeping
+(wrong events, predictions) on the device; :func:`train_one_epoch` owns zero_grad / backward /
+optimizer step, the progress bar and the non-finite-loss guard.  Nothing here copies a tensor to
+the host inside the batch loop: sums stay on the device until the epoch ends.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
+from utils.errors import UsageError
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLoss(UsageError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2 ** 31)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def seed_epoch(seed: int, epoch: int, runtime: Runtime, loaders: tuple[DataLoader, ...] = ()) -> None:
+    """Seed every RNG an epoch uses from (seed, epoch, rank) alone.
+
+    Augmentations, worker seeds and the sample order of epoch e then depend only on the seed and
+    e, so a run resumed at epoch e reproduces the uninterrupted run exactly (with
+    persistent_workers off) without storing RNG states.
+    """
+    s = epoch_seed(seed, epoch, runtime.rank)
+    seed_everything(s)
+    for loader in loaders:
+        if loader.generator is not None:
+            loader.generator.manual_seed(s)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+
+
+def make_loaders(train_set, test_set, cfg, runtime: Runtime) -> tuple[DataLoader, DataLoader]:
+    workers = cfg.num_workers
+    common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
+                  persistent_workers=workers > 0 and cfg.persistent_workers)
+    train = DataLoader(
+        train_set, batch_size=cfg.batch_size, drop_last=False,
+        sampler=EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size),
+        generator=torch.Generator(), **common)
+    test = DataLoader(test_set, batch_size=cfg.test_batch_size,
+                      sampler=ShardSampler(len(test_set), rank=runtime.rank, world_size=runtime.world_size),
+                      **common)
+    return train, test
+
+
+@dataclass
+class Precision:
+    """Autocast and gradient scaling for ``precision: fp32|bf16|fp16``."""
+
+    device_type: str
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def create(cls, name: str, device: torch.device) -> "Precision":
+        dtype = AMP_DTYPES[name]
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+        return cls(device.type, dtype, scaler)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
+    if isinstance(obj, torch.Tensor):
+        if channels_last and obj.dim() == 4:
+            return obj.to(device, non_blocking=True, memory_format=torch.channels_last)
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(o, device, channels_last) for o in obj)
+    return obj
+
+
+Step = Callable[[torch.nn.Module, Any], torch.Tensor]
+
+
+def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    step: Step, precision: Precision, runtime: Runtime, epoch: int, channels_last: bool = False,
+                    desc: str = "train") -> dict:
+    """One pass over ``loader``; returns ``{"loss": mean loss}`` (one host sync, at the end).
+
+    Raises :class:`NonFiniteLoss` naming the epoch and the first bad step if the loss was ever
+    NaN/inf (checked once at the end of the epoch, so the loop itself never waits for the GPU).
+    """
+    model.train()
+    device = runtime.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    bar = tqdm(loader, desc=f"{desc} {epoch + 1}", leave=False, disable=not runtime.is_main, dynamic_ncols=True)
+    for i, batch in enumerate(bar):
+        batch = to_device(batch, device, channels_last)
+        with precision.autocast():
+            loss = step(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        batch_size = batch[1].shape[0]
+        loss = loss.detach()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
+        loss_sum += loss.double() * batch_size
+        seen += batch_size
+    bar.close()
+    first_bad = runtime.reduce_max(first_bad)
+    if int(first_bad) >= 0:
+        raise NonFiniteLoss(f"the {desc} loss became non-finite at epoch {epoch + 1}, step {int(first_bad) + 1}; "
+                            "the checkpoint of the last finished epoch is kept (lower the learning rate, or "
+                            "use precision fp32)")
+    loss_sum, seen = runtime.reduce_sum(loss_sum), runtime.reduce_sum(seen)
+    return {"loss": float(loss_sum / seen.clamp(min=1))}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision, runtime: Runtime,
+             channels_last: bool = False) -> float:
+    """Top-1 accuracy (%) of argmax logits over the whole (sharded) loader."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+    total = torch.zeros((), dtype=torch.int64, device=runtime.device)
+    for images, labels, _ in loader:
+        images, labels = to_device((images, labels), runtime.device, channels_last)
+        with precision.autocast():
+            _, logits = model(images)
+        correct += (logits.argmax(dim=1) == labels).sum()
+        total += labels.numel()
+    correct, total = runtime.reduce_sum(correct), runtime.reduce_sum(total)
+    return 100.0 * float(correct) / max(int(total), 1)

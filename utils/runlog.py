@@ -1,0 +1,64 @@
+"""Run directory ``checkpoint/{run}/``: config.yaml, train.log, metrics.csv and last.pt.
+
+Only the main process writes; every method is a no-op elsewhere.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from utils.errors import DataError
+from utils.io import save_text, save_torch
+
+
+class RunLog:
+    def __init__(self, run_dir: str, *, enabled: bool = True):
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.last_path = os.path.join(run_dir, "last.pt")
+        if enabled:
+            os.makedirs(run_dir, exist_ok=True)
+
+    def info(self, message: str) -> None:
+        """Print a line and append it, time-stamped, to train.log."""
+        if not self.enabled:
+            return
+        tqdm.write(message)
+        with open(os.path.join(self.run_dir, "train.log"), "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def write_config(self, cfg) -> None:
+        if self.enabled:
+            save_text(cfg.to_yaml(), os.path.join(self.run_dir, "config.yaml"))
+
+    def write_metrics(self, history: list[dict]) -> None:
+        """Rewrite metrics.csv from the whole epoch history (one row per finished epoch)."""
+        if not self.enabled or not history:
+            return
+        fields: list[str] = []
+        for row in history:
+            fields += [k for k in row if k not in fields]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(history)
+        save_text(buf.getvalue(), os.path.join(self.run_dir, "metrics.csv"))
+
+    def save_state(self, state: dict) -> None:
+        """Write last.pt atomically: an interrupted save keeps the previous epoch's file."""
+        if self.enabled:
+            save_torch(state, self.last_path)
+
+    def load_state(self, device: torch.device) -> dict:
+        if not os.path.isfile(self.last_path):
+            raise DataError(f"--resume: no checkpoint at {self.last_path} (run without --resume to start, or set "
+                            "run_name/output_dir to the run to continue)")
+        try:
+            return torch.load(self.last_path, map_location=device, weights_only=True)
+        except Exception as err:  # a foreign or damaged file: say which and why
+            raise DataError(f"--resume: cannot read {self.last_path}: {err}") from None
