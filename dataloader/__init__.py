@@ -16,7 +16,7 @@ from dataloader import transforms as tfm
 from dataloader.base import NoisyLabelDataset, RawData, fingerprint
 from dataloader.cifar import load_cifar
 from dataloader.digits import load_digits
-from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels
+from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels, transition_matrix
 from utils.config import DATASETS
 from utils.errors import ConfigError, DataError
 
@@ -57,15 +57,21 @@ def resolve_resolution(cfg, raw: RawData) -> int:
 
 
 def _noisy_labels(cfg, raw: RawData, log) -> tuple[np.ndarray, dict]:
+    if raw.make_noisy is not None:
+        return raw.make_noisy(cfg, log)
     if cfg.noise_mode == "real":
-        if raw.train_clean_labels is not None and "given_labels" not in raw.extra:
-            raise ConfigError(f"noise_mode 'real' needs a data set with human labels; {raw.name} has none "
+        if raw.given_labels is None:
+            raise ConfigError(f"noise_mode 'real' needs a data set with human or web labels; {raw.name} has none "
                               "(use sym, asym or idn)")
-        noisy = raw.train_labels
         info = {"mode": "real", "realised_noise_rate": None}
-        if raw.train_clean_labels is not None:
-            info["realised_noise_rate"] = float(np.mean(noisy != raw.train_clean_labels))
-        return noisy, info
+        if raw.train_labels is not None:
+            info["realised_noise_rate"] = float(np.mean(raw.given_labels != raw.train_labels))
+            info["transition_matrix"] = transition_matrix(raw.train_labels, raw.given_labels, raw.num_classes)
+        log(f"{raw.name}: real label noise, realised rate {info['realised_noise_rate']}")
+        return raw.given_labels, info
+    if raw.train_labels is None:
+        raise ConfigError(f"{raw.name} has real label noise only and no true labels to corrupt; set noise_mode "
+                          "to real")
     cache_dir = cfg.noise_dir or os.path.join(cfg.output_dir, "noise_file")
     seed = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
     try:
@@ -95,7 +101,7 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     else:
         train_tf = tfm.stage2_transform(hflip=cfg.hflip, randaug_n=cfg.randaug_n, randaug_m=cfg.randaug_m,
                                         cutout=cfg.cutout, **common)
-    clean = raw.train_clean_labels
+    clean = raw.train_labels
     train = NoisyLabelDataset(raw.train_images, noisy, train_tf, clean_labels=clean)
     test = NoisyLabelDataset(raw.test_images, raw.test_labels, tfm.test_transform(**common))
     fp = fingerprint(dataset=raw.name, sample_digest=raw.train_images.digest(), noisy_labels=noisy)

@@ -63,21 +63,25 @@ class FileImages:
 class RawData:
     """What a data-set family loads from disk, before noise and transforms.
 
-    ``train_labels`` are the clean labels for synthetic-noise sets and the given (noisy) labels
-    for real-noise sets; ``train_clean_labels`` is None where the truth is unknown.
+    ``train_labels`` are the true labels (None where unknown, e.g. Clothing1M, WebVision);
+    ``given_labels`` the labels a real-noise set ships (human or web labels; None for clean sets).
+    Synthetic noise (sym/asym/idn) is drawn from ``train_labels``; ``noise_mode: real`` trains on
+    ``given_labels``.  A family with its own noise model (CIFAR-80N's open-set classes) sets
+    ``make_noisy(cfg, log) -> (noisy_labels, info)``.
     """
 
     name: str
     num_classes: int
-    train_images: ArrayImages | FileImages
-    train_labels: np.ndarray
-    test_images: ArrayImages | FileImages
+    train_images: "ArrayImages | FileImages"
+    train_labels: np.ndarray | None
+    test_images: "ArrayImages | FileImages"
     test_labels: np.ndarray
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    native_size: int
+    native_size: int = 32
     family: str = "small"  # "small": upsampled in-memory images; "large": resize/crop from files
-    train_clean_labels: np.ndarray | None = None
+    given_labels: np.ndarray | None = None
+    make_noisy: Callable | None = None
     extra: dict = field(default_factory=dict)
 
 

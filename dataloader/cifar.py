@@ -81,5 +81,5 @@ def load_cifar(cfg, log=print) -> RawData:
         name=name, num_classes=num_classes,
         train_images=ArrayImages(_to_hwc(train_data)), train_labels=train_labels,
         test_images=ArrayImages(_to_hwc(test_data)), test_labels=test_labels,
-        mean=mean, std=std, native_size=32, family="small", train_clean_labels=train_labels,
+        mean=mean, std=std, native_size=32, family="small",
         extra={"root": root})

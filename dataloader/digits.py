@@ -36,5 +36,4 @@ def load_digits(cfg, log=print) -> RawData:
         name="digits", num_classes=10,
         train_images=ArrayImages(images[train_idx]), train_labels=labels[train_idx],
         test_images=ArrayImages(images[test_idx]), test_labels=labels[test_idx],
-        mean=DIGITS_MEAN, std=DIGITS_STD, native_size=8, family="small",
-        train_clean_labels=labels[train_idx])
+        mean=DIGITS_MEAN, std=DIGITS_STD, native_size=8, family="small")
