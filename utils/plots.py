@@ -34,25 +34,42 @@ def wrong_event_histogram(counts: np.ndarray, path: str, *, is_noisy: np.ndarray
         plt.close(fig)
 
 
-def bmm_fit_plot(counts: np.ndarray, bmm, path: str, *, group: int = 0, title: str = "") -> str:
-    """Histogram of normalised counts with the two fitted beta densities (one group of the mixture)."""
+def bmm_fit_plot(counts: np.ndarray, bmm, path: str, *, groups: np.ndarray | None = None,
+                 is_noisy: np.ndarray | None = None, title: str = "", max_panels: int = 4) -> str:
+    """Histogram of the normalised wrong events with the two fitted beta densities.
+
+    One panel for a global mixture; for a class-wise one, the first ``max_panels`` classes.
+    Bars are scaled as densities (count / (N * spacing)) so they compare with the curves.
+    """
     from scipy import stats
 
     counts = np.asarray(counts, dtype=np.int64)
-    u = bmm.normalise(counts, np.full(len(counts), group) if bmm.num_groups > 1 else None)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    levels = np.unique(u)
-    width = 0.8 / max(len(levels), 1)
-    ax.hist(u, bins=np.concatenate([levels - width / 2, [levels[-1] + width / 2]]) if len(levels) > 1 else 20,
-            density=True, color="0.75", label="normalised wrong events")
+    shown = [0] if groups is None else list(range(min(bmm.num_groups, max_panels)))
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
     x = np.linspace(1e-3, 1 - 1e-3, 400)
-    for k, (name, colour) in enumerate((("clean", "tab:blue"), ("noisy", "tab:red"))):
-        a, b, w = bmm.alpha[group, k], bmm.beta[group, k], bmm.pi[group, k]
-        ax.plot(x, w * stats.beta.pdf(x, a, b), color=colour, label=f"{name}: pi={w:.2f} a={a:.2f} b={b:.2f}")
-    ax.set_ylim(0, max(ax.get_ylim()[1], 1.0) if len(levels) > 1 else 5)
-    ax.set_xlabel("u (normalised wrong events)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    for ax, g in zip(axes[0], shown):
+        member = np.ones(len(counts), bool) if groups is None else np.asarray(groups) == g
+        span = max(int(bmm.max_count[g] - bmm.min_count[g]), 1)
+        u = bmm.normalise(counts[member], None if groups is None else np.full(member.sum(), g))
+        levels = np.round(u * span).astype(int)
+        width = 1.0 / span
+        parts = [("all", np.ones(member.sum(), bool), "0.6")] if is_noisy is None else [
+            ("clean label", ~is_noisy[member], "tab:blue"), ("noisy label", is_noisy[member], "tab:red")]
+        bottom = np.zeros(span + 1)
+        for name, mask, colour in parts:
+            height = np.bincount(levels[mask], minlength=span + 1)[: span + 1] / max(member.sum() * width, 1e-12)
+            ax.bar(np.arange(span + 1) * width, height, width=0.8 * width, bottom=bottom, color=colour,
+                   alpha=0.5, label=name)
+            bottom += height
+        for k, (name, colour) in enumerate((("clean", "tab:blue"), ("noisy", "tab:red"))):
+            a, b, w = bmm.alpha[g, k], bmm.beta[g, k], bmm.pi[g, k]
+            ax.plot(x, w * stats.beta.pdf(x, a, b), color=colour,
+                    label=f"{name} pi={w:.2f} a={a:.2f} b={b:.2f}")
+        ax.set_ylim(0, 1.2 * max(bottom.max(), 1.0))
+        ax.set_xlabel("normalised wrong events")
+        ax.set_title(("global" if groups is None else f"class {g}"), fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     try:
         return save_figure(fig, path)
     finally:

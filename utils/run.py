@@ -29,11 +29,12 @@ def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: st
               forced: Mapping[str, Any] | None = None) -> Run:
     """Parse and validate the command line, set up devices/processes, and write config.yaml.
 
-    ``run_name`` is the default name of ``checkpoint/{run}`` (the config's run_name wins).
+    ``run_name`` is the default name of ``checkpoint/{run}``, a format string over ``tag`` and the
+    config keys (the config's own run_name wins).
     """
     cfg = parse_config(argv, prog=prog, scope=scope, forced=forced)
     runtime = setup_runtime(cfg.device)
-    name = cfg.run_name or run_name.format(tag=cfg.tag)
+    name = cfg.run_name or run_name.format(tag=cfg.tag, **cfg)
     log = RunLog(os.path.join(cfg.output_dir, "checkpoint", name), enabled=runtime.is_main)
     if runtime.is_main and not cfg.resume:
         stale = os.path.join(log.run_dir, "train.log")

@@ -1,0 +1,216 @@
+"""IDO stage 2: beta mixture on the wrong events, retraining the base model with the dynamic loss.
+
+    python stage_2.py --config config/stage2/cifar100.yaml --noise_mode sym --noise_ratio 0.4
+
+``stage_2.py`` fits one mixture to the whole training set (``bmm: global``); ``stage_2_class.py``
+is this program with one mixture per noisy class (``bmm: class``).  Writes
+stage2/{tag}_{bmm}.json, stage2/{tag}_{bmm}_bmm.png and checkpoint/stage2_{tag}_{bmm}/.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from dataloader import Data, build_data
+from model import create_model
+from utils.bmm import BetaMixture, BmmLookup
+from utils.config import STAGE2
+from utils.engine import evaluate, make_loaders, seed_epoch, train_one_epoch
+from utils.errors import DataError, run_main
+from utils.io import save_json
+from utils.losses import dynamic_loss
+from utils.metrics import detection_auc
+from utils.optim import build_optimizer, build_scheduler, optim_settings
+from utils.plots import bmm_fit_plot
+from utils.run import Run, place_model, start_run
+from utils.wrong_events import WrongEvents
+
+
+class SampleWeights:
+    """The beta mixture over the wrong events and its device-side lookup table (refitted per epoch)."""
+
+    def __init__(self, *, class_wise: bool, noisy_labels: np.ndarray, num_classes: int, device: torch.device):
+        self.class_wise = class_wise
+        self.bmm = BetaMixture(num_groups=num_classes if class_wise else 1)
+        self.groups_np = noisy_labels if class_wise else None
+        self.groups = torch.as_tensor(noisy_labels, device=device) if class_wise else None
+        self.device = device
+        self.lookup: BmmLookup | None = None
+
+    def fit(self, counts: np.ndarray, *, iterations: int) -> None:
+        self.bmm.fit(counts, groups=self.groups_np, max_iter=iterations)
+        self.lookup = BmmLookup.from_bmm(self.bmm, max_count=int(counts.max(initial=0)), device=self.device)
+
+    def __call__(self, counts: torch.Tensor, index: torch.Tensor):
+        """(clean_posterior, noisy_posterior, clean_cdf, noisy_cdf) of a batch, each (B,)."""
+        return self.lookup(counts, None if self.groups is None else self.groups[index])
+
+    def clean_posterior(self, counts: np.ndarray) -> np.ndarray:
+        return self.bmm.evaluate(counts, self.groups_np)["clean_posterior"]
+
+
+def stage2_step(wrong_events: WrongEvents, weights: SampleWeights, cfg):
+    """Two forward passes (weak, strong), +1 wrong event per view, then the dynamic loss."""
+    def step(model, batch):
+        (weak, strong), labels, index = batch
+        _, logits_weak = model(weak)
+        _, logits_strong = model(strong)
+        counts = wrong_events.record(index, logits_weak.detach().argmax(1), logits_strong.detach().argmax(1),
+                                     labels=labels)
+        tau1, tau2, f1, f2 = weights(counts, index)
+        loss, _ = dynamic_loss(logits_weak, logits_strong, labels, clean_posterior=tau1, noisy_posterior=tau2,
+                               clean_cdf=f1, noisy_cdf=f2, entropy_weight=cfg.entropy_weight,
+                               noisy_weight=cfg.noisy_weight)
+        return loss
+    return step
+
+
+def load_stage1(run: Run, data: Data) -> tuple[np.ndarray, dict]:
+    """The stage-1 wrong events, refused unless their fingerprint matches this data set and noise."""
+    cfg = run.cfg
+    path = cfg.wrong_events or run.path("stage1", f"{cfg.tag}_wrongevent.npy")
+    meta_path = os.path.splitext(path)[0] + ".json"
+    hint = (f"run stage 1 first with the same data, noise and backbone (python stage_1.py --config "
+            f"config/stage1/{cfg.dataset}.yaml --noise_mode {cfg.noise_mode} --noise_ratio {cfg.noise_ratio:g} "
+            f"--backbone {cfg.backbone} --output_dir {cfg.output_dir})")
+    if not os.path.isfile(path) or not os.path.isfile(meta_path):
+        raise DataError(f"wrong-event file {path} (and its .json) not found; {hint}")
+    try:
+        counts = np.load(path, allow_pickle=False)
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read the wrong events {path}: {err}") from None
+    if meta.get("fingerprint") != data.fingerprint or counts.shape != (len(data.train),):
+        raise DataError(f"wrong-event file {path} was made for other samples or noisy labels (fingerprint "
+                        f"mismatch: stage 1 {meta.get('dataset')}, {meta.get('num_samples')} samples); {hint}")
+    if counts.dtype.kind not in "iu" or counts.min(initial=0) < 0:
+        raise DataError(f"wrong-event file {path} must hold non-negative integers, got {counts.dtype}")
+    return counts.astype(np.int64), meta
+
+
+def load_base_model(run: Run, data: Data) -> torch.nn.Module:
+    cfg = run.cfg
+    path = cfg.base_model or run.path("base_model", f"{cfg.tag}.pt")
+    if not os.path.isfile(path):
+        raise DataError(f"base model {path} not found; run stage_1.py with the same settings first "
+                        f"(the stage-2 backbone must be the stage-1 backbone, here {cfg.backbone})")
+    model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=False, img_size=data.resolution)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, OSError, KeyError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise DataError(f"base model {path} does not fit backbone {cfg.backbone} with {data.num_classes} classes "
+                        f"({first})") from None
+    return model
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
+         forced: Mapping[str, Any] | None = None) -> dict:
+    run = start_run(argv, prog=prog, scope=STAGE2, run_name="stage2_{tag}_{bmm}", forced=forced)
+    cfg, runtime, log = run.cfg, run.runtime, run.log
+    data = build_data(cfg, stage="stage2", log=log.info)
+    stage1_counts, stage1_meta = load_stage1(run, data)
+    model = load_base_model(run, data)
+    train_model = place_model(model, run)
+    settings = optim_settings(cfg)
+    optimizer = build_optimizer(model, settings)
+    scheduler = build_scheduler(optimizer, kind="cosine", epochs=cfg.epochs, eta_min=cfg.eta_min)
+    refit_iters = cfg.bmm_refit_iters if cfg.bmm_refit_iters is not None else (2 if cfg.bmm == "class" else 1)
+    log.info(f"{len(data.train)} training samples, wrong events from {stage1_meta.get('epochs')} stage-1 epochs; "
+             f"{cfg.bmm} BMM ({cfg.bmm_init_iters} EM iterations, then {refit_iters} per epoch); optimizer "
+             f"{settings.name} lr {settings.lr:g} wd {settings.weight_decay:g}, cosine to {cfg.eta_min:g}")
+
+    wrong_events = WrongEvents(len(data.train), device=runtime.device, initial=torch.as_tensor(stage1_counts))
+    weights = SampleWeights(class_wise=cfg.bmm == "class", noisy_labels=data.noisy_labels,
+                            num_classes=data.num_classes, device=runtime.device)
+    train_loader, test_loader = make_loaders(data.train, data.test, cfg, runtime)
+    history: list[dict] = []
+    start_epoch = 0
+    if cfg.resume:
+        state = log.load_state(runtime.device)
+        if state.get("fingerprint") != data.fingerprint:
+            raise DataError(f"--resume: {log.last_path} was written for other data or noisy labels")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        run.precision.scaler.load_state_dict(state["scaler"])
+        wrong_events.load_state_dict(state["wrong_events"])
+        weights.bmm.load_state_dict(state["bmm"])
+        weights.lookup = BmmLookup.from_bmm(weights.bmm, max_count=int(wrong_events.counts.max()),
+                                            device=runtime.device)
+        history, base_acc, initial = list(state["history"]), state["base_acc"], state["initial"]
+        start_epoch = state["epoch"] + 1
+        log.info(f"resumed from {log.last_path} after epoch {start_epoch}")
+    else:
+        weights.fit(stage1_counts, iterations=cfg.bmm_init_iters)
+        base_acc = evaluate(model, test_loader, precision=run.precision, runtime=runtime,
+                            channels_last=cfg.channels_last)
+        initial = {"bmm": weights.bmm.describe(), "auc": detection_auc(weights.clean_posterior(stage1_counts),
+                                                                       data.is_noisy)}
+        log.info(f"base model test acc {base_acc:.2f}; initial BMM {fmt_bmm(weights.bmm)}; noise-detection AUC "
+                 f"{fmt(initial['auc'])}")
+
+    step = stage2_step(wrong_events, weights, cfg)
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(model=train_model, loader=train_loader, optimizer=optimizer, step=step,
+                                precision=run.precision, runtime=runtime, epoch=epoch,
+                                channels_last=cfg.channels_last, desc="stage 2")
+        wrong_events.end_epoch(runtime.reduce_max)
+        counts = wrong_events.counts.cpu().numpy()
+        weights.fit(counts, iterations=refit_iters)  # identical on every rank: same counts, same EM
+        test_acc = evaluate(model, test_loader, precision=run.precision, runtime=runtime,
+                            channels_last=cfg.channels_last)
+        scheduler.step()
+        auc = detection_auc(weights.clean_posterior(counts), data.is_noisy)
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(stats["loss"], 6),
+                        "test_acc": round(test_acc, 4), "auc": None if auc is None else round(auc, 6),
+                        "bmm": weights.bmm.describe()})
+        log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} test acc {test_acc:.2f} "
+                 f"AUC {fmt(auc)} BMM {fmt_bmm(weights.bmm)}")
+        log.write_metrics([{k: v for k, v in row.items() if k != "bmm"} for row in history])
+        log.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
+                        "wrong_events": wrong_events.state_dict(), "bmm": weights.bmm.state_dict(),
+                        "history": history, "base_acc": base_acc, "initial": initial,
+                        "fingerprint": data.fingerprint})
+
+    test_acc = [row["test_acc"] for row in history]
+    result = {
+        "tag": cfg.tag, "bmm": cfg.bmm, "entropy_weight": cfg.entropy_weight, "seed": cfg.seed,
+        "last_acc": test_acc[-1], "best_acc": max(test_acc), "base_acc": round(base_acc, 4),
+        "test_acc": test_acc, "auc": [row["auc"] for row in history], "initial": initial,
+        "bmm_params": [row["bmm"] for row in history], "train_loss": [row["train_loss"] for row in history],
+        "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
+    }
+    if runtime.is_main:
+        stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
+        save_json(result, stem + ".json")
+        counts = wrong_events.counts.cpu().numpy()
+        bmm_fit_plot(counts, weights.bmm, stem + "_bmm.png", groups=weights.groups_np, is_noisy=data.is_noisy,
+                     title=f"{cfg.tag}: {cfg.bmm} BMM after {cfg.epochs} stage-2 epochs")
+        log.info(f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, base model {base_acc:.2f}): "
+                 f"{stem}.json")
+    return result
+
+
+def fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def fmt_bmm(bmm: BetaMixture) -> str:
+    if bmm.num_groups > 1:
+        return f"{bmm.num_groups} classes, mean clean weight pi1={bmm.pi[:, 0].mean():.3f}"
+    (p1, _), (a1, a2), (b1, b2) = bmm.pi[0], bmm.alpha[0], bmm.beta[0]
+    return f"pi1={p1:.3f} alpha=({a1:.3f}, {a2:.3f}) beta=({b1:.3f}, {b2:.3f})"
+
+
+if __name__ == "__main__":
+    run_main(main)
