@@ -107,11 +107,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} train acc (noisy labels) "
                  f"{train_acc:.2f} test acc {test_acc:.2f} prediction change {wave_step.prediction_change}"
                  + (" -> base model" if wave_step.is_new_minimum else ""))
-        log.write_metrics(history)
         log.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
                         "wrong_events": wrong_events.state_dict(), "label_wave": wave.state_dict(),
                         "history": history, "fingerprint": data.fingerprint})
+        log.write_metrics(history)
 
     result = {"tag": tag, "base_model_epoch": wave.best_epoch + 1, "history": history}
     if runtime.is_main:

@@ -175,12 +175,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
                         "bmm": weights.bmm.describe()})
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} test acc {test_acc:.2f} "
                  f"AUC {fmt(auc)} BMM {fmt_bmm(weights.bmm)}")
-        log.write_metrics([{k: v for k, v in row.items() if k != "bmm"} for row in history])
         log.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
                         "wrong_events": wrong_events.state_dict(), "bmm": weights.bmm.state_dict(),
                         "history": history, "base_acc": base_acc, "initial": initial,
                         "fingerprint": data.fingerprint})
+        log.write_metrics([{k: v for k, v in row.items() if k != "bmm"} for row in history])
 
     test_acc = [row["test_acc"] for row in history]
     result = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -100,14 +100,19 @@ def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> An
 Step = Callable[[torch.nn.Module, Any], torch.Tensor]
 
 
-def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
                     step: Step, precision: Precision, runtime: Runtime, epoch: int, channels_last: bool = False,
                     desc: str = "train") -> dict:
     """One pass over ``loader``; returns ``{"loss": mean loss}`` (one host sync, at the end).
 
+    ``optimizer`` may be a sequence (ACTO's two models): each is zeroed and stepped, the loss is
+    back-propagated once and the gradient scaler updated once per step.
+
     Raises :class:`NonFiniteLoss` naming the epoch and the first bad step if the loss was ever
     NaN/inf (checked once at the end of the epoch, so the loop itself never waits for the GPU).
     """
+    optimizers = tuple(optimizer) if isinstance(optimizer, Sequence) else (optimizer,)
     model.train()
     device = runtime.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -118,9 +123,11 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader, optimizer: to
         batch = to_device(batch, device, channels_last)
         with precision.autocast():
             loss = step(model, batch)
-        optimizer.zero_grad(set_to_none=True)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
+        for opt in optimizers:
+            precision.scaler.step(opt)
         precision.scaler.update()
         batch_size = batch[1].shape[0]
         loss = loss.detach()

@@ -29,6 +29,6 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the last finished epoch is saved in checkpoint/<run>/last.pt "
+        print(f"{prog}: interrupted; every finished epoch is saved in checkpoint/<run>/last.pt "
               "(continue with --resume)", file=sys.stderr)
         sys.exit(130)

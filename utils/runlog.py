@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from utils.errors import DataError
-from utils.io import save_text, save_torch
+from utils.io import deferred_interrupt, save_text, save_torch
 
 
 class RunLog:
@@ -50,9 +50,10 @@ class RunLog:
         save_text(buf.getvalue(), os.path.join(self.run_dir, "metrics.csv"))
 
     def save_state(self, state: dict) -> None:
-        """Write last.pt atomically: an interrupted save keeps the previous epoch's file."""
+        """Write last.pt atomically (a crash keeps the previous epoch's file; Ctrl-C waits for the save)."""
         if self.enabled:
-            save_torch(state, self.last_path)
+            with deferred_interrupt():
+                save_torch(state, self.last_path)
 
     def load_state(self, device: torch.device) -> dict:
         if not os.path.isfile(self.last_path):

@@ -1,0 +1,119 @@
+"""DistributedDataParallel on CPU (gloo, 2 processes): merged per-sample state and rank-0-only files."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from stage_1 import stage1_step
+from utils.distributed import EpochShuffleSampler, Runtime
+from utils.engine import Precision, train_one_epoch
+from utils.wrong_events import EpochPredictions, WrongEvents
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N, DIM, CLASSES, EPOCHS = 37, 5, 3, 3  # 37 samples on 2 ranks: the sampler pads one duplicate
+
+
+class _Points(Dataset):
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(N, DIM, generator=g)
+        self.y = torch.randint(0, CLASSES, (N,), generator=g)
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i]), i
+
+
+class _Linear(nn.Module):
+    """Predictions independent of the batch composition (no batch norm)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc = nn.Linear(DIM, CLASSES)
+
+    def forward(self, x):
+        return x, self.fc(x)
+
+
+def _count(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=world_size)
+        model = _Linear()
+        ddp = nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights (and predictions) stay fixed
+        data = _Points()
+        loader = DataLoader(data, batch_size=4, sampler=EpochShuffleSampler(N, seed=0, rank=rank,
+                                                                            world_size=world_size))
+        wrong, preds = WrongEvents(N), EpochPredictions(N)
+        step = stage1_step(wrong, preds)
+        merged_predictions = []
+        for epoch in range(EPOCHS):
+            loader.sampler.set_epoch(epoch)
+            train_one_epoch(model=ddp, loader=loader, optimizer=optimizer, step=step,
+                            precision=Precision.create("fp32", runtime.device), runtime=runtime, epoch=epoch)
+            wrong.end_epoch(runtime.reduce_max)
+            merged_predictions.append(preds.end_epoch(runtime.reduce_max))
+        if rank == 0:
+            torch.save({"counts": wrong.counts, "predictions": torch.stack(merged_predictions)}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sampler_pads_so_merging_must_not_double_count():
+    shards = [list(EpochShuffleSampler(N, seed=0, rank=r, world_size=2)) for r in range(2)]
+    together = shards[0] + shards[1]
+    assert len(together) == N + 1 and len(set(together)) == N  # one sample is seen twice per epoch
+
+
+def test_merged_wrong_events_equal_single_process_counts(tmp_path):
+    out = str(tmp_path / "merged.pt")
+    mp.spawn(_count, args=(2, _free_port(), out), nprocs=2, join=True)
+    merged = torch.load(out, weights_only=True)
+    data, model = _Points(), _Linear()
+    with torch.no_grad():
+        predicted = model(data.x)[1].argmax(1)
+    expected = EPOCHS * (predicted != data.y).int()
+    assert torch.equal(merged["counts"], expected)
+    for epoch_predictions in merged["predictions"]:
+        assert torch.equal(epoch_predictions, predicted)  # every sample recorded once, none left at -1
+
+
+@pytest.mark.skipif(not dist.is_gloo_available(), reason="needs gloo")
+def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+           "stage_1.py", "--epochs", "2", "--device", "cpu", "--output_dir", str(tmp_path),
+           "--set", "batch_size=128"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tag = "test_resnet_scratch_digits_sym_0.4"
+    counts = np.load(tmp_path / "stage1" / f"{tag}_wrongevent.npy")
+    assert counts.shape == (1257,) and counts.min() >= 0 and counts.max() <= 2
+    log = (tmp_path / "checkpoint" / f"stage1_{tag}" / "train.log").read_text().splitlines()
+    epoch_lines = [line for line in log if " epoch " in f" {line.split(' ', 2)[-1]}" and "/2 loss" in line]
+    assert len(epoch_lines) == 2, "only rank 0 logs, once per epoch"
+    assert "world size 2" in log[0]
+    rows = (tmp_path / "checkpoint" / f"stage1_{tag}" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 3
+    leftovers = [p for p in tmp_path.rglob("*.tmp")]
+    assert not leftovers
