@@ -7,7 +7,7 @@ items are ``(image_or_views, noisy_label, index)``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -15,8 +15,14 @@ import numpy as np
 from dataloader import transforms as tfm
 from dataloader.base import NoisyLabelDataset, RawData, fingerprint
 from dataloader.cifar import load_cifar
+from dataloader.cifar80 import load_cifar80
+from dataloader.clothing1m import load_clothing1m
 from dataloader.digits import load_digits
+from dataloader.food101n import load_food101n
 from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels, transition_matrix
+from dataloader.tiny_imagenet import load_tiny_imagenet
+from dataloader.webfg import load_webfg
+from dataloader.webvision import load_webvision
 from utils.config import DATASETS
 from utils.errors import ConfigError, DataError
 
@@ -24,6 +30,14 @@ LOADERS: dict[str, Callable] = {
     "digits": load_digits,
     "cifar10": load_cifar,
     "cifar100": load_cifar,
+    "tiny_imagenet": load_tiny_imagenet,
+    "clothing1m": load_clothing1m,
+    "webvision": load_webvision,
+    "cifar80": load_cifar80,
+    "web-aircraft": load_webfg,
+    "web-bird": load_webfg,
+    "web-car": load_webfg,
+    "food101n": load_food101n,
 }
 assert set(LOADERS) == set(DATASETS), "utils.config.DATASETS and dataloader.LOADERS disagree"
 
@@ -41,6 +55,13 @@ class Data:
     resolution: int
     fingerprint: str                  # identifies sample order + noisy labels (stage 1 <-> stage 2)
     noise_info: dict
+    # further clean test sets evaluated beside ``test`` (WebVision: "imagenet_val"), same transform
+    extra_tests: dict[str, NoisyLabelDataset] = field(default_factory=dict)
+
+    @property
+    def test_sets(self) -> dict[str, NoisyLabelDataset]:
+        """Every clean test set, ``"test"`` first (accuracies are reported as ``{name}_acc`` beside it)."""
+        return {"test": self.test, **self.extra_tests}
 
     @property
     def is_noisy(self) -> np.ndarray | None:
@@ -95,7 +116,8 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
                           "classes; remove the key")
     noisy, noise_info = _noisy_labels(cfg, raw, log)
     resolution = resolve_resolution(cfg, raw)
-    common = dict(family=raw.family, resolution=resolution, mean=raw.mean, std=raw.std)
+    common = dict(family=raw.family, resolution=resolution, mean=raw.mean, std=raw.std,
+                  large=raw.extra.get("large"))
     if stage == "stage1":
         train_tf = tfm.stage1_transform(native_size=raw.native_size, hflip=cfg.hflip, **common)
     else:
@@ -104,7 +126,10 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     clean = raw.train_labels
     train = NoisyLabelDataset(raw.train_images, noisy, train_tf, clean_labels=clean)
     test = NoisyLabelDataset(raw.test_images, raw.test_labels, tfm.test_transform(**common))
+    extra_tests = {name: NoisyLabelDataset(images, labels, test.transform)
+                   for name, (images, labels) in raw.extra.get("extra_tests", {}).items()}
     fp = fingerprint(dataset=raw.name, sample_digest=raw.train_images.digest(), noisy_labels=noisy)
     return Data(raw=raw, train=train, test=test, noisy_labels=np.asarray(noisy, dtype=np.int64),
                 clean_labels=None if clean is None else np.asarray(clean, dtype=np.int64),
-                num_classes=raw.num_classes, resolution=resolution, fingerprint=fp, noise_info=noise_info)
+                num_classes=raw.num_classes, resolution=resolution, fingerprint=fp, noise_info=noise_info,
+                extra_tests=extra_tests)

@@ -3,7 +3,8 @@
 Two layouts are accepted under ``data_path``: the official IDO one (``data_batch_1..5``,
 ``test_batch`` or ``train``, ``test`` directly in the folder) and torchvision's extracted archive
 (``cifar-10-batches-py/`` or ``cifar-100-python/`` inside it).  ``download: true`` lets
-torchvision fetch the archive into ``data_path``.
+torchvision fetch the archive into ``data_path``.  With ``noise_mode: real`` the CIFAR-N human labels
+(``CIFAR-10_human.pt`` / ``CIFAR-100_human.pt``, see :mod:`dataloader.cifar_n`) are the given labels.
 """
 from __future__ import annotations
 
@@ -55,20 +56,20 @@ def _to_hwc(data: np.ndarray) -> np.ndarray:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
 
 
-def load_cifar(cfg, log=print) -> RawData:
-    name = cfg.dataset
+def read_cifar(name: str, data_path: str, download: bool = False, log=print):
+    """``(root, train HWC uint8, train labels, test HWC uint8, test labels)`` of cifar10 / cifar100."""
     folder, train_files, test_file, label_key, num_classes, mean, std = _SPEC[name]
-    root = find_cifar_root(name, cfg.data_path)
-    if root is None and cfg.download:
+    root = find_cifar_root(name, data_path)
+    if root is None and download:
         from torchvision.datasets import CIFAR10, CIFAR100
-        log(f"downloading {name} into {cfg.data_path}")
-        (CIFAR10 if name == "cifar10" else CIFAR100)(cfg.data_path, train=True, download=True)
-        root = find_cifar_root(name, cfg.data_path)
+        log(f"downloading {name} into {data_path}")
+        (CIFAR10 if name == "cifar10" else CIFAR100)(data_path, train=True, download=True)
+        root = find_cifar_root(name, data_path)
     if root is None:
         expected = ", ".join(train_files + [test_file])
         raise DataError(
-            f"{name} not found: expected the python pickle files ({expected}) in {cfg.data_path} or in "
-            f"{os.path.join(cfg.data_path, folder)}; get 'CIFAR python version' from {URL} and extract it "
+            f"{name} not found: expected the python pickle files ({expected}) in {data_path} or in "
+            f"{os.path.join(data_path, folder)}; get 'CIFAR python version' from {URL} and extract it "
             f"there, or set download=true")
     parts = [_read_batch(os.path.join(root, f), label_key) for f in train_files]
     train_data = np.concatenate([p[0] for p in parts])
@@ -77,9 +78,21 @@ def load_cifar(cfg, log=print) -> RawData:
     for split, labels in (("train", train_labels), ("test", test_labels)):
         if labels.min() < 0 or labels.max() >= num_classes:
             raise DataError(f"{name} {split} labels in {root} lie outside 0..{num_classes - 1}: is this {name}?")
+    return root, _to_hwc(train_data), train_labels, _to_hwc(test_data), test_labels
+
+
+def load_cifar(cfg, log=print) -> RawData:
+    name = cfg.dataset
+    num_classes, mean, std = _SPEC[name][4:7]
+    root, train_images, train_labels, test_images, test_labels = read_cifar(name, cfg.data_path, cfg.download,
+                                                                            log)
+    given = None
+    if cfg.noise_mode == "real":
+        from dataloader.cifar_n import load_human_labels
+        given = load_human_labels(cfg, name, root, train_labels, num_classes, log)
     return RawData(
         name=name, num_classes=num_classes,
-        train_images=ArrayImages(_to_hwc(train_data)), train_labels=train_labels,
-        test_images=ArrayImages(_to_hwc(test_data)), test_labels=test_labels,
-        mean=mean, std=std, native_size=32, family="small",
+        train_images=ArrayImages(train_images), train_labels=train_labels,
+        test_images=ArrayImages(test_images), test_labels=test_labels,
+        mean=mean, std=std, native_size=32, family="small", given_labels=given,
         extra={"root": root})

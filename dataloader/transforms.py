@@ -6,13 +6,15 @@ Two families:
   Stage 1: RandomCrop(native, pad native/8) -> Resize -> HFlip. Stage 2 weak: Resize -> HFlip ->
   RandomCrop(resolution, pad 12.5 %, reflect).
 * ``large``: images from files. Stage 1: Resize(1.14 x res, square) -> RandomCrop -> HFlip. Stage 2 weak:
-  the same; test: Resize(res).
+  the same; test: Resize(res).  A data set changes the resize ratio, square vs shorter-side resizing
+  and the test crop with a :class:`LargeSpec` (Clothing1M, WebVision, ACTO's web and food sets).
 
 Stage-2 strong view = weak view + RandAugment (timm, ``n`` ops, magnitude uniform in [0, m], p = 0.5
 each) + a fixed grey square cutout of ``cutout`` x side.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -20,6 +22,32 @@ from timm.data.auto_augment import rand_augment_transform
 from torchvision import transforms as T
 
 GREY = (127, 127, 127)
+
+# timm's RandAugment pool (the FixMatch pool without Cutout, which follows as a fixed square) with
+# FixMatch's 4-8-bit Posterize: timm's default Posterize keeps 0-4 bits, and 0 bits is rejected by
+# Pillow >= 11 when the magnitude is drawn uniformly from 0.
+RANDAUG_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeOriginal", "Solarize", "SolarizeAdd",
+               "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+@dataclass(frozen=True)
+class LargeSpec:
+    """Per-data-set resize/crop of the ``large`` family (``s = round(resize_ratio * resolution)``).
+
+    ``stage1_resize`` / ``stage2_resize``: ``"square"`` = Resize((s, s)), ``"shorter"`` = shorter side to s,
+    both followed by RandomCrop(resolution).  ``test``: ``"resize"`` = Resize((res, res));
+    ``"square_center"`` = Resize((s, s)) -> CenterCrop(res); ``"shorter_center"`` = Resize(s) -> CenterCrop(res).
+    """
+
+    resize_ratio: float = 256 / 224
+    stage1_resize: str = "square"
+    stage2_resize: str = "square"
+    test: str = "resize"
+
+    def resize(self, resolution: int, mode: str) -> T.Resize:
+        side = round(resolution * self.resize_ratio)
+        size = (side, side) if mode == "square" else side
+        return T.Resize(size, interpolation=T.InterpolationMode.BILINEAR, antialias=True)
 
 
 class TwoViews:
@@ -47,7 +75,8 @@ def _resize(resolution: int) -> T.Resize:
     return T.Resize((resolution, resolution), interpolation=T.InterpolationMode.BILINEAR, antialias=True)
 
 
-def stage1_transform(*, family: str, resolution: int, native_size: int, mean, std, hflip: bool = True):
+def stage1_transform(*, family: str, resolution: int, native_size: int, mean, std, hflip: bool = True,
+                     large: LargeSpec | None = None):
     """Stage-1 training transform (one view)."""
     if family == "small":
         ops = [T.RandomCrop(native_size, padding=max(1, native_size // 8))]
@@ -55,16 +84,18 @@ def stage1_transform(*, family: str, resolution: int, native_size: int, mean, st
             ops.append(_resize(resolution))
         ops += _maybe_flip(hflip)
     else:
-        ops = [_resize(round(resolution * 256 / 224)), T.RandomCrop(resolution)] + _maybe_flip(hflip)
+        large = large or LargeSpec()
+        ops = [large.resize(resolution, large.stage1_resize), T.RandomCrop(resolution)] + _maybe_flip(hflip)
     return T.Compose(ops + _finish(mean, std))
 
 
-def _weak_ops(*, family: str, resolution: int, hflip: bool) -> list:
+def _weak_ops(*, family: str, resolution: int, hflip: bool, large: LargeSpec | None = None) -> list:
     if family == "small":
         pad = round(0.125 * resolution)
         return [_resize(resolution)] + _maybe_flip(hflip) + [
             T.RandomCrop(resolution, padding=pad, padding_mode="reflect")]
-    return [_resize(round(resolution * 256 / 224))] + _maybe_flip(hflip) + [T.RandomCrop(resolution)]
+    large = large or LargeSpec()
+    return [large.resize(resolution, large.stage2_resize)] + _maybe_flip(hflip) + [T.RandomCrop(resolution)]
 
 
 def strong_augment(*, randaug_n: int, randaug_m: int, cutout: float) -> tuple[list, list]:
@@ -74,7 +105,7 @@ def strong_augment(*, randaug_n: int, randaug_m: int, cutout: float) -> tuple[li
         # mstd > 100 makes timm draw the magnitude uniformly in [0, m] for every op (FixMatch style)
         pil_ops.append(rand_augment_transform(
             f"rand-n{randaug_n}-m{randaug_m}-mstd101-p0.5",
-            {"img_mean": GREY, "translate_pct": 0.3}))
+            {"img_mean": GREY, "translate_pct": 0.3}, transforms=list(RANDAUG_OPS)))
     tensor_ops = []
     if cutout > 0:
         area = cutout * cutout
@@ -83,15 +114,19 @@ def strong_augment(*, randaug_n: int, randaug_m: int, cutout: float) -> tuple[li
 
 
 def stage2_transform(*, family: str, resolution: int, mean, std, hflip: bool = True,
-                     randaug_n: int = 2, randaug_m: int = 10, cutout: float = 0.15) -> TwoViews:
+                     randaug_n: int = 2, randaug_m: int = 10, cutout: float = 0.15,
+                     large: LargeSpec | None = None) -> TwoViews:
     """Stage-2 (and ACTO) training transform: ``(weak, strong)`` views of one image."""
-    weak_ops = _weak_ops(family=family, resolution=resolution, hflip=hflip)
+    weak_ops = _weak_ops(family=family, resolution=resolution, hflip=hflip, large=large)
     pil_ops, tensor_ops = strong_augment(randaug_n=randaug_n, randaug_m=randaug_m, cutout=cutout)
     weak = T.Compose(weak_ops + _finish(mean, std))
     strong = T.Compose(weak_ops + pil_ops + [T.ToTensor()] + tensor_ops + [T.Normalize(mean, std)])
     return TwoViews(weak, strong)
 
 
-def test_transform(*, family: str, resolution: int, mean, std):
+def test_transform(*, family: str, resolution: int, mean, std, large: LargeSpec | None = None):
     """Evaluation transform."""
-    return T.Compose([_resize(resolution)] + _finish(mean, std))
+    if family == "small" or large is None or large.test == "resize":
+        return T.Compose([_resize(resolution)] + _finish(mean, std))
+    mode = "square" if large.test == "square_center" else "shorter"
+    return T.Compose([large.resize(resolution, mode), T.CenterCrop(resolution)] + _finish(mean, std))

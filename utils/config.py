@@ -23,7 +23,8 @@ STAGE1, STAGE2, ACTO = "stage1", "stage2", "acto"
 ALL_SCOPES = frozenset({STAGE1, STAGE2, ACTO})
 
 # Data sets known to dataloader/; dataloader.registry checks that this list and its own agree.
-DATASETS = ("digits", "cifar10", "cifar100")
+DATASETS = ("digits", "cifar10", "cifar100", "tiny_imagenet", "clothing1m", "webvision", "cifar80",
+            "web-aircraft", "web-bird", "web-car", "food101n")
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,17 @@ OPTIONS: tuple[Option, ...] = (
     _opt("hflip", bool, True, "random horizontal flips in training views"),
     _opt("num_workers", int, 4, "DataLoader worker processes", min=0),
     _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)"),
+    # data-set-specific keys (docs/data.md)
+    _opt("noisy_label_file", str, None, "CIFAR-N human-label file for noise_mode real (null: "
+         "{data_path}/CIFAR-10_human.pt or {data_path}/CIFAR-100_human.pt)", nullable=True),
+    _opt("cifar10n_label", str, "worse_label", "CIFAR-10N label set used with noise_mode real",
+         choices=("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")),
+    _opt("clothing1m_samples", int, 128000, "size of the class-balanced Clothing1M training subset (drawn once "
+         "per seed, persisted in noise_dir, shared by both stages)", min=1),
+    _opt("imagenet_val_path", str, None, "ILSVRC12 val folders for WebVision's second test set (first 50 "
+         "classes; null: none)", nullable=True),
+    _opt("food101_path", str, None, "Food-101 release, the food101n test set (null: {data_path}/food-101)",
+         nullable=True),
     # --- model ---
     _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B or any timm model name"),
     _opt("pretrained", bool, True, "load timm's pretrained weights"),
