@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from dataloader import build_data
 from model import create_model
 from utils.config import STAGE1
-from utils.engine import evaluate, make_loaders, seed_epoch, train_one_epoch
+from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
+    train_one_epoch
 from utils.errors import run_main
 from utils.io import save_json, save_npy, save_torch
 from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind
@@ -69,9 +70,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     start_epoch = 0
     base_path = run.path("base_model", f"{tag}.pt")
     if cfg.resume:
-        state = log.load_state(runtime.device)
-        if state.get("fingerprint") != data.fingerprint:
-            raise_mismatch(log.last_path)
+        state = run.load_state(fingerprint=data.fingerprint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -80,9 +79,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         wave.load_state_dict(state["label_wave"])
         history = list(state["history"])
         start_epoch = state["epoch"] + 1
-        log.info(f"resumed from {log.last_path} after epoch {start_epoch}")
 
-    train_loader, test_loader = make_loaders(data.train, data.test, cfg, runtime)
+    train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
     step = stage1_step(wrong_events, predictions)
     for epoch in range(start_epoch, cfg.epochs):
         seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
@@ -95,22 +93,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
         wave_step = wave.observe(epoch, epoch_predictions)
         if wave_step.is_new_minimum and runtime.is_main:
             save_torch(state_for_saving(model), base_path)
-        test_acc = evaluate(model, test_loader, precision=run.precision, runtime=runtime,
-                            channels_last=cfg.channels_last)
+        accuracies = evaluate_all(model, test_loaders, precision=run.precision, runtime=runtime,
+                                  channels_last=cfg.channels_last)
         scheduler.step()
         train_acc = 100.0 * float((epoch_predictions == torch.as_tensor(data.noisy_labels, device=runtime.device))
                                   .float().mean())
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(stats["loss"], 6),
-                        "train_acc_noisy": round(train_acc, 4), "test_acc": round(test_acc, 4),
+                        "train_acc_noisy": round(train_acc, 4), **accuracy_columns(accuracies),
                         "prediction_change": wave_step.prediction_change,
                         "base_model_epoch": wave.best_epoch + 1})
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} train acc (noisy labels) "
-                 f"{train_acc:.2f} test acc {test_acc:.2f} prediction change {wave_step.prediction_change}"
+                 f"{train_acc:.2f} {describe_accuracies(accuracies)} prediction change {wave_step.prediction_change}"
                  + (" -> base model" if wave_step.is_new_minimum else ""))
-        log.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
                         "wrong_events": wrong_events.state_dict(), "label_wave": wave.state_dict(),
-                        "history": history, "fingerprint": data.fingerprint})
+                        "history": history}, fingerprint=data.fingerprint)
         log.write_metrics(history)
 
     result = {"tag": tag, "base_model_epoch": wave.best_epoch + 1, "history": history}
@@ -119,12 +117,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log.info(f"base model (epoch {wave.best_epoch + 1}, first prediction-change minimum): {base_path}")
         log.info(f"wrong events: {result['wrong_events_path']}")
     return result
-
-
-def raise_mismatch(path: str):
-    from utils.errors import DataError
-    raise DataError(f"--resume: {path} was written for other data or noisy labels; start without --resume "
-                    "or set another run_name")
 
 
 def save_stage1_outputs(run, data, counts: np.ndarray, wave: LabelWave, history: list[dict]) -> dict:
@@ -138,7 +130,7 @@ def save_stage1_outputs(run, data, counts: np.ndarray, wave: LabelWave, history:
         "realised_noise_rate": data.noise_info["realised_noise_rate"], "epochs": cfg.epochs,
         "backbone": cfg.backbone, "seed": cfg.seed, "base_model_epoch": wave.best_epoch + 1,
         "prediction_change": wave.history, "fingerprint": data.fingerprint,
-        "test_acc": [row["test_acc"] for row in history],
+        **{f"{name}_acc": [row[f"{name}_acc"] for row in history] for name in data.test_sets},
     }
     save_json(meta, run.path("stage1", f"{tag}_wrongevent.json"))
     wrong_event_histogram(counts, run.path("stage1", f"{tag}_wrongevent.png"), is_noisy=data.is_noisy,

@@ -19,7 +19,8 @@ from dataloader import Data, build_data
 from model import create_model
 from utils.bmm import BetaMixture, BmmLookup
 from utils.config import STAGE2
-from utils.engine import evaluate, make_loaders, seed_epoch, train_one_epoch
+from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
+    train_one_epoch
 from utils.errors import DataError, run_main
 from utils.io import save_json
 from utils.losses import dynamic_loss
@@ -43,7 +44,19 @@ class SampleWeights:
 
     def fit(self, counts: np.ndarray, *, iterations: int) -> None:
         self.bmm.fit(counts, groups=self.groups_np, max_iter=iterations)
+        self._build_lookup(counts)
+
+    def _build_lookup(self, counts: np.ndarray) -> None:
+        # counts above the fitted maximum (this epoch's new events) read the last row: B5's clipping
         self.lookup = BmmLookup.from_bmm(self.bmm, max_count=int(counts.max(initial=0)), device=self.device)
+
+    def state_dict(self) -> dict:
+        return self.bmm.state_dict()
+
+    def load_state_dict(self, state: dict, counts: np.ndarray) -> None:
+        """Restore the mixture fitted to ``counts`` (the wrong events it was last fitted on)."""
+        self.bmm.load_state_dict(state)
+        self._build_lookup(counts)
 
     def __call__(self, counts: torch.Tensor, index: torch.Tensor):
         """(clean_posterior, noisy_posterior, clean_cdf, noisy_cdf) of a batch, each (B,)."""
@@ -129,31 +142,26 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
     wrong_events = WrongEvents(len(data.train), device=runtime.device, initial=torch.as_tensor(stage1_counts))
     weights = SampleWeights(class_wise=cfg.bmm == "class", noisy_labels=data.noisy_labels,
                             num_classes=data.num_classes, device=runtime.device)
-    train_loader, test_loader = make_loaders(data.train, data.test, cfg, runtime)
+    train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
+    evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last)
     history: list[dict] = []
     start_epoch = 0
     if cfg.resume:
-        state = log.load_state(runtime.device)
-        if state.get("fingerprint") != data.fingerprint:
-            raise DataError(f"--resume: {log.last_path} was written for other data or noisy labels")
+        state = run.load_state(fingerprint=data.fingerprint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         run.precision.scaler.load_state_dict(state["scaler"])
         wrong_events.load_state_dict(state["wrong_events"])
-        weights.bmm.load_state_dict(state["bmm"])
-        weights.lookup = BmmLookup.from_bmm(weights.bmm, max_count=int(wrong_events.counts.max()),
-                                            device=runtime.device)
-        history, base_acc, initial = list(state["history"]), state["base_acc"], state["initial"]
+        weights.load_state_dict(state["bmm"], wrong_events.counts.cpu().numpy())
+        history, base_accs, initial = list(state["history"]), state["base_accs"], state["initial"]
         start_epoch = state["epoch"] + 1
-        log.info(f"resumed from {log.last_path} after epoch {start_epoch}")
     else:
         weights.fit(stage1_counts, iterations=cfg.bmm_init_iters)
-        base_acc = evaluate(model, test_loader, precision=run.precision, runtime=runtime,
-                            channels_last=cfg.channels_last)
+        base_accs = evaluate_all(model, test_loaders, **evaluate_kw)
         initial = {"bmm": weights.bmm.describe(), "auc": detection_auc(weights.clean_posterior(stage1_counts),
                                                                        data.is_noisy)}
-        log.info(f"base model test acc {base_acc:.2f}; initial BMM {fmt_bmm(weights.bmm)}; noise-detection AUC "
+        log.info(f"base model {describe_accuracies(base_accs)}; initial BMM {fmt_bmm(weights.bmm)}; noise-detection AUC "
                  f"{fmt(initial['auc'])}")
 
     step = stage2_step(wrong_events, weights, cfg)
@@ -166,23 +174,23 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         wrong_events.end_epoch(runtime.reduce_max)
         counts = wrong_events.counts.cpu().numpy()
         weights.fit(counts, iterations=refit_iters)  # identical on every rank: same counts, same EM
-        test_acc = evaluate(model, test_loader, precision=run.precision, runtime=runtime,
-                            channels_last=cfg.channels_last)
+        accuracies = evaluate_all(model, test_loaders, **evaluate_kw)
         scheduler.step()
         auc = detection_auc(weights.clean_posterior(counts), data.is_noisy)
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(stats["loss"], 6),
-                        "test_acc": round(test_acc, 4), "auc": None if auc is None else round(auc, 6),
+                        **accuracy_columns(accuracies), "auc": None if auc is None else round(auc, 6),
                         "bmm": weights.bmm.describe()})
-        log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} test acc {test_acc:.2f} "
+        log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} {describe_accuracies(accuracies)} "
                  f"AUC {fmt(auc)} BMM {fmt_bmm(weights.bmm)}")
-        log.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
-                        "wrong_events": wrong_events.state_dict(), "bmm": weights.bmm.state_dict(),
-                        "history": history, "base_acc": base_acc, "initial": initial,
-                        "fingerprint": data.fingerprint})
+                        "wrong_events": wrong_events.state_dict(), "bmm": weights.state_dict(),
+                        "history": history, "base_accs": base_accs, "initial": initial},
+                       fingerprint=data.fingerprint)
         log.write_metrics([{k: v for k, v in row.items() if k != "bmm"} for row in history])
 
     test_acc = [row["test_acc"] for row in history]
+    base_acc = base_accs["test"]
     result = {
         "tag": cfg.tag, "bmm": cfg.bmm, "entropy_weight": cfg.entropy_weight, "seed": cfg.seed,
         "last_acc": test_acc[-1], "best_acc": max(test_acc), "base_acc": round(base_acc, 4),
@@ -190,6 +198,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         "bmm_params": [row["bmm"] for row in history], "train_loss": [row["train_loss"] for row in history],
         "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
     }
+    for name in data.extra_tests:  # e.g. WebVision's ILSVRC12 validation accuracy, beside the main one
+        accs = [row[f"{name}_acc"] for row in history]
+        result.update({f"{name}_last_acc": accs[-1], f"{name}_best_acc": max(accs), f"{name}_acc": accs,
+                       f"{name}_base_acc": round(base_accs[name], 4)})
     if runtime.is_main:
         stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
         save_json(result, stem + ".json")

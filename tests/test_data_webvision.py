@@ -107,3 +107,23 @@ def test_stage1_and_stage2(tmp_path):
     assert first["tag"] == "test_resnet_scratch_webvision_real_0.2"
     assert len(second["test_acc"]) == 1
 
+
+def test_imagenet_val_accuracy_reported_beside_webvision(tmp_path):
+    root = tmp_path / "webvision"
+    write_webvision(str(root))
+    val = tmp_path / "imagenet" / "val"
+    expected = write_imagenet_val(str(val), layout="index")
+    first, second = run_both_stages("webvision", str(root), str(tmp_path / "out"),
+                                    "--set", f"imagenet_val_path={val}")
+    n_val = len(expected["labels"])
+    for row in first["history"]:
+        assert {"test_acc", "imagenet_val_acc"} <= set(row)
+        # accuracy over the n_val images: a multiple of 100 / n_val
+        assert row["imagenet_val_acc"] * n_val / 100 == pytest.approx(round(row["imagenet_val_acc"] * n_val / 100),
+                                                                       abs=1e-3)
+    assert len(second["imagenet_val_acc"]) == len(second["test_acc"]) == 1
+    assert second["imagenet_val_last_acc"] == second["imagenet_val_acc"][-1]
+    assert "imagenet_val_base_acc" in second
+    metrics = (tmp_path / "out" / "checkpoint" / "stage2_test_resnet_scratch_webvision_real_0.2_global"
+               / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "imagenet_val_acc" in metrics

@@ -401,10 +401,11 @@ class BmmLookup:
             (``K = max_count + 1``; columns clean_posterior, noisy_posterior, clean_cdf, noisy_cdf).
         device: torch device for the stored float32 table.
 
-    Calling with ``counts`` (LongTensor ``(B,)``) and ``groups`` (LongTensor ``(B,)`` or ``None`` when
-    ``G == 1``) returns four float32 tensors of shape ``(B,)`` on the table's device.  Counts are
-    clamped to ``[0, K - 1]`` (counts beyond the table behave like its last row).  Pure tensor
-    indexing: no host synchronisation.
+    Calling with ``counts`` (integer tensor ``(B,)``) and ``groups`` (integer tensor ``(B,)`` or ``None``
+    when ``G == 1``) returns four float32 tensors of shape ``(B,)`` on the table's device.  Counts
+    above ``K - 1`` behave like ``K - 1`` (counts are never negative).  Pure tensor indexing, no host
+    synchronisation; the table is stored as ``(4, G * K)`` so that one ``index_select`` gathers all
+    four values (a training step calls this once per batch, so its few torch ops are kept minimal).
     """
 
     def __init__(self, table: np.ndarray, *, device: Any = "cpu") -> None:
@@ -413,9 +414,10 @@ class BmmLookup:
         arr = np.asarray(table)
         if arr.ndim != 3 or arr.shape[2] != 4 or arr.shape[0] < 1 or arr.shape[1] < 1:
             raise ValueError(f"table must have shape (G, K, 4) with G, K >= 1, got {arr.shape}")
-        self.table = torch.as_tensor(arr, dtype=torch.float32).to(device).contiguous()
         self.num_groups = int(arr.shape[0])
         self.max_count = int(arr.shape[1]) - 1
+        flat = arr.reshape(-1, 4).T  # (4, G * K): column g * K + count
+        self.table = torch.as_tensor(np.ascontiguousarray(flat), dtype=torch.float32).to(device)
 
     @property
     def device(self):
@@ -427,23 +429,20 @@ class BmmLookup:
         return cls(bmm.lookup_table(max_count), device=device)
 
     def __call__(self, counts, groups=None):
-        import torch
-
         if counts.dim() != 1:
             raise ValueError(f"counts must be 1-D, got shape {tuple(counts.shape)}")
-        c = counts.to(device=self.table.device, dtype=torch.long, non_blocking=True)
-        c = c.clamp(0, self.max_count)
+        if counts.device != self.table.device:
+            counts = counts.to(self.table.device, non_blocking=True)
+        column = counts.clamp_max(self.max_count)
         if groups is None:
             if self.num_groups != 1:
                 raise ValueError(f"groups is required when the table has {self.num_groups} groups")
-            rows = self.table[0, c]  # (B, 4)
         else:
             if groups.shape != counts.shape:
                 raise ValueError(
                     f"groups shape {tuple(groups.shape)} != counts shape {tuple(counts.shape)}")
-            g = groups.to(device=self.table.device, dtype=torch.long, non_blocking=True)
-            rows = self.table[g, c]  # (B, 4)
-        return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+            column = column + groups.to(self.table.device, non_blocking=True) * (self.max_count + 1)
+        return self.table.index_select(1, column).unbind(0)
 
 
 def build_lookup(bmm: BetaMixture, *, max_count: int, device: Any = "cpu") -> BmmLookup:

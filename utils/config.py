@@ -175,6 +175,21 @@ NAMED_OVERRIDES = ("noise_mode", "noise_ratio", "backbone", "seed", "epochs", "b
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``3e-4`` as a float as YAML 1.2 does (YAML 1.1 wants ``3.0e-4``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text_or_stream) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 exponent floats (the loader of every config file and value)."""
+    return yaml.load(text_or_stream, Loader=_YamlLoader)
+
+
 class Config(Mapping):
     """Resolved, validated configuration; read-only attribute and mapping access."""
 
@@ -247,7 +262,7 @@ def build_arg_parser(prog: str, scope: str) -> argparse.ArgumentParser:
 
 def _yaml_value(text: str, key: str) -> Any:
     try:
-        return yaml.safe_load(text) if text != "" else None
+        return load_yaml(text) if text != "" else None
     except yaml.YAMLError:
         raise ConfigError(f"value {text!r} for '{key}' is not valid YAML") from None
 
@@ -258,7 +273,7 @@ def _read_yaml(path: str) -> dict:
                           "config/acto)")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

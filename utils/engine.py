@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -53,7 +53,9 @@ def seed_epoch(seed: int, epoch: int, runtime: Runtime, loaders: tuple[DataLoade
             loader.sampler.set_epoch(epoch)
 
 
-def make_loaders(train_set, test_set, cfg, runtime: Runtime) -> tuple[DataLoader, DataLoader]:
+def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
+                 runtime: Runtime) -> tuple[DataLoader, dict[str, DataLoader]]:
+    """The shuffled training loader and one sharded evaluation loader per test set (same names)."""
     workers = cfg.num_workers
     common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
                   persistent_workers=workers > 0 and cfg.persistent_workers)
@@ -61,10 +63,11 @@ def make_loaders(train_set, test_set, cfg, runtime: Runtime) -> tuple[DataLoader
         train_set, batch_size=cfg.batch_size, drop_last=False,
         sampler=EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size),
         generator=torch.Generator(), **common)
-    test = DataLoader(test_set, batch_size=cfg.test_batch_size,
-                      sampler=ShardSampler(len(test_set), rank=runtime.rank, world_size=runtime.world_size),
-                      **common)
-    return train, test
+    tests = {name: DataLoader(test_set, batch_size=cfg.test_batch_size,
+                              sampler=ShardSampler(len(test_set), rank=runtime.rank, world_size=runtime.world_size),
+                              **common)
+             for name, test_set in test_sets.items()}
+    return train, tests
 
 
 @dataclass
@@ -159,3 +162,18 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision
         total += labels.numel()
     correct, total = runtime.reduce_sum(correct), runtime.reduce_sum(total)
     return 100.0 * float(correct) / max(int(total), 1)
+
+
+def evaluate_all(model: torch.nn.Module, loaders: Mapping[str, DataLoader], **kwargs) -> dict[str, float]:
+    """:func:`evaluate` on every test loader: ``{name: accuracy %}``."""
+    return {name: evaluate(model, loader, **kwargs) for name, loader in loaders.items()}
+
+
+def accuracy_columns(accuracies: Mapping[str, float]) -> dict[str, float]:
+    """``{"test_acc": ..., "{name}_acc": ...}`` rounded, for history rows and result files."""
+    return {f"{name}_acc": round(acc, 4) for name, acc in accuracies.items()}
+
+
+def describe_accuracies(accuracies: Mapping[str, float]) -> str:
+    """``"test acc 91.20, imagenet_val acc 80.10"`` for the log."""
+    return ", ".join(f"{name} acc {acc:.2f}" for name, acc in accuracies.items())

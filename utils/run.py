@@ -10,7 +10,16 @@ import torch
 from utils.config import Config, parse_config
 from utils.distributed import Runtime, setup_runtime
 from utils.engine import Precision, seed_everything
+from utils.errors import DataError
 from utils.runlog import RunLog
+
+# Keys that may differ between a run and its --resume: where the files are and how the machine runs
+# them, not what is trained.  Every other key must match the checkpoint (the data and noisy labels
+# are compared through the fingerprint as well).
+RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persistent_workers", "output_dir",
+                              "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
+                              "base_model", "wrong_events", "imagenet_val_path", "food101_path",
+                              "noisy_label_file"})
 
 
 @dataclass
@@ -23,6 +32,33 @@ class Run:
     def path(self, *parts: str) -> str:
         """A path under output_dir."""
         return os.path.join(self.cfg.output_dir, *parts)
+
+    def training_settings(self) -> dict:
+        return {k: v for k, v in self.cfg.items() if k not in RESUME_FREE_KEYS}
+
+    def save_state(self, state: dict, *, fingerprint: str) -> None:
+        """Write checkpoint/{run}/last.pt with what identifies the run (fingerprint and settings)."""
+        self.log.save_state({**state, "fingerprint": fingerprint, "settings": self.training_settings()})
+
+    def load_state(self, *, fingerprint: str) -> dict:
+        """The state of ``last.pt`` for ``--resume``, refused unless it belongs to this very run.
+
+        A checkpoint of other data/noisy labels or of other settings (another lr, number of epochs,
+        ...) raises :class:`DataError` naming the difference, instead of silently continuing a stale run.
+        """
+        state = self.log.load_state(self.runtime.device)
+        path = self.log.last_path
+        if state.get("fingerprint") != fingerprint:
+            raise DataError(f"--resume: {path} was written for other data or noisy labels; start without --resume "
+                            "or set another run_name")
+        saved, current = state.get("settings") or {}, self.training_settings()
+        differ = [k for k in current if saved.get(k, "<missing>") != current[k]]
+        if differ:
+            shown = ", ".join(f"{k}: {saved.get(k, '<missing>')!r} there, {current[k]!r} here" for k in differ[:3])
+            raise DataError(f"--resume: {path} belongs to a run with other settings ({shown}); resume with the "
+                            "settings of that run, or start without --resume to begin a new one")
+        self.log.info(f"resumed from {path} after epoch {state['epoch'] + 1}")
+        return state
 
 
 def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: str,

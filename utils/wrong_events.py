@@ -55,7 +55,8 @@ class WrongEvents:
         self.epoch_events.zero_()
 
     def state_dict(self) -> dict:
-        return {"counts": self.counts.cpu()}
+        """A snapshot on the CPU (a copy: ``.cpu()`` alone returns the live tensor on a CPU run)."""
+        return {"counts": self.counts.detach().clone().cpu()}
 
     def load_state_dict(self, state: dict) -> None:
         self.counts.copy_(state["counts"])
@@ -121,7 +122,7 @@ class LabelWave:
         return WaveStep(change, new_minimum, self.settled)
 
     def state_dict(self) -> dict:
-        return {"reference": None if self.reference is None else self.reference.cpu(),
+        return {"reference": None if self.reference is None else self.reference.detach().clone().cpu(),
                 "last_change": self.last_change, "settled": self.settled, "best_epoch": self.best_epoch,
                 "history": list(self.history)}
 

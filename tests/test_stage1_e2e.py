@@ -1,0 +1,226 @@
+"""stage_1.py end to end on the embedded digits default: the files of DESIGN §3, and exact resume."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import stage_1
+from dataloader import build_data
+from model import create_model
+from utils.config import REPO_ROOT, parse_config
+from utils.distributed import Runtime
+from utils.engine import Precision, evaluate, make_loaders
+from utils.errors import DataError
+
+SUBPROCESS_ENV = dict(os.environ, OMP_NUM_THREADS="1")  # see _one_torch_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: tiny models gain nothing from more, and on a busy 2-core machine OpenMP
+    spinning makes them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+N_DIGITS_TRAIN = 1257   # 70 % of scikit-learn's 1,797 digits
+
+
+def read_metrics(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def relative_files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e")
+    proc = subprocess.run([sys.executable, "stage_1.py", "--epochs", "3", "--output_dir", str(out),
+                           "--device", "cpu"], cwd=REPO_ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = parse_config(["--epochs", "3", "--output_dir", str(out), "--device", "cpu"], prog="stage_1.py",
+                       scope="stage1")
+    return out, cfg, proc
+
+
+def test_cli_writes_exactly_the_stage1_files(cli_run):
+    out, cfg, proc = cli_run
+    tag = cfg.tag
+    assert tag == "test_resnet_scratch_digits_sym_0.4"
+    run = f"checkpoint/stage1_{tag}"
+    assert relative_files(out) == sorted([
+        f"stage1/{tag}_wrongevent.npy", f"stage1/{tag}_wrongevent.json", f"stage1/{tag}_wrongevent.png",
+        f"base_model/{tag}.pt",
+        f"{run}/config.yaml", f"{run}/train.log", f"{run}/metrics.csv", f"{run}/last.pt",
+        "noise_file/digits_sym_0.4_seed0_ido.json",      # noise_dir defaults to {output_dir}/noise_file
+    ])
+    assert "Traceback" not in proc.stderr
+
+
+def test_wrong_event_file_and_metadata(cli_run):
+    out, cfg, _ = cli_run
+    tag = cfg.tag
+    counts = np.load(out / "stage1" / f"{tag}_wrongevent.npy")
+    assert counts.dtype == np.int32 and counts.shape == (N_DIGITS_TRAIN,)
+    assert counts.min() >= 0 and counts.max() <= 3
+    assert len(np.unique(counts)) > 1
+
+    with open(out / "stage1" / f"{tag}_wrongevent.json") as f:
+        meta = json.load(f)
+    for key in ("dataset", "num_samples", "epochs", "fingerprint", "noise_mode", "noise_ratio",
+                "realised_noise_rate", "base_model_epoch"):
+        assert key in meta, key
+    assert meta["dataset"] == "digits" and meta["num_samples"] == N_DIGITS_TRAIN and meta["epochs"] == 3
+    assert meta["noise_mode"] == "sym" and meta["noise_ratio"] == 0.4
+    assert 1 <= meta["base_model_epoch"] <= 3
+
+    # the fingerprint is the one of the data set and noisy labels (rebuilt here from the noise cache)
+    data = build_data(cfg, stage="stage1", log=lambda _: None)
+    assert data.noise_info["reused"] is True
+    assert meta["fingerprint"] == data.fingerprint
+    assert meta["realised_noise_rate"] == pytest.approx(float(np.mean(data.noisy_labels != data.clean_labels)))
+
+    # wrong events come from the same forward pass as the training accuracy on the noisy labels:
+    # their total is sum over epochs of N * (1 - acc)
+    rows = read_metrics(out / "checkpoint" / f"stage1_{tag}" / "metrics.csv")
+    wrong_per_epoch = [round(N_DIGITS_TRAIN * (1 - float(r["train_acc_noisy"]) / 100)) for r in rows]
+    assert int(counts.sum()) == sum(wrong_per_epoch)
+
+    assert (out / "stage1" / f"{tag}_wrongevent.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_run_directory(cli_run):
+    out, cfg, _ = cli_run
+    run_dir = out / "checkpoint" / f"stage1_{cfg.tag}"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved == cfg.to_dict()
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert int(rows[0]["prediction_change"]) == N_DIGITS_TRAIN
+    for r in rows:
+        assert 0.0 <= float(r["test_acc"]) <= 100.0 and float(r["train_loss"]) > 0
+    log = (run_dir / "train.log").read_text()
+    assert "epoch 3/3" in log and "epoch 1/3" in log
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and len(last["history"]) == 3
+    assert last["wrong_events"]["counts"].tolist() == np.load(
+        out / "stage1" / f"{cfg.tag}_wrongevent.npy").tolist()
+
+
+def test_base_model_loads_and_reproduces_its_test_accuracy(cli_run):
+    out, cfg, _ = cli_run
+    state = torch.load(out / "base_model" / f"{cfg.tag}.pt", weights_only=True)
+    model = create_model(cfg.backbone, num_classes=10, pretrained=False, img_size=cfg.resolution)
+    model.load_state_dict(state)  # strict: every key, every shape
+    rows = read_metrics(out / "checkpoint" / f"stage1_{cfg.tag}" / "metrics.csv")
+    base_epoch = int(rows[-1]["base_model_epoch"])
+    data = build_data(cfg, stage="stage1", log=lambda _: None)
+    runtime = Runtime(device=torch.device("cpu"))
+    _, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
+    acc = evaluate(model, test_loaders["test"], precision=Precision.create("fp32", runtime.device), runtime=runtime)
+    # the test accuracy logged at the base epoch was measured with exactly these weights
+    assert acc == pytest.approx(float(rows[base_epoch - 1]["test_acc"]), abs=0.2)
+
+
+# ------------------------------------------------------------------------------------- resume
+
+ARGS = ["--epochs", "3", "--batch_size", "128", "--set", "resolution=16", "--device", "cpu"]
+
+
+class Interrupted(KeyboardInterrupt):
+    pass
+
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    full = stage_1.main(ARGS + ["--output_dir", str(full_dir)])
+    tag = full["tag"]
+
+    real = stage_1.train_one_epoch
+
+    def stop_at_third_epoch(**kwargs):
+        if kwargs["epoch"] == 2:
+            raise Interrupted()
+        return real(**kwargs)
+
+    monkeypatch.setattr(stage_1, "train_one_epoch", stop_at_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        stage_1.main(ARGS + ["--output_dir", str(part_dir)])
+    run_dir = part_dir / "checkpoint" / f"stage1_{tag}"
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
+    assert len(read_metrics(run_dir / "metrics.csv")) == 2
+    assert not (part_dir / "stage1" / f"{tag}_wrongevent.npy").exists()
+
+    monkeypatch.setattr(stage_1, "train_one_epoch", real)
+    resumed = stage_1.main(ARGS + ["--output_dir", str(part_dir), "--resume"])
+
+    assert resumed["history"] == full["history"]
+    assert resumed["base_model_epoch"] == full["base_model_epoch"]
+    a = np.load(full_dir / "stage1" / f"{tag}_wrongevent.npy")
+    b = np.load(part_dir / "stage1" / f"{tag}_wrongevent.npy")
+    assert np.array_equal(a, b) and a.sum() > 0
+    assert (full_dir / "checkpoint" / f"stage1_{tag}" / "metrics.csv").read_text() == \
+        (run_dir / "metrics.csv").read_text()
+    for name in (f"base_model/{tag}.pt",):
+        sa = torch.load(full_dir / name, weights_only=True)
+        sb = torch.load(part_dir / name, weights_only=True)
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), name
+    la = torch.load(full_dir / "checkpoint" / f"stage1_{tag}" / "last.pt", weights_only=True)
+    lb = torch.load(run_dir / "last.pt", weights_only=True)
+    assert all(torch.equal(la["model"][k], lb["model"][k]) for k in la["model"])
+    ja = json.loads((full_dir / "stage1" / f"{tag}_wrongevent.json").read_text())
+    jb = json.loads((part_dir / "stage1" / f"{tag}_wrongevent.json").read_text())
+    assert ja == jb
+    # the log of the resumed run says so, and kept the first part
+    log = (run_dir / "train.log").read_text()
+    assert "resumed from" in log and "epoch 1/3" in log
+
+
+def test_resume_refuses_missing_or_foreign_checkpoints(tmp_path):
+    with pytest.raises(DataError, match="last.pt"):
+        stage_1.main(["--epochs", "1", "--output_dir", str(tmp_path / "none"), "--device", "cpu", "--resume"])
+
+    # a checkpoint written for other noisy labels (another noise seed, same tag and run name)
+    out = tmp_path / "run"
+    run_dir = out / "checkpoint" / "stage1_test_resnet_scratch_digits_sym_0.4"
+    run_dir.mkdir(parents=True)
+    torch.save({"epoch": 0, "fingerprint": "0" * 64}, run_dir / "last.pt")
+    with pytest.raises(DataError, match="other data or noisy labels"):
+        stage_1.main(["--epochs", "1", "--output_dir", str(out), "--device", "cpu", "--resume"])
+
+    (run_dir / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="cannot read"):
+        stage_1.main(["--epochs", "1", "--output_dir", str(out), "--device", "cpu", "--resume"])
+
+
+def test_resume_never_continues_a_stale_run(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    base = ["--batch_size", "128", "--set", "resolution=16", "--device", "cpu", "--output_dir", out]
+    stage_1.main(base + ["--epochs", "1"])                      # an earlier, finished run (lr 0.003)
+    new = base + ["--epochs", "2", "--set", "lr=0.01"]          # same tag and run directory, other lr
+
+    def interrupt(**kwargs):
+        raise Interrupted()
+
+    monkeypatch.setattr(stage_1, "train_one_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        stage_1.main(new)                                      # fresh run stopped during epoch 1
+    monkeypatch.undo()
+    with pytest.raises(DataError, match=r"other settings \(epochs: 1 there, 2 here, lr: 0.003 there, 0.01 here\)"):
+        stage_1.main(new + ["--resume"])                       # the stale checkpoint of the old run
+    stage_1.main(base + ["--epochs", "1", "--resume"])         # its own settings resume it
