@@ -117,3 +117,18 @@ def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
     assert len(rows) == 3
     leftovers = [p for p in tmp_path.rglob("*.tmp")]
     assert not leftovers
+
+    # stage 2 (class-wise BMM) and ACTO under torchrun on the same output: one set of artefacts each
+    for program, extra in (("stage_2_class.py", ["--epochs", "1"]),
+                           ("acto.py", ["--epochs", "2", "--set", "warmup_epochs=1"])):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+               str(_free_port()), program, "--device", "cpu", "--output_dir", str(tmp_path),
+               "--set", "batch_size=128", *extra]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "stage2").iterdir()) == [f"{tag}_class.json", f"{tag}_class_bmm.png"]
+    assert [p.name for p in (tmp_path / "acto").iterdir()] == [f"{tag}.json"]
+    for run_name, epochs in ((f"stage2_{tag}_class", 1), (f"acto_{tag}", 2)):
+        log = (tmp_path / "checkpoint" / run_name / "train.log").read_text()
+        assert "world size 2" in log and log.count(f"/{epochs} ") == epochs, "rank 0 alone logs each epoch once"
+    assert not [p for p in tmp_path.rglob("*.tmp")]

@@ -164,6 +164,35 @@ OPTIONS: tuple[Option, ...] = (
     _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written"),
     _opt("run_name", str, None, "name of checkpoint/{run} (null: from the stage and tag)", nullable=True),
     _opt("resume", bool, False, "continue from checkpoint/{run}/last.pt"),
+    # --- ACTO (ACTO.md §1; docs/acto.md) ---
+    _opt("warmup_epochs", int, 2, "ACTO warm-up epochs W (both models on all samples, RTM with the "
+         "confidence penalty); must be < epochs", min=0, scopes=SA),
+    _opt("tau", float, 0.025, "ACTO memorisation threshold: mining on in a batch iff M < tau", scopes=SA),
+    _opt("ema_alpha", float, 0.8, "ACTO soft-label bank: q <- alpha*q + (1-alpha)*softmax(RTM weak)", min=0.0,
+         max=1.0, scopes=SA),
+    _opt("selection_weight", float, 0.8, "ACTO weight of the selected-set loss; consistency gets 1 - it",
+         min=0.0, max=1.0, scopes=SA),
+    _opt("label_smoothing", float, 0.0, "ACTO label smoothing of every cross-entropy (0.35 in ACT's web/food "
+         "scripts)", min=0.0, max=0.99, scopes=SA),
+    _opt("selection_rule", str, "paper_fig2", "ACTO selection: paper_fig2 (main.py, Figure 2) or web_variant "
+         "(main_web.py / main_food101n.py)", choices=("paper_fig2", "web_variant"), scopes=SA),
+    _opt("confidence_penalty", bool, True, "ACTO: negative-entropy penalty on the RTM during warm-up",
+         scopes=SA),
+    _opt("faithful_conf_penalty_clamp", bool, False, "ACTO: clamp the logits (not the probabilities) in the "
+         "confidence penalty, as the official code (bug B7)", scopes=SA),
+    _opt("use_mining", bool, True, "ACTO ablation: asymmetric sample mining (B19)", scopes=SA),
+    _opt("use_dsrw", bool, True, "ACTO ablation: dynamic sample re-weighting c_i/(e+1) (else weight 1)",
+         scopes=SA),
+    _opt("use_cr", bool, True, "ACTO ablation: consistency regularisation on the strong view (else L_R = "
+         "L_sel)", scopes=SA),
+    _opt("lr_plan", str, None, "ACTO RTM learning-rate plan: cosine:S,END,T | cosine | constant | baseline "
+         "(null: cosine:W,1e-4,E)", nullable=True, scopes=SA),
+    _opt("warmup_lr", float, None, "ACTO learning rate of the warm-up epochs (null: lr)", nullable=True, min=0.0,
+         min_inclusive=False, scopes=SA),
+    _opt("ntm_lr", float, None, "ACTO NTM learning rate (null: the RTM's lr)", nullable=True, min=0.0,
+         min_inclusive=False, scopes=SA),
+    _opt("ntm_lr_plan", str, None, "ACTO NTM learning-rate plan (null: lr_plan)", nullable=True, scopes=SA),
+    _opt("nesterov", bool, False, "ACTO: Nesterov momentum for optimizer sgd (ACT's own optimiser)", scopes=SA),
 )
 
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}

@@ -1,0 +1,268 @@
+"""ACTO (asymmetric co-training, ACTO.md §1) on the IDO data pipeline: RTM + NTM from one backbone.
+
+    python acto.py --config config/acto/cifar100.yaml --noise_mode sym --noise_ratio 0.2
+
+The same data, noise cache, models and run infrastructure as stage_1.py / stage_2.py, so both
+methods train on identical noisy labels.  Writes acto/{tag}.json and checkpoint/acto_{tag}/
+(config.yaml, train.log, metrics.csv, last.pt).  The method math is utils/acto.py.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from dataloader import build_data
+from model import create_model
+from timm.optim import create_optimizer_v2
+from utils.acto import ActoHParams, ActoMemory, build_lr_plan, parse_lr_plan, robust_losses, selection_quality, \
+    warmup_losses, DEFAULT_ETA_END
+from utils.config import ACTO
+from utils.engine import accuracy_columns, describe_accuracies, evaluate, evaluate_all, make_loaders, seed_epoch, \
+    train_one_epoch
+from utils.errors import ConfigError, run_main
+from utils.io import save_json
+from utils.optim import OptimSettings, build_optimizer, optim_settings
+from utils.run import Run, place_model, start_run
+
+LAST_K = 10  # ACT's Table 1 metric: mean RTM accuracy over the last min(10, E) epochs
+
+
+class ModelPair(nn.Module):
+    """RTM and NTM under one module, so ``.train()`` / ``.eval()`` reach both (they share no parameters)."""
+
+    def __init__(self, rtm: nn.Module, ntm: nn.Module):
+        super().__init__()
+        self.rtm, self.ntm = rtm, ntm
+
+
+def build_models(cfg, num_classes: int, resolution: int) -> tuple[nn.Module, nn.Module]:
+    """RTM and NTM with the same backbone and separately initialised linear heads.
+
+    Pretrained: one backbone load, deep-copied, the NTM's head re-initialised (both start from the
+    same weights, as ACT's ResNet-50 runs).  From scratch: two independent initialisations, as
+    ACT's two ``CNN()`` in main.py.
+    """
+    kwargs = dict(num_classes=num_classes, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path,
+                  img_size=resolution)
+    rtm = create_model(cfg.backbone, **kwargs)
+    if cfg.pretrained or cfg.pretrained_path:
+        ntm = copy.deepcopy(rtm)
+        ntm.head.reset_parameters()
+    else:
+        ntm = create_model(cfg.backbone, **kwargs)
+    return rtm, ntm
+
+
+def build_acto_optimizer(model: nn.Module, settings: OptimSettings, nesterov: bool) -> torch.optim.Optimizer:
+    if settings.name == "sgd" and nesterov:
+        if settings.momentum <= 0:
+            raise ConfigError("config key 'nesterov' needs momentum > 0 (ACT uses momentum 0.9)")
+        return create_optimizer_v2([p for p in model.parameters() if p.requires_grad], opt="sgd", lr=settings.lr,
+                                   weight_decay=settings.weight_decay, momentum=settings.momentum,
+                                   filter_bias_and_bn=False)
+    return build_optimizer(model, settings)
+
+
+def lr_plans(cfg, settings: OptimSettings, log) -> tuple[list[float], list[float], str, str]:
+    """Per-epoch learning rates of the RTM and the NTM (ACTO.md §1.8, B10)."""
+    rtm_plan = cfg.lr_plan or f"cosine:{cfg.warmup_epochs},{DEFAULT_ETA_END:g},{cfg.epochs}"
+    ntm_plan = cfg.ntm_lr_plan or rtm_plan
+    parse_lr_plan(rtm_plan, key="lr_plan")
+    parse_lr_plan(ntm_plan, key="ntm_lr_plan")
+    ntm_lr = cfg.ntm_lr if cfg.ntm_lr is not None else settings.lr
+    rtm = build_lr_plan(settings.lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, rtm_plan)
+    ntm = build_lr_plan(ntm_lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, ntm_plan)
+    for name, plan in (("lr_plan", rtm_plan), ("ntm_lr_plan", ntm_plan)):
+        kind, args = parse_lr_plan(plan, key=name)
+        if kind == "cosine_at" and args[0] < cfg.warmup_epochs:
+            log(f"note: {name} {plan} starts its cosine at epoch {args[0]} < warmup_epochs {cfg.warmup_epochs}; "
+                "the warm-up epochs keep warmup_lr and the cosine continues from epoch W (not shifted late)")
+    return rtm, ntm, rtm_plan, ntm_plan
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def acto_step(memory: ActoMemory, hp: ActoHParams, phase: dict):
+    """Training step over the model pair; ``phase["epoch"]`` is set by the loop before each epoch."""
+    def step(pair: ModelPair, batch):
+        (weak, strong), labels, index = batch
+        epoch = phase["epoch"]
+        _, logits_r = pair.rtm(weak)
+        _, logits_n = pair.ntm(weak)
+        if epoch < hp.warmup_epochs:
+            loss_r, loss_n = warmup_losses(logits_r, logits_n, labels, hp)
+            memory.select(index, torch.ones_like(labels, dtype=torch.bool))  # every sample counts in warm-up
+            memory.record_batch(labels=labels, pred_rtm=logits_r.detach().argmax(1),
+                                pred_ntm=logits_n.detach().argmax(1))
+            return loss_r + loss_n
+        logits_s = pair.rtm(strong)[1] if hp.use_cr else None
+        loss_r, loss_n, info = robust_losses(logits_r, logits_s, logits_n, labels, index, memory, epoch, hp)
+        memory.record_batch(labels=labels, pred_rtm=logits_r.detach().argmax(1), pred_ntm=logits_n.detach().argmax(1),
+                            mining_on=info.mining_on, metric=info.metric)
+        # one backward through both models: they share no parameters, so the gradients equal two backwards
+        return loss_r + loss_n
+    return step
+
+
+def validate(cfg) -> None:
+    """Checks across keys, before any data is loaded (one line, exit status 2)."""
+    if cfg.warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"config key 'warmup_epochs' ({cfg.warmup_epochs}) must be smaller than 'epochs' "
+                          f"({cfg.epochs}): ACTO needs at least one robust epoch")
+    for key in ("lr_plan", "ntm_lr_plan"):
+        if cfg[key] is not None:
+            parse_lr_plan(cfg[key], key=key)
+
+
+def epoch_row(epoch: int, phase: str, lrs: tuple[float, float], stats: dict, rtm_accs: dict, ntm_acc: float,
+              merged: dict, clean: torch.Tensor | None, n: int) -> dict:
+    s = {k: float(v) for k, v in merged["stats"].items()}  # one host read per epoch
+    row = {"epoch": epoch + 1, "phase": phase, "lr_rtm": lrs[0], "lr_ntm": lrs[1],
+           "train_loss": round(stats["loss"], 6), **accuracy_columns(rtm_accs), "ntm_test_acc": round(ntm_acc, 4),
+           "train_acc_rtm": round(100.0 * s["correct_rtm"] / max(s["samples"], 1.0), 4),
+           "train_acc_ntm": round(100.0 * s["correct_ntm"] / max(s["samples"], 1.0), 4)}
+    if phase == "warmup":
+        row.update(selected_size=None, selected_frac=None, selected_precision=None, selected_recall=None,
+                   mined_size=None, mined_share=None, mining_active_frac=None, mean_metric=None)
+        return row
+    q = selection_quality(merged["selected"], clean)
+    mined = int(merged["mined"].sum())
+    rnd = (lambda v: None if v is None else round(v, 6))
+    row.update(selected_size=q["size"], selected_frac=round(q["size"] / n, 6),
+               selected_precision=rnd(q["precision"]), selected_recall=rnd(q["recall"]),
+               mined_size=mined, mined_share=round(mined / n, 6),
+               mining_active_frac=round(s["mining_batches"] / max(s["batches"], 1.0), 6),
+               mean_metric=rnd(s["metric_sum"] / s["metric_batches"]) if s["metric_batches"] else None)
+    return row
+
+
+def fmt(value, spec=".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    run: Run = start_run(argv, prog="acto.py", scope=ACTO, run_name="acto_{tag}")
+    cfg, runtime, log = run.cfg, run.runtime, run.log
+    validate(cfg)
+    hp = ActoHParams.from_config(cfg)
+    data = build_data(cfg, stage="stage2", log=log.info)
+    n = len(data.train)
+    log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, resolution "
+             f"{data.resolution}, noise {cfg.noise_mode} {cfg.noise_ratio:g} ({cfg.noise_convention} convention, "
+             f"realised {data.noise_info.get('realised_noise_rate')})")
+
+    settings = optim_settings(cfg)
+    rtm_lrs, ntm_lrs, rtm_plan, ntm_plan = lr_plans(cfg, settings, log.info)
+    rtm, ntm = build_models(cfg, data.num_classes, data.resolution)
+    pair = ModelPair(place_model(rtm, run), place_model(ntm, run))
+    opt_rtm = build_acto_optimizer(rtm, settings, cfg.nesterov)
+    opt_ntm = build_acto_optimizer(ntm, settings, cfg.nesterov)
+    log.info(f"RTM and NTM: {cfg.backbone} ({'pretrained' if cfg.pretrained or cfg.pretrained_path else 'scratch'})"
+             f"; optimizer {settings.name}{' nesterov' if cfg.nesterov and settings.name == 'sgd' else ''} wd "
+             f"{settings.weight_decay:g}; RTM lr plan {rtm_plan} from {settings.lr:g}; NTM lr plan {ntm_plan} from "
+             f"{cfg.ntm_lr or settings.lr:g}; warm-up lr {cfg.warmup_lr or settings.lr:g}; warm-up {cfg.warmup_epochs} "
+             f"of {cfg.epochs} epochs; selection {hp.selection_rule}, tau {hp.tau:g}, EMA {hp.ema_alpha:g}, "
+             f"weights {hp.selection_weight:g}/{1 - hp.selection_weight:g}, label smoothing {hp.label_smoothing:g}")
+
+    memory = ActoMemory(torch.as_tensor(data.noisy_labels), data.num_classes, device=runtime.device)
+    clean = None if data.is_noisy is None else torch.as_tensor(~data.is_noisy, device=runtime.device)
+    train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
+    evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last)
+    history: list[dict] = []
+    start_epoch = 0
+    if cfg.resume:
+        state = run.load_state(fingerprint=data.fingerprint)
+        rtm.load_state_dict(state["rtm"])
+        ntm.load_state_dict(state["ntm"])
+        opt_rtm.load_state_dict(state["opt_rtm"])
+        opt_ntm.load_state_dict(state["opt_ntm"])
+        run.precision.scaler.load_state_dict(state["scaler"])
+        memory.load_state_dict(state["memory"])
+        history = list(state["history"])
+        start_epoch = state["epoch"] + 1
+
+    phase = {"epoch": start_epoch}
+    step = acto_step(memory, hp, phase)
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
+        phase["epoch"] = epoch
+        set_lr(opt_rtm, rtm_lrs[epoch])
+        set_lr(opt_ntm, ntm_lrs[epoch])
+        name = "warmup" if epoch < hp.warmup_epochs else "robust"
+        stats = train_one_epoch(model=pair, loader=train_loader, optimizer=(opt_rtm, opt_ntm), step=step,
+                                precision=run.precision, runtime=runtime, epoch=epoch,
+                                channels_last=cfg.channels_last, desc=f"acto {name}")
+        merged = memory.end_epoch(runtime.reduce_max, runtime.reduce_sum)
+        rtm_accs = evaluate_all(rtm, test_loaders, **evaluate_kw)
+        ntm_acc = evaluate(ntm, test_loaders["test"], **evaluate_kw)
+        row = epoch_row(epoch, name, (rtm_lrs[epoch], ntm_lrs[epoch]), stats, rtm_accs, ntm_acc, merged, clean, n)
+        history.append(row)
+        msg = (f"epoch {epoch + 1}/{cfg.epochs} {name} loss {stats['loss']:.4f} RTM {describe_accuracies(rtm_accs)} "
+               f"NTM test acc {ntm_acc:.2f} train acc (noisy labels) RTM {row['train_acc_rtm']:.2f} "
+               f"NTM {row['train_acc_ntm']:.2f}")
+        if name == "robust":
+            msg += (f" | selected {row['selected_size']} ({100 * row['selected_frac']:.1f}%) precision "
+                    f"{fmt(row['selected_precision'])} recall {fmt(row['selected_recall'])} mined "
+                    f"{row['mined_size']} mining on {100 * row['mining_active_frac']:.0f}% of batches, mean M "
+                    f"{fmt(row['mean_metric'], '.4f')}")
+        log.info(msg)
+        log.write_metrics(history)
+        run.save_state({"epoch": epoch, "rtm": rtm.state_dict(), "ntm": ntm.state_dict(),
+                        "opt_rtm": opt_rtm.state_dict(), "opt_ntm": opt_ntm.state_dict(),
+                        "scaler": run.precision.scaler.state_dict(), "memory": memory.state_dict(),
+                        "history": history}, fingerprint=data.fingerprint)
+
+    result = summarize(cfg, history, data, rtm_plan, ntm_plan)
+    if runtime.is_main:
+        path = save_json(result, run.path("acto", f"{cfg.tag}.json"))
+        last = history[-1]
+        log.info(f"RTM last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
+                 f"{result['last_k']} {result['last_k_mean']:.2f}); last selection precision "
+                 f"{fmt(last['selected_precision'])} recall {fmt(last['selected_recall'])}: {path}")
+    return result
+
+
+def summarize(cfg, history: list[dict], data, rtm_plan: str, ntm_plan: str) -> dict:
+    test_acc = [row["test_acc"] for row in history]
+    k = min(LAST_K, len(test_acc))
+    tail = test_acc[-k:]
+    robust = [row for row in history if row["phase"] == "robust"]
+
+    def series(key):
+        return [row[key] for row in history]
+
+    extra = {}
+    for name in data.extra_tests:  # e.g. WebVision's ILSVRC12 validation accuracy of the RTM
+        accs = series(f"{name}_acc")
+        extra.update({f"{name}_acc": accs, f"{name}_last_acc": accs[-1], f"{name}_best_acc": max(accs)})
+    return {
+        **extra,
+        "method": "acto", "tag": cfg.tag, "seed": cfg.seed, "dataset": cfg.dataset, "backbone": cfg.backbone,
+        "noise_mode": cfg.noise_mode, "noise_ratio": cfg.noise_ratio, "noise_convention": cfg.noise_convention,
+        "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
+        "epochs": cfg.epochs, "warmup_epochs": cfg.warmup_epochs, "selection_rule": cfg.selection_rule,
+        "lr_plan": rtm_plan, "ntm_lr_plan": ntm_plan,
+        "best_acc": max(test_acc), "best_epoch": int(np.argmax(test_acc)) + 1, "last_acc": test_acc[-1],
+        "last_k": k, "last_k_mean": round(statistics.fmean(tail), 4), "last_k_std": round(statistics.pstdev(tail), 4),
+        "test_acc": test_acc, "ntm_test_acc": series("ntm_test_acc"),
+        "ntm_best_acc": max(series("ntm_test_acc")), "ntm_last_acc": history[-1]["ntm_test_acc"],
+        "selected_size": series("selected_size"), "selected_frac": series("selected_frac"),
+        "selected_precision": series("selected_precision"), "selected_recall": series("selected_recall"),
+        "mined_size": series("mined_size"), "mined_share": series("mined_share"),
+        "mining_active_frac": series("mining_active_frac"), "mean_metric": series("mean_metric"),
+        "train_loss": series("train_loss"), "phase": series("phase"),
+        "robust_epochs": len(robust),
+        "history": history,
+    }
+
+
+if __name__ == "__main__":
+    run_main(main)
