@@ -24,7 +24,7 @@ from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, ma
 from utils.errors import DataError, run_main
 from utils.io import save_json
 from utils.losses import dynamic_loss
-from utils.metrics import detection_auc
+from utils.metrics import detection_auc, split_quality
 from utils.optim import build_optimizer, build_scheduler, optim_settings
 from utils.plots import bmm_fit_plot
 from utils.run import Run, place_model, start_run
@@ -64,6 +64,16 @@ class SampleWeights:
 
     def clean_posterior(self, counts: np.ndarray) -> np.ndarray:
         return self.bmm.evaluate(counts, self.groups_np)["clean_posterior"]
+
+    def detection(self, counts: np.ndarray, is_noisy: np.ndarray | None) -> dict:
+        """Noise-detection quality where the truth is known: AUC of the clean posterior, and size,
+        precision and recall of the clean split (clean posterior >= 0.5)."""
+        clean_posterior = self.clean_posterior(counts)
+        auc = detection_auc(clean_posterior, is_noisy)
+        split = split_quality(clean_posterior >= 0.5, None if is_noisy is None else ~is_noisy)
+        rnd = (lambda v: None if v is None else round(v, 6))
+        return {"auc": rnd(auc), "clean_size": split["size"], "clean_precision": rnd(split["precision"]),
+                "clean_recall": rnd(split["recall"])}
 
 
 def stage2_step(wrong_events: WrongEvents, weights: SampleWeights, cfg):
@@ -159,8 +169,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
     else:
         weights.fit(stage1_counts, iterations=cfg.bmm_init_iters)
         base_accs = evaluate_all(model, test_loaders, **evaluate_kw)
-        initial = {"bmm": weights.bmm.describe(), "auc": detection_auc(weights.clean_posterior(stage1_counts),
-                                                                       data.is_noisy)}
+        initial = {"bmm": weights.bmm.describe(), **weights.detection(stage1_counts, data.is_noisy)}
         log.info(f"base model {describe_accuracies(base_accs)}; initial BMM {fmt_bmm(weights.bmm)}; noise-detection AUC "
                  f"{fmt(initial['auc'])}")
 
@@ -176,12 +185,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         weights.fit(counts, iterations=refit_iters)  # identical on every rank: same counts, same EM
         accuracies = evaluate_all(model, test_loaders, **evaluate_kw)
         scheduler.step()
-        auc = detection_auc(weights.clean_posterior(counts), data.is_noisy)
+        detection = weights.detection(counts, data.is_noisy)
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(stats["loss"], 6),
-                        **accuracy_columns(accuracies), "auc": None if auc is None else round(auc, 6),
-                        "bmm": weights.bmm.describe()})
+                        **accuracy_columns(accuracies), **detection, "bmm": weights.bmm.describe()})
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} {describe_accuracies(accuracies)} "
-                 f"AUC {fmt(auc)} BMM {fmt_bmm(weights.bmm)}")
+                 f"AUC {fmt(detection['auc'])} BMM {fmt_bmm(weights.bmm)}")
         run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
                         "wrong_events": wrong_events.state_dict(), "bmm": weights.state_dict(),
@@ -194,7 +202,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
     result = {
         "tag": cfg.tag, "bmm": cfg.bmm, "entropy_weight": cfg.entropy_weight, "seed": cfg.seed,
         "last_acc": test_acc[-1], "best_acc": max(test_acc), "base_acc": round(base_acc, 4),
-        "test_acc": test_acc, "auc": [row["auc"] for row in history], "initial": initial,
+        "test_acc": test_acc, "initial": initial,
+        **{key: [row[key] for row in history] for key in ("auc", "clean_size", "clean_precision", "clean_recall")},
         "bmm_params": [row["bmm"] for row in history], "train_loss": [row["train_loss"] for row in history],
         "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
     }

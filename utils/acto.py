@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.errors import ConfigError
+from utils.metrics import split_quality
 
 __all__ = [
     "SELECTION_RULES", "ActoHParams", "parse_lr_plan", "build_lr_plan", "memorization_metric",
@@ -393,11 +394,4 @@ def selection_quality(selected: torch.Tensor, clean: torch.Tensor | None) -> dic
     ``precision = |S & clean| / |S|`` (None for an empty S), ``recall = |S & clean| / |clean|``.
     Reads the host once.
     """
-    size = int(selected.sum())
-    out = {"size": size, "precision": None, "recall": None}
-    if clean is not None:
-        hit = int((selected & clean).sum())
-        n_clean = int(clean.sum())
-        out["precision"] = hit / size if size else None
-        out["recall"] = hit / n_clean if n_clean else None
-    return out
+    return split_quality(selected.cpu().numpy(), None if clean is None else clean.cpu().numpy())

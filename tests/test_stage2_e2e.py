@@ -1,0 +1,87 @@
+"""Stage 2 end to end on digits: stage_1.py -> stage_2.py -> stage_2_class.py, through the entry points."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import stage_1
+import stage_2
+import stage_2_class
+from utils.errors import DataError
+
+TAG = "test_resnet_scratch_digits_sym_0.4"
+COMMON = ["--batch_size", "128", "--set", "resolution=16", "--device", "cpu"]
+STAGE2_EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage2")
+    argv = COMMON + ["--output_dir", str(out)]
+    first = stage_1.main(argv + ["--epochs", "3"])
+    global_ = stage_2.main(argv + ["--epochs", str(STAGE2_EPOCHS)])
+    class_ = stage_2_class.main(argv + ["--epochs", str(STAGE2_EPOCHS)])
+    return out, first, global_, class_
+
+
+def test_exactly_the_stage2_files(runs):
+    out = runs[0]
+    assert sorted(p.name for p in (out / "stage2").iterdir()) == [
+        f"{TAG}_class.json", f"{TAG}_class_bmm.png", f"{TAG}_global.json", f"{TAG}_global_bmm.png"]
+    for bmm in ("global", "class"):
+        run_dir = out / "checkpoint" / f"stage2_{TAG}_{bmm}"
+        assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "last.pt", "metrics.csv", "train.log"]
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("bmm", ["global", "class"])
+def test_result_file(runs, bmm):
+    out, first = runs[0], runs[1]
+    result = json.loads((out / "stage2" / f"{TAG}_{bmm}.json").read_text())
+    assert result == (runs[2] if bmm == "global" else runs[3])
+    assert result["bmm"] == bmm and len(result["test_acc"]) == STAGE2_EPOCHS
+    assert result["last_acc"] == result["test_acc"][-1] and result["best_acc"] == max(result["test_acc"])
+    # stage 2 starts from the base model: its accuracy is the one stage 1 logged at the base epoch
+    meta = json.loads((out / "stage1" / f"{TAG}_wrongevent.json").read_text())
+    assert result["base_acc"] == pytest.approx(meta["test_acc"][meta["base_model_epoch"] - 1], abs=1e-3)
+    # digits knows the true labels: detection quality per epoch, consistent with the split size
+    n, noisy = meta["num_samples"], round(meta["realised_noise_rate"] * meta["num_samples"])
+    for key in ("auc", "clean_size", "clean_precision", "clean_recall"):
+        assert len(result[key]) == STAGE2_EPOCHS and None not in result[key]
+    for auc, size, precision, recall in zip(result["auc"], result["clean_size"], result["clean_precision"],
+                                            result["clean_recall"]):
+        assert 0.5 < auc <= 1.0 and 0 < size <= n
+        assert precision * size == pytest.approx(recall * (n - noisy), abs=1e-3)  # both are |kept & clean|
+    groups = 10 if bmm == "class" else 1
+    assert all(len(params) == groups for params in result["bmm_params"])
+
+
+def test_wrong_events_keep_growing_by_at_most_one_per_view(runs):
+    out = runs[0]
+    stage1 = np.load(out / "stage1" / f"{TAG}_wrongevent.npy")
+    for bmm in ("global", "class"):
+        state = torch.load(out / "checkpoint" / f"stage2_{TAG}_{bmm}" / "last.pt", weights_only=True)
+        grown = state["wrong_events"]["counts"].numpy() - stage1
+        assert grown.min() >= 0 and grown.max() <= 2 * STAGE2_EPOCHS  # +1 per view (weak, strong) per epoch
+        assert grown.sum() > 0
+
+
+def test_wrong_events_of_other_noisy_labels_are_refused(runs):
+    out = runs[0]
+    # same tag and paths, other noisy labels (another noise seed): the fingerprint differs
+    with pytest.raises(DataError, match="was made for other samples or noisy labels .fingerprint mismatch"):
+        stage_2.main(COMMON + ["--output_dir", str(out), "--epochs", "1", "--set", "noise_seed=7"])
+
+
+def test_missing_stage1_files_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "stage_2_class.py", "--output_dir", str(tmp_path), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not found; run stage 1 first" in lines[0], proc.stderr
+    assert not (tmp_path / "stage2").exists()
