@@ -6,7 +6,6 @@ Writes stage1/{tag}_wrongevent.{npy,json,png}, base_model/{tag}.pt and checkpoin
 """
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import numpy as np

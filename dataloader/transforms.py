@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from timm.data.auto_augment import rand_augment_transform
 from torchvision import transforms as T
 

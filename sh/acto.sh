@@ -32,17 +32,7 @@ LOG_DIR=${LOG_DIR:-logs}
 SETS=${SETS:-"cifar100 cifar80 web-aircraft food101n"}
 mkdir -p "$LOG_DIR"
 
-run() {  # run LOG COMMAND...: output to LOG; on failure show the end of LOG, stop with its status
-    log=$1
-    shift
-    echo "$* > $log"
-    "$@" > "$log" 2>&1 || {
-        status=$?
-        tail -n 20 "$log" >&2
-        echo "failed (exit status $status): see $log" >&2
-        exit "$status"
-    }
-}
+. sh/common.sh
 
 ACT_MAIN="--epochs 100 --set warmup_epochs=20 --batch_size 128 --set optimizer=sgd --set momentum=0.9
  --set nesterov=true --set weight_decay=0.0005 --set lr=0.001 --set warmup_lr=0.001 --set lr_plan=cosine:20,5e-4,100"

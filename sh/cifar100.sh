@@ -17,17 +17,7 @@ DATA=""
 [ -n "$CIFAR100_PATH" ] && DATA="--set data_path=$CIFAR100_PATH"
 mkdir -p "$LOG_DIR"
 
-run() {  # run LOG COMMAND...: output to LOG; on failure show the end of LOG and stop
-    log=$1
-    shift
-    echo "$* > $log"
-    "$@" > "$log" 2>&1 || {
-        status=$?
-        tail -n 20 "$log" >&2
-        echo "failed (exit status $status): see $log" >&2
-        exit "$status"
-    }
-}
+. sh/common.sh
 
 for backbone in $BACKBONES; do
     for setting in $SETTINGS; do

@@ -7,7 +7,8 @@ set -e
 cd "$(dirname "$0")/.."
 LOG_DIR=${LOG_DIR:-logs}
 mkdir -p "$LOG_DIR"
-python stage_1.py "$@" > "$LOG_DIR/digits_stage1.log" 2>&1 || { tail -n 20 "$LOG_DIR/digits_stage1.log"; exit 1; }
-python stage_2.py "$@" > "$LOG_DIR/digits_stage2_global.log" 2>&1 || { tail -n 20 "$LOG_DIR/digits_stage2_global.log"; exit 1; }
-python stage_2_class.py "$@" > "$LOG_DIR/digits_stage2_class.log" 2>&1 || { tail -n 20 "$LOG_DIR/digits_stage2_class.log"; exit 1; }
+. sh/common.sh
+run "$LOG_DIR/digits_stage1.log" python stage_1.py "$@"
+run "$LOG_DIR/digits_stage2_global.log" python stage_2.py "$@"
+run "$LOG_DIR/digits_stage2_class.log" python stage_2_class.py "$@"
 grep -h "last acc" "$LOG_DIR"/digits_stage2_*.log

@@ -22,17 +22,7 @@ LOG_DIR=${LOG_DIR:-logs}
 SETS=${SETS:-"cifar100n clothing1m webvision"}
 mkdir -p "$LOG_DIR"
 
-run() {  # run LOG COMMAND...: output to LOG; on failure show the end of LOG, stop with its status
-    log=$1
-    shift
-    echo "$* > $log"
-    "$@" > "$log" 2>&1 || {
-        status=$?
-        tail -n 20 "$log" >&2
-        echo "failed (exit status $status): see $log" >&2
-        exit "$status"
-    }
-}
+. sh/common.sh
 
 stage() (  # stage N SET [arguments]: one stage of one data set, with the data folders given above
     n=$1

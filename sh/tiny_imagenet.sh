@@ -16,17 +16,7 @@ STAGE2=${STAGE2:-stage_2_class.py}
 LOG_DIR=${LOG_DIR:-logs}
 mkdir -p "$LOG_DIR"
 
-run() {  # run LOG COMMAND...: output to LOG; on failure show the end of LOG, stop with its status
-    log=$1
-    shift
-    echo "$* > $log"
-    "$@" > "$log" 2>&1 || {
-        status=$?
-        tail -n 20 "$log" >&2
-        echo "failed (exit status $status): see $log" >&2
-        exit "$status"
-    }
-}
+. sh/common.sh
 
 for setting in sym:0.2 sym:0.5 idn:0.4; do
     mode=${setting%%:*}

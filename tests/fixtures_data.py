@@ -17,6 +17,9 @@ from PIL import Image
 
 from utils.config import REPO_ROOT, resolve
 
+# Entry points run as subprocesses with one torch thread (see conftest._one_torch_thread).
+SUBPROCESS_ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
 TINY_WNIDS = ("n01443537", "n01629819", "n01641577")
 
 

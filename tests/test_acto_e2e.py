@@ -17,16 +17,6 @@ TAG = "test_resnet_scratch_digits_sym_0.4"
 N_DIGITS_TRAIN = 1257
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a busy 2-core machine OpenMP
-    spinning makes them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Interrupted(KeyboardInterrupt):
     pass
 

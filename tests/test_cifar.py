@@ -17,17 +17,7 @@ from dataloader.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_
 from utils.config import REPO_ROOT, parse_config
 from utils.errors import DataError
 
-SUBPROCESS_ENV = dict(os.environ, OMP_NUM_THREADS="1")  # see _one_torch_thread
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a busy 2-core machine OpenMP
-    spinning makes them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from fixtures_data import SUBPROCESS_ENV
 
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -10,24 +10,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
 
 import stage_1
 from utils.config import REPO_ROOT, default_config_path, parse_config
 from utils.errors import ConfigError, DataError, UsageError, run_main
 
-SUBPROCESS_ENV = dict(os.environ, OMP_NUM_THREADS="1")  # see _one_torch_thread
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a busy 2-core machine OpenMP
-    spinning makes them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from fixtures_data import SUBPROCESS_ENV
 
 
 PROG = "stage_1.py"

@@ -5,21 +5,10 @@ import csv
 import json
 import os
 
-import pytest
 import torch
 
 import stage_1
 from utils.wrong_events import EpochPredictions, LabelWave
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a busy 2-core machine OpenMP
-    spinning makes them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def changed(prev: torch.Tensor, positions, value) -> torch.Tensor:

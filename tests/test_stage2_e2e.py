@@ -41,7 +41,7 @@ def test_exactly_the_stage2_files(runs):
 
 @pytest.mark.parametrize("bmm", ["global", "class"])
 def test_result_file(runs, bmm):
-    out, first = runs[0], runs[1]
+    out = runs[0]
     result = json.loads((out / "stage2" / f"{TAG}_{bmm}.json").read_text())
     assert result == (runs[2] if bmm == "global" else runs[3])
     assert result["bmm"] == bmm and len(result["test_acc"]) == STAGE2_EPOCHS

@@ -1,0 +1,105 @@
+"""The sh/ scripts: which commands they run, with which backbone, and where each log goes.
+
+A stub ``python`` on PATH records every invocation instead of training, so the whole grid of a
+script is checked in milliseconds.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+import pytest
+
+from utils.config import REPO_ROOT
+
+STUB = """#!/bin/sh
+echo "$*" >> "$CALLS"
+echo "last acc 1.00 (stub)"
+echo "RTM last acc 1.00 (stub)"
+"""
+
+
+def run_script(tmp_path, script: str, *args: str, env: dict | None = None, fail: str | None = None):
+    """Run ``sh sh/<script>`` with the stub; returns (process, list of argv lists, log dir)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "python"
+    body = STUB if fail is None else STUB.replace('echo "$*"', f'case "$*" in *{fail}*) echo boom; exit 3;; esac\necho "$*"')
+    stub.write_text(body)
+    stub.chmod(0o755)
+    calls, logs = tmp_path / "calls.txt", tmp_path / "logs"
+    full_env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CALLS=str(calls), LOG_DIR=str(logs),
+                    **(env or {}))
+    proc = subprocess.run(["sh", os.path.join("sh", script), *args], cwd=REPO_ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=60)
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return proc, [shlex.split(line) for line in lines], logs
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_cifar100_grid_same_backbone_one_log_per_stage(tmp_path):
+    proc, calls, logs = run_script(tmp_path, "cifar100.sh", "--output_dir", "runs/x")
+    assert proc.returncode == 0, proc.stderr
+    cells = [(b, m, r) for b in ("resnet50", "ViT-B")
+             for m, r in (("sym", "0.2"), ("sym", "0.4"), ("sym", "0.6"), ("asym", "0.4"), ("idn", "0.4"))]
+    assert len(calls) == 2 * len(cells)
+    for (backbone, mode, ratio), stage1, stage2 in zip(cells, calls[0::2], calls[1::2]):
+        assert stage1[:3] == ["stage_1.py", "--config", "config/stage1/cifar100.yaml"]
+        assert stage2[:3] == ["stage_2_class.py", "--config", "config/stage2/cifar100.yaml"]
+        for argv in (stage1, stage2):  # B12: the same backbone and noise in both stages
+            assert (option(argv, "--backbone"), option(argv, "--noise_mode"), option(argv, "--noise_ratio")) == \
+                (backbone, mode, ratio)
+            assert argv[-2:] == ["--output_dir", "runs/x"]
+    expected = {f"cifar100_{b}_{m}_{r}_stage{s}.log" for b, m, r in cells for s in (1, 2)}
+    assert {p.name for p in logs.iterdir()} == expected  # one log per stage and setting, none overwritten
+
+
+def test_cifar100_global_bmm_and_data_path(tmp_path):
+    proc, calls, _ = run_script(tmp_path, "cifar100.sh",
+                                env={"STAGE2": "stage_2.py", "BACKBONES": "ViT-B", "SETTINGS": "sym:0.6",
+                                     "CIFAR100_PATH": "/data/c100"})
+    assert proc.returncode == 0, proc.stderr
+    assert [c[0] for c in calls] == ["stage_1.py", "stage_2.py"]
+    assert all(option(c, "--set") == "data_path=/data/c100" for c in calls)
+
+
+def test_a_failing_stage_stops_the_script_and_shows_its_log(tmp_path):
+    proc, calls, logs = run_script(tmp_path, "cifar100.sh", env={"BACKBONES": "resnet50"}, fail="stage_2_class.py")
+    assert proc.returncode == 3
+    assert len(calls) == 1  # stage 1 of the first cell only; the failing stage 2 was not recorded
+    assert "boom" in proc.stderr and "failed (exit status 3)" in proc.stderr
+
+
+def test_digits_runs_both_stage2_variants(tmp_path):
+    proc, calls, logs = run_script(tmp_path, "digits.sh", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert calls == [["stage_1.py", "--seed", "1"], ["stage_2.py", "--seed", "1"], ["stage_2_class.py", "--seed", "1"]]
+    assert {p.name for p in logs.iterdir()} == {"digits_stage1.log", "digits_stage2_global.log",
+                                                "digits_stage2_class.log"}
+
+
+@pytest.mark.parametrize("script, configs", [
+    ("tiny_imagenet.sh", ["tiny_imagenet"] * 6),
+    ("realworld.sh", ["cifar100n", "cifar100n", "clothing1m", "clothing1m", "webvision", "webvision"]),
+])
+def test_other_grids_pass_the_backbone_to_both_stages(tmp_path, script, configs):
+    proc, calls, logs = run_script(tmp_path, script, "ViT-B")
+    assert proc.returncode == 0, proc.stderr
+    assert [os.path.basename(option(c, "--config")).removesuffix(".yaml") for c in calls] == configs
+    assert [c[0] for c in calls] == ["stage_1.py", "stage_2_class.py"] * 3
+    assert all(option(c, "--backbone") == "ViT-B" for c in calls)
+    assert len(list(logs.iterdir())) == 6
+
+
+def test_acto_commands(tmp_path):
+    proc, calls, logs = run_script(tmp_path, "acto.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert [option(c, "--config") for c in calls] == [f"config/acto/{s}.yaml" for s in
+                                                      ("cifar100", "cifar80", "web-aircraft", "food101n")]
+    assert all(c[0] == "acto.py" and option(c, "--backbone") == "resnet50" for c in calls)
+    food = calls[-1]
+    assert "lr_plan=cosine:5,5e-5,50" in food and option(food, "--epochs") == "50"
