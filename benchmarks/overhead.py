@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TQDM_DISABLE", "1")  # the engine's progress bars would flood the report
 
 from model import create_model  # noqa: E402
 from stage_1 import stage1_step  # noqa: E402
@@ -156,7 +157,7 @@ def bmm_benchmark(*, device, batch: int = 128, classes: int = 100, repeat: int =
         w.fit(counts, iterations=20)
         index = torch.as_tensor(rng.choice(n, batch, replace=False), device=device)
         batch_counts = torch.as_tensor(counts, device=device)[index]
-        host_counts, host_groups = counts[index.cpu().numpy()], labels[index.cpu().numpy()]
+        host_groups = labels[index.cpu().numpy()]
 
         def lookup():
             result = w(batch_counts, index)
@@ -244,10 +245,10 @@ def main(argv=None) -> dict:
         "",
         "## Per-batch BMM weights (batch 128, 100 classes for the class-wise table)",
         "",
-        "| mixture | device lookup (us) | official scipy per batch (us) | speed-up | target |",
-        "|---|---|---|---|---|",
+        "| mixture | device lookup (us) | official scipy per batch (us) | speed-up | target | met |",
+        "|---|---|---|---|---|---|",
     ] + [f"| {kind} | {1e6 * bmm[kind][0]:.1f} | {1e6 * bmm[kind][1]:.1f} | {bmm[kind][1] / bmm[kind][0]:.0f}x | "
-         f">= 100x |" for kind in ("global", "class")] + [
+         f">= 100x | {'yes' if bmm[kind][1] / bmm[kind][0] >= 100 else 'NO'} |" for kind in ("global", "class")] + [
         "",
         "The official global script evaluates scipy vectorised over the batch; the class-wise script "
         "calls scipy once per sample.  Both also copy the counts to the host and the weights back.",
@@ -258,6 +259,9 @@ def main(argv=None) -> dict:
         "|---|---|---|",
         f"| global, 1,000,000 counts | {bmm['fit global 1M']:.4f} | < 1 |",
         f"| 100 classes, 1,000,000 counts | {bmm['fit 100 classes']:.4f} | < 1 |",
+        "",
+        "EM runs on the histogram of the distinct (class, count) pairs with their multiplicities, so a fit "
+        "costs the same for 50,000 or 1,000,000 samples.",
         "",
     ]
     text = "\n".join(lines)

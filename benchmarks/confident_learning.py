@@ -1,0 +1,152 @@
+"""Confident learning (cleanlab) with the project's own network, data and noisy labels: a baseline.
+
+    python benchmarks/confident_learning.py [--config config/stage1/digits.yaml] [stage_1.py options]
+        [--folds 4] [--retrain_epochs 40]
+
+1. Out-of-sample predicted probabilities by stratified k-fold cross-validation: for every fold a
+   fresh model (the config's backbone, optimiser and schedule) is trained with cross-entropy for
+   ``epochs`` on the other folds and predicts the held-out fold (test transform, no augmentation).
+2. ``cleanlab.filter.find_label_issues(noisy_labels, pred_probs)`` (default ``prune_by_noise_rate``)
+   flags the label issues.
+3. A fresh model is trained with cross-entropy on the kept samples for ``retrain_epochs`` and tested
+   after every epoch.
+
+The command line is stage_1.py's (same config files, keys and validation), so the data set, the
+noisy-label file (``noise_dir``) and the network are exactly those of the IDO runs it is compared
+with.  Writes ``cleanlab/{tag}.json``: ``last_acc``, ``best_acc``, ``test_acc`` per epoch, the
+noise-detection AUC of the self-confidence ``p[given label]`` and the size, precision and recall of
+the kept (clean) split where the true labels are known.  Needs ``pip install -r requirements-bench.txt``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dataloader import build_data  # noqa: E402
+from dataloader.base import NoisyLabelDataset  # noqa: E402
+from model import create_model  # noqa: E402
+from utils.config import STAGE1  # noqa: E402
+from utils.engine import evaluate, make_loaders, seed_epoch, to_device, train_one_epoch  # noqa: E402
+from utils.errors import ConfigError, run_main  # noqa: E402
+from utils.io import save_json  # noqa: E402
+from utils.metrics import detection_auc, split_quality  # noqa: E402
+from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind  # noqa: E402
+from utils.run import Run, place_model, start_run  # noqa: E402
+
+
+def cross_entropy_step(model, batch):
+    images, labels, _ = batch
+    _, logits = model(images)
+    return F.cross_entropy(logits.float(), labels)
+
+
+def train_model(run: Run, data, train_set, *, epochs: int, seed: int, desc: str, test_loader=None) -> tuple:
+    """A fresh model trained with cross-entropy on ``train_set``; returns (model, test accuracy per epoch)."""
+    cfg, runtime = run.cfg, run.runtime
+    torch.manual_seed(seed)
+    model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
+                         pretrained_path=cfg.pretrained_path, img_size=data.resolution)
+    train = place_model(model, run)
+    optimizer = build_optimizer(model, optim_settings(cfg))
+    scheduler = build_scheduler(optimizer, kind=stage1_schedule_kind(cfg), epochs=epochs,
+                                milestones=cfg.step_milestones)
+    loader, _ = make_loaders(train_set, {}, cfg.replace(seed=seed), runtime)
+    accuracies = []
+    for epoch in range(epochs):
+        seed_epoch(seed, epoch, runtime, (loader,))
+        train_one_epoch(model=train, loader=loader, optimizer=optimizer, step=cross_entropy_step,
+                        precision=run.precision, runtime=runtime, epoch=epoch, desc=desc)
+        scheduler.step()
+        if test_loader is not None:
+            accuracies.append(round(evaluate(model, test_loader, precision=run.precision, runtime=runtime), 4))
+    return model, accuracies
+
+
+@torch.no_grad()
+def predict_probs(model, dataset, run: Run) -> np.ndarray:
+    """(len(dataset), C) softmax probabilities in dataset order (eval mode)."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=run.cfg.test_batch_size, shuffle=False, num_workers=run.cfg.num_workers)
+    out = []
+    for images, _, _ in loader:
+        _, logits = model(to_device(images, run.runtime.device))
+        out.append(F.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def cross_validated_probs(run: Run, data, *, folds: int) -> np.ndarray:
+    """Out-of-sample (N, C) predicted probabilities of every training sample by stratified k-fold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    cfg = run.cfg
+    eval_view = NoisyLabelDataset(data.raw.train_images, data.noisy_labels, data.test.transform)
+    probs = np.zeros((len(data.train), data.num_classes), dtype=np.float64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+    for k, (fit_idx, held_idx) in enumerate(splitter.split(np.zeros(len(data.noisy_labels)), data.noisy_labels)):
+        model, _ = train_model(run, data, Subset(data.train, fit_idx.tolist()), epochs=cfg.epochs,
+                               seed=cfg.seed * 1000 + k, desc=f"fold {k + 1}/{folds}")
+        probs[held_idx] = predict_probs(model, Subset(eval_view, held_idx.tolist()), run)
+        run.log.info(f"fold {k + 1}/{folds}: {len(fit_idx)} samples fitted, {len(held_idx)} predicted")
+    return probs
+
+
+def parse_extra(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--retrain_epochs", type=int, default=None)
+    args, rest = parser.parse_known_args(argv)
+    if args.folds < 2:
+        raise ConfigError(f"--folds must be >= 2, got {args.folds}")
+    if args.retrain_epochs is not None and args.retrain_epochs < 1:
+        raise ConfigError(f"--retrain_epochs must be >= 1, got {args.retrain_epochs}")
+    return args, rest
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    from cleanlab.filter import find_label_issues
+
+    extra, argv = parse_extra(sys.argv[1:] if argv is None else argv)
+    run = start_run(argv, prog="confident_learning.py", scope=STAGE1, run_name="cleanlab_{tag}")
+    cfg, log = run.cfg, run.log
+    retrain_epochs = extra.retrain_epochs or 2 * cfg.epochs
+    data = build_data(cfg, stage="stage1", log=log.info)
+    log.info(f"confident learning: {extra.folds}-fold cross-validation x {cfg.epochs} epochs, then "
+             f"{retrain_epochs} epochs on the kept samples")
+
+    probs = cross_validated_probs(run, data, folds=extra.folds)
+    issues = find_label_issues(labels=data.noisy_labels, pred_probs=probs)
+    kept = np.flatnonzero(~issues)
+    self_confidence = probs[np.arange(len(probs)), data.noisy_labels]
+    is_noisy = data.is_noisy
+    split = split_quality(~issues, None if is_noisy is None else ~is_noisy)
+    auc = detection_auc(self_confidence, is_noisy)
+    log.info(f"cleanlab flags {int(issues.sum())} of {len(issues)} labels; kept split precision "
+             f"{split['precision']} recall {split['recall']}, AUC {auc}")
+
+    _, tests = make_loaders(data.train, data.test_sets, cfg, run.runtime)
+    _, test_acc = train_model(run, data, Subset(data.train, kept.tolist()), epochs=retrain_epochs,
+                              seed=cfg.seed, desc="retrain", test_loader=tests["test"])
+    result = {
+        "method": "cleanlab", "tag": cfg.tag, "seed": cfg.seed, "folds": extra.folds, "cv_epochs": cfg.epochs,
+        "retrain_epochs": retrain_epochs, "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
+        "num_flagged": int(issues.sum()), "auc": auc, "clean_size": split["size"],
+        "clean_precision": split["precision"], "clean_recall": split["recall"],
+        "last_acc": test_acc[-1], "best_acc": max(test_acc), "test_acc": test_acc,
+    }
+    if run.runtime.is_main:
+        path = save_json(result, run.path("cleanlab", f"{cfg.tag}.json"))
+        log.info(f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}): {path}")
+    return result
+
+
+if __name__ == "__main__":
+    run_main(main)

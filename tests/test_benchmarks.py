@@ -1,0 +1,105 @@
+"""benchmarks/: the confident-learning baseline end to end, and the grid runner's bookkeeping."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from utils.config import REPO_ROOT
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+
+import confident_learning  # noqa: E402
+import noise_robustness as nr  # noqa: E402
+
+
+def test_confident_learning_end_to_end(tmp_path):
+    pytest.importorskip("cleanlab")
+    result = confident_learning.main(["--folds", "2", "--retrain_epochs", "2", "--epochs", "1", "--device", "cpu",
+                                      "--set", "resolution=16", "--batch_size", "128", "--output_dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "cleanlab" / "test_resnet_scratch_digits_sym_0.4.json").read_text())
+    assert saved == result
+    n = 1257
+    assert result["clean_size"] + result["num_flagged"] == n
+    assert len(result["test_acc"]) == 2 and result["last_acc"] == result["test_acc"][-1]
+    assert 0.0 <= result["auc"] <= 1.0
+    noisy = round(result["realised_noise_rate"] * n)
+    # precision * kept and recall * clean both count the kept clean samples
+    assert result["clean_precision"] * result["clean_size"] == pytest.approx(result["clean_recall"] * (n - noisy),
+                                                                               abs=1e-6)
+
+
+def test_confident_learning_rejects_bad_folds():
+    from utils.errors import ConfigError
+    with pytest.raises(ConfigError, match="--folds must be >= 2"):
+        confident_learning.main(["--folds", "1"])
+
+
+def test_cells_share_noise_file_and_order_stage2_after_stage1(tmp_path):
+    cell = nr.build_cell("idn", 0.4, 2, str(tmp_path))
+    jobs = {job.name: job for job in cell.jobs}
+    assert set(jobs) == {"standard", "ido_stage1", "ido_global", "ido_class", "acto", "cleanlab"}
+    noise_dirs = {job.argv[job.argv.index("--set") + 1] for job in cell.jobs}
+    assert noise_dirs == {f"noise_dir={tmp_path / 'idn_0.4_seed2' / 'noise_file'}"}  # identical noisy labels
+    for job in cell.jobs:
+        assert job.argv[job.argv.index("--seed") + 1] == "2"
+        assert job.argv[job.argv.index("--noise_mode") + 1] == "idn"
+    assert jobs["ido_global"].after == jobs["ido_class"].after == ("ido_stage1",)
+    assert jobs["ido_global"].argv[1] == "stage_2.py" and jobs["ido_class"].argv[1] == "stage_2_class.py"
+    assert jobs["standard"].argv[jobs["standard"].argv.index("--epochs") + 1] == "40"
+    # every method's wall time is accounted for, IDO's including its stage 1
+    covered = {m for job in cell.jobs for m in job.methods}
+    assert covered == set(nr.METHODS) and jobs["ido_stage1"].methods == ("ido_global", "ido_class")
+
+
+def _fake_cell(work_dir, cell, accuracy):
+    """Result files as the entry points write them, with every method at ``accuracy`` + its offset."""
+    root = os.path.join(work_dir, cell.name)
+    offsets = {"standard": -10.0, "ido_global": 1.0, "ido_class": 2.0, "acto": 0.0, "cleanlab": -1.0}
+    for job in cell.jobs:
+        path = os.path.join(root, job.result)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if job.name == "ido_stage1":
+            payload = {}
+        elif job.name == "standard":
+            payload = {"test_acc": [50.0, accuracy + offsets["standard"]]}
+        elif job.name == "acto":
+            payload = {"last_acc": accuracy, "best_acc": accuracy + 0.5, "selected_precision": [None, 0.9],
+                       "selected_recall": [None, 0.8]}
+        else:
+            a = accuracy + offsets[job.name]
+            payload = {"last_acc": a, "best_acc": a + 0.5, "auc": [0.9, 0.95], "clean_precision": [0.8, 0.97],
+                       "clean_recall": [0.7, 0.96], "base_acc": 60.0}
+        with open(path, "w") as f:
+            json.dump(payload, f)
+        with open(nr.done_path(work_dir, job), "w") as f:
+            json.dump({"seconds": 10.0}, f)
+
+
+def test_summary_and_report_from_result_files(tmp_path):
+    work = str(tmp_path)
+    cells = [nr.build_cell("sym", 0.2, seed, work) for seed in (0, 1)]
+    for cell, acc in zip(cells, (90.0, 92.0)):
+        _fake_cell(work, cell, acc)
+    assert all(nr.is_done(work, job) for cell in cells for job in cell.jobs)  # a rerun skips them all
+    summary = nr.summarise(cells, work)
+    table = summary["table"]["sym:0.2"]
+    assert table["ido_class"]["last_acc"] == pytest.approx((93.0, np.std([92.0, 94.0], ddof=1)))
+    assert table["standard"]["last_acc"][0] == pytest.approx(81.0) and table["standard"]["best_acc"][0] == 81.0
+    assert table["acto"]["auc"] is None and table["acto"]["clean_precision"][0] == pytest.approx(0.9)
+    assert table["ido_global"]["seconds"][0] == 20.0  # stage 1 + stage 2
+    text = nr.report(summary, ["sym:0.2"], command="cmd", out=str(tmp_path / "b.md"), jobs=2)
+    assert "| IDO (class-wise BMM) | 93.00 ± 1.41 | 93.00 |" in text
+    assert "Best mean per setting: sym 0.2: IDO (class-wise BMM)." in text
+    nr.plot(summary, ["sym:0.2"], str(tmp_path / "b.png"))
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_parse_setting():
+    assert nr.parse_setting("asym:0.4") == ("asym", 0.4)
+    for bad in ("foo:0.4", "sym", "sym:x", "sym:1.5"):
+        with pytest.raises(Exception):
+            nr.parse_setting(bad)
