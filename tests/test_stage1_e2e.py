@@ -214,3 +214,13 @@ def test_resume_never_continues_a_stale_run(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"other settings \(epochs: 1 there, 2 here, lr: 0.003 there, 0.01 here\)"):
         stage_1.main(new + ["--resume"])                       # the stale checkpoint of the old run
     stage_1.main(base + ["--epochs", "1", "--resume"])         # its own settings resume it
+
+
+@pytest.mark.parametrize("size, world_size, batches", [(129, 1, 2), (130, 1, 3), (257, 2, 2), (259, 2, 3)])
+def test_training_loader_drops_only_a_single_sample_last_batch(size, world_size, batches):
+    """BatchNorm cannot train on a batch of one (the crash of a kept subset of 64k + 1 samples)."""
+    cfg = parse_config(["--batch_size", "64"], prog="stage_1.py", scope="stage1")
+    runtime = Runtime(device=torch.device("cpu"), rank=world_size - 1, world_size=world_size)
+    loader, _ = make_loaders(torch.utils.data.TensorDataset(torch.arange(size)), {}, cfg, runtime)
+    sizes = [len(batch[0]) for batch in loader]
+    assert len(sizes) == batches and min(sizes) > 1

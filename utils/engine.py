@@ -59,10 +59,11 @@ def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
     workers = cfg.num_workers
     common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
                   persistent_workers=workers > 0 and cfg.persistent_workers)
-    train = DataLoader(
-        train_set, batch_size=cfg.batch_size, drop_last=False,
-        sampler=EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size),
-        generator=torch.Generator(), **common)
+    sampler = EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size)
+    # A last batch of one sample breaks BatchNorm in training mode: drop it (another sample each epoch,
+    # as the order is reshuffled), and only then.
+    train = DataLoader(train_set, batch_size=cfg.batch_size, drop_last=sampler.per_rank % cfg.batch_size == 1,
+                       sampler=sampler, generator=torch.Generator(), **common)
     tests = {name: DataLoader(test_set, batch_size=cfg.test_batch_size,
                               sampler=ShardSampler(len(test_set), rank=runtime.rank, world_size=runtime.world_size),
                               **common)
@@ -121,7 +122,9 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen = torch.zeros((), dtype=torch.int64, device=device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-    bar = tqdm(loader, desc=f"{desc} {epoch + 1}", leave=False, disable=not runtime.is_main, dynamic_ncols=True)
+    # Only rank 0 draws a bar; elsewhere tqdm's own default applies, so TQDM_DISABLE=1 silences it.
+    quiet = {} if runtime.is_main else {"disable": True}
+    bar = tqdm(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
     for i, batch in enumerate(bar):
         batch = to_device(batch, device, channels_last)
         with precision.autocast():
