@@ -32,10 +32,21 @@ from utils.wrong_events import WrongEvents
 
 
 class SampleWeights:
-    """The beta mixture over the wrong events and its device-side lookup table (refitted per epoch)."""
+    """The beta mixture over the wrong events and its device-side lookup table (refitted per epoch).
 
-    def __init__(self, *, class_wise: bool, noisy_labels: np.ndarray, num_classes: int, device: torch.device):
+    ``new_events`` is the most a sample's live count can exceed the counts of the last fit: one
+    event per view, since :meth:`WrongEvents.record` returns the counts at the start of the epoch plus
+    this epoch's events of the sample (a sample seen twice in one epoch, as with a distributed
+    sampler's padding, overwrites rather than adds).  The table covers that margin, so the per-batch
+    lookup needs no clamp.
+    """
+
+    def __init__(self, *, class_wise: bool, noisy_labels: np.ndarray, num_classes: int, device: torch.device,
+                 new_events: int):
+        if new_events < 0:
+            raise ValueError(f"new_events must be >= 0, got {new_events}")
         self.class_wise = class_wise
+        self.new_events = new_events
         self.bmm = BetaMixture(num_groups=num_classes if class_wise else 1)
         self.groups_np = noisy_labels if class_wise else None
         self.groups = torch.as_tensor(noisy_labels, device=device) if class_wise else None
@@ -47,8 +58,9 @@ class SampleWeights:
         self._build_lookup(counts)
 
     def _build_lookup(self, counts: np.ndarray) -> None:
-        # counts above the fitted maximum (this epoch's new events) read the last row: B5's clipping
-        self.lookup = BmmLookup.from_bmm(self.bmm, max_count=int(counts.max(initial=0)), device=self.device)
+        # rows above the fitted maximum (this epoch's new events) repeat the last one: B5's clipping
+        max_count = int(counts.max(initial=0)) + self.new_events
+        self.lookup = BmmLookup.from_bmm(self.bmm, max_count=max_count, device=self.device, clamp=False)
 
     def state_dict(self) -> dict:
         return self.bmm.state_dict()
@@ -74,6 +86,9 @@ class SampleWeights:
         rnd = (lambda v: None if v is None else round(v, 6))
         return {"auc": rnd(auc), "clean_size": split["size"], "clean_precision": rnd(split["precision"]),
                 "clean_recall": rnd(split["recall"])}
+
+
+VIEWS = 2  # weak and strong: each can add one wrong event per sample and epoch
 
 
 def stage2_step(wrong_events: WrongEvents, weights: SampleWeights, cfg):
@@ -151,18 +166,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
 
     wrong_events = WrongEvents(len(data.train), device=runtime.device, initial=torch.as_tensor(stage1_counts))
     weights = SampleWeights(class_wise=cfg.bmm == "class", noisy_labels=data.noisy_labels,
-                            num_classes=data.num_classes, device=runtime.device)
+                            num_classes=data.num_classes, device=runtime.device, new_events=VIEWS)
     train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
     evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last)
     history: list[dict] = []
     start_epoch = 0
+    resumable = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": run.precision.scaler,
+                 "wrong_events": wrong_events}
     if cfg.resume:
-        state = run.load_state(fingerprint=data.fingerprint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        run.precision.scaler.load_state_dict(state["scaler"])
-        wrong_events.load_state_dict(state["wrong_events"])
+        state = run.load_state(fingerprint=data.fingerprint, parts=resumable)
         weights.load_state_dict(state["bmm"], wrong_events.counts.cpu().numpy())
         history, base_accs, initial = list(state["history"]), state["base_accs"], state["initial"]
         start_epoch = state["epoch"] + 1
@@ -190,11 +202,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
                         **accuracy_columns(accuracies), **detection, "bmm": weights.bmm.describe()})
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} {describe_accuracies(accuracies)} "
                  f"AUC {fmt(detection['auc'])} BMM {fmt_bmm(weights.bmm)}")
-        run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
-                        "wrong_events": wrong_events.state_dict(), "bmm": weights.state_dict(),
-                        "history": history, "base_accs": base_accs, "initial": initial},
-                       fingerprint=data.fingerprint)
+        run.save_state({"epoch": epoch, "bmm": weights.state_dict(), "history": history, "base_accs": base_accs,
+                        "initial": initial}, fingerprint=data.fingerprint, parts=resumable)
         log.write_metrics([{k: v for k, v in row.items() if k != "bmm"} for row in history])
 
     test_acc = [row["test_acc"] for row in history]

@@ -29,7 +29,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the engine's progress bars would f
 
 from model import create_model  # noqa: E402
 from stage_1 import stage1_step  # noqa: E402
-from stage_2 import SampleWeights, stage2_step  # noqa: E402
+from stage_2 import VIEWS, SampleWeights, stage2_step  # noqa: E402
 from utils.bmm import BetaMixture  # noqa: E402
 from utils.distributed import Runtime  # noqa: E402
 from utils.engine import Precision, train_one_epoch  # noqa: E402
@@ -98,7 +98,8 @@ def step_benchmark(*, device, backbone: str, resolution: int, batch: int, classe
     s1 = stage1_step(wrong, preds)
     weights = {}
     for kind in ("global", "class"):
-        w = SampleWeights(class_wise=kind == "class", noisy_labels=labels, num_classes=classes, device=device)
+        w = SampleWeights(class_wise=kind == "class", noisy_labels=labels, num_classes=classes, device=device,
+                          new_events=VIEWS)
         w.fit(np.random.default_rng(0).integers(0, 6, n), iterations=20)
         weights[kind] = stage2_step(WrongEvents(n, device=device), w, _Cfg())
 
@@ -153,7 +154,8 @@ def bmm_benchmark(*, device, batch: int = 128, classes: int = 100, repeat: int =
     labels = rng.integers(0, classes, n)
     out = {}
     for kind in ("global", "class"):
-        w = SampleWeights(class_wise=kind == "class", noisy_labels=labels, num_classes=classes, device=device)
+        w = SampleWeights(class_wise=kind == "class", noisy_labels=labels, num_classes=classes, device=device,
+                          new_events=VIEWS)
         w.fit(counts, iterations=20)
         index = torch.as_tensor(rng.choice(n, batch, replace=False), device=device)
         batch_counts = torch.as_tensor(counts, device=device)[index]

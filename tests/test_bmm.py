@@ -362,3 +362,44 @@ def test_bmm_lookup_on_cuda():
     out = lookup(counts, groups)
     assert out[0].device.type == "cuda"
     np.testing.assert_array_equal(out[2].cpu().numpy(), table[[2, 1, 0], [0, 3, 20], 2])
+
+
+def test_bmm_lookup_without_clamp_reads_the_same_rows():
+    _, table = _lookup_fixture()
+    counts = torch.tensor([0, 3, 7, 20, 19, 2])
+    groups = torch.tensor([0, 1, 2, 2, 1, 0])
+    clamped = BmmLookup(table, device="cpu")(counts, groups)
+    unclamped = BmmLookup(table, device="cpu", clamp=False)(counts, groups)
+    for a, b in zip(clamped, unclamped):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("class_wise", [False, True])
+def test_stage2_weights_cover_every_live_count_of_an_epoch(class_wise):
+    """The lookup has no clamp: every count WrongEvents.record can return before the next refit
+    (the fitted counts + one event per view, even for a sample seen twice) must have its own row."""
+    from stage_2 import VIEWS, SampleWeights
+    from utils.wrong_events import WrongEvents
+
+    rng = np.random.default_rng(3)
+    n, classes = 600, 3
+    labels = rng.integers(0, classes, n)
+    counts = rng.binomial(8, 0.3, n)
+    weights = SampleWeights(class_wise=class_wise, noisy_labels=labels, num_classes=classes, device="cpu",
+                            new_events=VIEWS)
+    weights.fit(counts, iterations=10)
+    assert weights.lookup.max_count == counts.max() + VIEWS and not weights.lookup.clamp
+
+    wrong_events = WrongEvents(n, device="cpu", initial=torch.as_tensor(counts))
+    index = torch.arange(n)
+    label_t = torch.as_tensor(labels)
+    wrong = (label_t + 1) % classes
+    for _ in range(2):  # the same samples twice in one epoch (a padded distributed sampler)
+        live = wrong_events.record(index, *([wrong] * VIEWS), labels=label_t)
+    assert torch.equal(live, torch.as_tensor(counts + VIEWS, dtype=live.dtype))
+    got = weights(live, index)
+    expected = weights.bmm.evaluate(live.numpy(), labels if class_wise else None)
+    for tensor, key in zip(got, ("clean_posterior", "noisy_posterior", "clean_cdf", "noisy_cdf")):
+        np.testing.assert_allclose(tensor.numpy(), expected[key], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="new_events must be >= 0"):
+        SampleWeights(class_wise=False, noisy_labels=labels, num_classes=classes, device="cpu", new_events=-1)

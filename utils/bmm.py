@@ -400,15 +400,18 @@ class BmmLookup:
         table: float array ``(G, K, 4)`` as returned by :meth:`BetaMixture.lookup_table`
             (``K = max_count + 1``; columns clean_posterior, noisy_posterior, clean_cdf, noisy_cdf).
         device: torch device for the stored float32 table.
+        clamp: counts above ``K - 1`` behave like ``K - 1`` (the default).  ``False`` skips that op for a
+            caller that guarantees ``0 <= counts <= K - 1`` (a larger count would read another group's
+            row or fail to index): a training step calls this once per batch, and on the CPU the clamp
+            costs as much as the gather itself.
 
     Calling with ``counts`` (integer tensor ``(B,)``) and ``groups`` (integer tensor ``(B,)`` or ``None``
-    when ``G == 1``) returns four float32 tensors of shape ``(B,)`` on the table's device.  Counts
-    above ``K - 1`` behave like ``K - 1`` (counts are never negative).  Pure tensor indexing, no host
-    synchronisation; the table is stored as ``(4, G * K)`` so that one ``index_select`` gathers all
-    four values (a training step calls this once per batch, so its few torch ops are kept minimal).
+    when ``G == 1``) returns four float32 tensors of shape ``(B,)`` on the table's device (counts are
+    never negative).  Pure tensor indexing, no host synchronisation; the table is stored as
+    ``(4, G * K)`` so that one ``index_select`` gathers all four values.
     """
 
-    def __init__(self, table: np.ndarray, *, device: Any = "cpu") -> None:
+    def __init__(self, table: np.ndarray, *, device: Any = "cpu", clamp: bool = True) -> None:
         import torch
 
         arr = np.asarray(table)
@@ -416,6 +419,7 @@ class BmmLookup:
             raise ValueError(f"table must have shape (G, K, 4) with G, K >= 1, got {arr.shape}")
         self.num_groups = int(arr.shape[0])
         self.max_count = int(arr.shape[1]) - 1
+        self.clamp = clamp
         flat = arr.reshape(-1, 4).T  # (4, G * K): column g * K + count
         self.table = torch.as_tensor(np.ascontiguousarray(flat), dtype=torch.float32).to(device)
 
@@ -424,16 +428,16 @@ class BmmLookup:
         return self.table.device
 
     @classmethod
-    def from_bmm(cls, bmm: BetaMixture, *, max_count: int, device: Any = "cpu") -> "BmmLookup":
+    def from_bmm(cls, bmm: BetaMixture, *, max_count: int, device: Any = "cpu", clamp: bool = True) -> "BmmLookup":
         """Build from a fitted :class:`BetaMixture` for counts ``0..max_count``."""
-        return cls(bmm.lookup_table(max_count), device=device)
+        return cls(bmm.lookup_table(max_count), device=device, clamp=clamp)
 
     def __call__(self, counts, groups=None):
         if counts.dim() != 1:
             raise ValueError(f"counts must be 1-D, got shape {tuple(counts.shape)}")
         if counts.device != self.table.device:
             counts = counts.to(self.table.device, non_blocking=True)
-        column = counts.clamp_max(self.max_count)
+        column = counts.clamp_max(self.max_count) if self.clamp else counts
         if groups is None:
             if self.num_groups != 1:
                 raise ValueError(f"groups is required when the table has {self.num_groups} groups")
