@@ -178,14 +178,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last)
     history: list[dict] = []
     start_epoch = 0
+    resumable = {"rtm": rtm, "ntm": ntm, "opt_rtm": opt_rtm, "opt_ntm": opt_ntm, "scaler": run.precision.scaler,
+                 "memory": memory}
     if cfg.resume:
-        state = run.load_state(fingerprint=data.fingerprint)
-        rtm.load_state_dict(state["rtm"])
-        ntm.load_state_dict(state["ntm"])
-        opt_rtm.load_state_dict(state["opt_rtm"])
-        opt_ntm.load_state_dict(state["opt_ntm"])
-        run.precision.scaler.load_state_dict(state["scaler"])
-        memory.load_state_dict(state["memory"])
+        state = run.load_state(fingerprint=data.fingerprint, parts=resumable)
         history = list(state["history"])
         start_epoch = state["epoch"] + 1
 
@@ -215,10 +211,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     f"{fmt(row['mean_metric'], '.4f')}")
         log.info(msg)
         log.write_metrics(history)
-        run.save_state({"epoch": epoch, "rtm": rtm.state_dict(), "ntm": ntm.state_dict(),
-                        "opt_rtm": opt_rtm.state_dict(), "opt_ntm": opt_ntm.state_dict(),
-                        "scaler": run.precision.scaler.state_dict(), "memory": memory.state_dict(),
-                        "history": history}, fingerprint=data.fingerprint)
+        run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
 
     result = summarize(cfg, history, data, rtm_plan, ntm_plan)
     if runtime.is_main:

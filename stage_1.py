@@ -68,14 +68,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     history: list[dict] = []
     start_epoch = 0
     base_path = run.path("base_model", f"{tag}.pt")
+    resumable = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": run.precision.scaler,
+                 "wrong_events": wrong_events, "label_wave": wave}
     if cfg.resume:
-        state = run.load_state(fingerprint=data.fingerprint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        run.precision.scaler.load_state_dict(state["scaler"])
-        wrong_events.load_state_dict(state["wrong_events"])
-        wave.load_state_dict(state["label_wave"])
+        state = run.load_state(fingerprint=data.fingerprint, parts=resumable)
         history = list(state["history"])
         start_epoch = state["epoch"] + 1
 
@@ -104,10 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} train acc (noisy labels) "
                  f"{train_acc:.2f} {describe_accuracies(accuracies)} prediction change {wave_step.prediction_change}"
                  + (" -> base model" if wave_step.is_new_minimum else ""))
-        run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": run.precision.scaler.state_dict(),
-                        "wrong_events": wrong_events.state_dict(), "label_wave": wave.state_dict(),
-                        "history": history}, fingerprint=data.fingerprint)
+        run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
         log.write_metrics(history)
 
     result = {"tag": tag, "base_model_epoch": wave.best_epoch + 1, "history": history}

@@ -36,12 +36,16 @@ class Run:
     def training_settings(self) -> dict:
         return {k: v for k, v in self.cfg.items() if k not in RESUME_FREE_KEYS}
 
-    def save_state(self, state: dict, *, fingerprint: str) -> None:
-        """Write checkpoint/{run}/last.pt with what identifies the run (fingerprint and settings)."""
-        self.log.save_state({**state, "fingerprint": fingerprint, "settings": self.training_settings()})
+    def save_state(self, state: dict, *, fingerprint: str, parts: Mapping[str, Any] = {}) -> None:
+        """Write checkpoint/{run}/last.pt: ``state``, the ``state_dict()`` of every object in ``parts``
+        (model, optimiser, scheduler, scaler, per-sample statistics, ...) under its name, and what
+        identifies the run (fingerprint and settings)."""
+        snapshot = {name: part.state_dict() for name, part in parts.items()}
+        self.log.save_state({**state, **snapshot, "fingerprint": fingerprint, "settings": self.training_settings()})
 
-    def load_state(self, *, fingerprint: str) -> dict:
-        """The state of ``last.pt`` for ``--resume``, refused unless it belongs to this very run.
+    def load_state(self, *, fingerprint: str, parts: Mapping[str, Any] = {}) -> dict:
+        """The state of ``last.pt`` for ``--resume``, refused unless it belongs to this very run;
+        every object in ``parts`` is restored from its entry (``load_state_dict``).
 
         A checkpoint of other data/noisy labels or of other settings (another lr, number of epochs,
         ...) raises :class:`DataError` naming the difference, instead of silently continuing a stale run.
@@ -57,6 +61,8 @@ class Run:
             shown = ", ".join(f"{k}: {saved.get(k, '<missing>')!r} there, {current[k]!r} here" for k in differ[:3])
             raise DataError(f"--resume: {path} belongs to a run with other settings ({shown}); resume with the "
                             "settings of that run, or start without --resume to begin a new one")
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
         self.log.info(f"resumed from {path} after epoch {state['epoch'] + 1}")
         return state
 
