@@ -8,15 +8,20 @@ For every (noise setting, seed) cell, all methods train on the same noisy-label 
 ``noise_dir`` per cell) with the digits defaults of the real entry points:
 
 * ``standard``   ``stage_1.py --epochs 40``: cross-entropy for as many epochs as IDO's two stages;
-* ``ido_global`` ``stage_1.py`` (20 epochs) then ``stage_2.py`` (20 epochs, one beta mixture);
+* ``ido_global`` ``stage_1.py`` (10 epochs) then ``stage_2.py`` (30 epochs, one beta mixture);
 * ``ido_class``  the same stage 1 then ``stage_2_class.py`` (one beta mixture per noisy class);
 * ``acto``       ``acto.py`` (40 epochs, 8 of warm-up);
 * ``cleanlab``   ``benchmarks/confident_learning.py``: 4-fold cross-validated probabilities from the
   same network (20 epochs per fold), ``cleanlab.filter.find_label_issues``, 40 epochs on the kept samples.
 
+IDO's split of the 40 epochs (``--ido_epochs``, default 10 + 30) is the one setting adapted to a
+model trained from scratch: its label-wave minimum (the base model) comes at epoch 4-10, and stage 2
+retrains from that early model, so it gets most of the budget (the paper's pretrained schedule is
+5 + 10 epochs, also more for stage 2).  With the entry points' own 20 + 20, stage 2 ends under-trained.
+
 Each job is a subprocess (``--jobs`` at a time, the CPU threads shared among them); its output goes
 to ``{work_dir}/{setting}_seed{seed}/{job}.log``.  A finished job leaves ``{job}.done.json`` (its wall
-time) and is not run again, so an interrupted grid continues where it stopped.  At the end the
+time and its command) and is not run again, so an interrupted grid continues where it stopped.  At the end the
 results are summarised into ``--out`` (default ``docs/benchmarks.md``, ``runs/.../benchmarks_quick.md``
 with ``--quick``) and a plot beside it; a hand-written reading below the line
 ``<!-- reading -->`` of an existing file is kept.
@@ -80,7 +85,7 @@ class Cell:
         return f"{self.mode}:{self.ratio:g}"
 
 
-def build_cell(mode: str, ratio: float, seed: int, work_dir: str) -> Cell:
+def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs: tuple[int, int] = (10, 30)) -> Cell:
     cell = Cell(mode, ratio, seed)
     root = os.path.join(work_dir, cell.name)
     tag = TAG.format(mode=mode, ratio=f"{ratio:g}")
@@ -91,16 +96,19 @@ def build_cell(mode: str, ratio: float, seed: int, work_dir: str) -> Cell:
         return ["--output_dir", os.path.join(root, sub)]
 
     py = sys.executable
+    stage1_epochs, stage2_epochs = (str(e) for e in ido_epochs)
+    total = str(sum(ido_epochs))
     cell.jobs = [
-        Job("standard", cell.name, [py, "stage_1.py", *common, *out("standard"), "--epochs", "40"],
+        Job("standard", cell.name, [py, "stage_1.py", *common, *out("standard"), "--epochs", total],
             f"standard/stage1/{tag}_wrongevent.json", methods=("standard",)),
-        Job("ido_stage1", cell.name, [py, "stage_1.py", *common, *out("ido")],
+        Job("ido_stage1", cell.name, [py, "stage_1.py", *common, *out("ido"), "--epochs", stage1_epochs],
             f"ido/stage1/{tag}_wrongevent.json", methods=("ido_global", "ido_class")),
-        Job("ido_global", cell.name, [py, "stage_2.py", *common, *out("ido")],
+        Job("ido_global", cell.name, [py, "stage_2.py", *common, *out("ido"), "--epochs", stage2_epochs],
             f"ido/stage2/{tag}_global.json", after=("ido_stage1",), methods=("ido_global",)),
-        Job("ido_class", cell.name, [py, "stage_2_class.py", *common, *out("ido")],
+        Job("ido_class", cell.name, [py, "stage_2_class.py", *common, *out("ido"), "--epochs", stage2_epochs],
             f"ido/stage2/{tag}_class.json", after=("ido_stage1",), methods=("ido_class",)),
-        Job("acto", cell.name, [py, "acto.py", *common, *out("acto")], f"acto/acto/{tag}.json", methods=("acto",)),
+        Job("acto", cell.name, [py, "acto.py", *common, *out("acto"), "--epochs", total], f"acto/acto/{tag}.json",
+            methods=("acto",)),
         Job("cleanlab", cell.name, [py, "benchmarks/confident_learning.py", *common, *out("cleanlab")],
             f"cleanlab/cleanlab/{tag}.json", methods=("cleanlab",)),
     ]
@@ -112,7 +120,11 @@ def done_path(work_dir: str, job: Job) -> str:
 
 
 def is_done(work_dir: str, job: Job) -> bool:
-    return os.path.isfile(done_path(work_dir, job)) and os.path.isfile(os.path.join(work_dir, job.cell, job.result))
+    """Finished, with the same command (another ``--ido_epochs`` reruns what it changes)."""
+    path = done_path(work_dir, job)
+    if not (os.path.isfile(path) and os.path.isfile(os.path.join(work_dir, job.cell, job.result))):
+        return False
+    return read_json(path).get("argv") == job.argv[1:]
 
 
 def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
@@ -151,7 +163,8 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
                     raise SystemExit(f"{key} failed (exit status {proc.returncode}); see "
                                      f"{os.path.join(work_dir, job.cell, job.name + '.log')}")
                 seconds = time.perf_counter() - start
-                save_json({"seconds": round(seconds, 1), "threads": threads, "jobs": jobs}, done_path(work_dir, job))
+                save_json({"seconds": round(seconds, 1), "threads": threads, "jobs": jobs, "argv": job.argv[1:]},
+                          done_path(work_dir, job))
                 bar.update(1)
                 bar.write(f"done {key} in {seconds:.0f} s")
     finally:
@@ -258,7 +271,10 @@ def plot(summary: dict, settings: list[str], path: str) -> None:
     plt.close(fig)
 
 
-def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: int) -> str:
+def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: int,
+           ido_epochs: tuple[int, int]) -> str:
+    stage1_epochs, stage2_epochs = ido_epochs
+    total = stage1_epochs + stage2_epochs
     table = summary["table"]
     seeds = sorted({s for v in summary["seeds"].values() for s in v})
     lines = [
@@ -269,8 +285,9 @@ def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: 
         "Data: scikit-learn's digits (1,257 training / 540 test images, 8×8 up-sampled to 32 px), a tiny timm "
         "ResNet (`test_resnet`) from scratch, the digits defaults of the entry points (AdamW 3e-3). Within a "
         "(setting, seed) cell every method trains on the same noisy-label file. Standard training runs for "
-        "40 epochs (= IDO's 20 + 20); ACTO for 40 (8 warm-up); confident learning trains 4 folds × 20 epochs "
-        "for its out-of-sample probabilities, then 40 epochs on the samples it keeps.", "",
+        f"{total} epochs (= IDO's stage 1 {stage1_epochs} + stage 2 {stage2_epochs}); ACTO for {total} (8 warm-up); "
+        "confident learning trains 4 folds × 20 epochs for its out-of-sample probabilities, then 40 epochs on "
+        "the samples it keeps.", "",
         "## Test accuracy (%), last epoch (mean ± std over seeds)", "",
         "| method | " + " | ".join(s.replace(":", " ") for s in settings) + " | mean |",
         "|---|" + "---|" * (len(settings) + 1),
@@ -335,6 +352,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="subprocesses at a time")
     parser.add_argument("--work_dir", default=None, help="where the runs go (default runs/noise_robustness[_quick])")
     parser.add_argument("--out", default=None, help="the report (default docs/benchmarks.md)")
+    parser.add_argument("--ido_epochs", nargs=2, type=int, default=(10, 30), metavar=("STAGE1", "STAGE2"),
+                        help="IDO's epochs per stage; standard training and ACTO get their sum (default 10 30)")
     args = parser.parse_args(argv)
     try:
         import cleanlab  # noqa: F401
@@ -342,13 +361,16 @@ def main(argv=None) -> dict:
         parser.error("cleanlab is missing: pip install -r requirements-bench.txt")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if min(args.ido_epochs) < 1:
+        parser.error("--ido_epochs: both stages need >= 1 epoch")
+    ido_epochs = tuple(args.ido_epochs)
     settings = args.settings or [parse_setting(s) for s in (QUICK_SETTINGS if args.quick else SETTINGS)]
     seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     suffix = "_quick" if args.quick else ""
     work_dir = os.path.abspath(args.work_dir or os.path.join(REPO, "runs", f"noise_robustness{suffix}"))
     out = args.out or (os.path.join(work_dir, "benchmarks_quick.md") if args.quick
                        else os.path.join(REPO, "docs", "benchmarks.md"))
-    cells = [build_cell(mode, ratio, seed, work_dir) for mode, ratio in settings for seed in seeds]
+    cells = [build_cell(mode, ratio, seed, work_dir, ido_epochs=ido_epochs) for mode, ratio in settings for seed in seeds]
     for cell in cells:
         os.makedirs(os.path.join(work_dir, cell.name), exist_ok=True)
     started = time.perf_counter()
@@ -356,7 +378,13 @@ def main(argv=None) -> dict:
     summary = summarise(cells, work_dir)
     names = [f"{mode}:{ratio:g}" for mode, ratio in settings]
     command = "python benchmarks/noise_robustness.py" + (" --quick" if args.quick else "")
-    text = report(summary, names, command=command, out=out, jobs=args.jobs)
+    if args.settings:
+        command += " --settings " + " ".join(names)
+    if args.seeds:
+        command += " --seeds " + " ".join(map(str, seeds))
+    if ido_epochs != (10, 30):
+        command += " --ido_epochs {} {}".format(*ido_epochs)
+    text = report(summary, names, command=command, out=out, jobs=args.jobs, ido_epochs=ido_epochs)
     if os.path.isfile(out):
         with open(out, encoding="utf-8") as f:
             previous = f.read()

@@ -49,7 +49,11 @@ def test_cells_share_noise_file_and_order_stage2_after_stage1(tmp_path):
         assert job.argv[job.argv.index("--noise_mode") + 1] == "idn"
     assert jobs["ido_global"].after == jobs["ido_class"].after == ("ido_stage1",)
     assert jobs["ido_global"].argv[1] == "stage_2.py" and jobs["ido_class"].argv[1] == "stage_2_class.py"
-    assert jobs["standard"].argv[jobs["standard"].argv.index("--epochs") + 1] == "40"
+    epochs = {name: job.argv[job.argv.index("--epochs") + 1] for name, job in jobs.items() if "--epochs" in job.argv}
+    # IDO's default split of 10 + 30; the single-run methods get the total
+    assert epochs == {"standard": "40", "ido_stage1": "10", "ido_global": "30", "ido_class": "30", "acto": "40"}
+    other = {job.name: job.argv for job in nr.build_cell("idn", 0.4, 2, str(tmp_path), ido_epochs=(20, 20)).jobs}
+    assert other["ido_stage1"][-1] == other["ido_class"][-1] == "20" and other["standard"][-1] == "40"
     # every method's wall time is accounted for, IDO's including its stage 1
     covered = {m for job in cell.jobs for m in job.methods}
     assert covered == set(nr.METHODS) and jobs["ido_stage1"].methods == ("ido_global", "ido_class")
@@ -76,7 +80,7 @@ def _fake_cell(work_dir, cell, accuracy):
         with open(path, "w") as f:
             json.dump(payload, f)
         with open(nr.done_path(work_dir, job), "w") as f:
-            json.dump({"seconds": 10.0}, f)
+            json.dump({"seconds": 10.0, "argv": job.argv[1:]}, f)
 
 
 def test_summary_and_report_from_result_files(tmp_path):
@@ -85,13 +89,17 @@ def test_summary_and_report_from_result_files(tmp_path):
     for cell, acc in zip(cells, (90.0, 92.0)):
         _fake_cell(work, cell, acc)
     assert all(nr.is_done(work, job) for cell in cells for job in cell.jobs)  # a rerun skips them all
+    # ... unless the command changed: another split of the same total reruns IDO's jobs alone
+    changed = [job.name for job in nr.build_cell("sym", 0.2, 0, work, ido_epochs=(20, 20)).jobs if not nr.is_done(work, job)]
+    assert changed == ["ido_stage1", "ido_global", "ido_class"]
     summary = nr.summarise(cells, work)
     table = summary["table"]["sym:0.2"]
     assert table["ido_class"]["last_acc"] == pytest.approx((93.0, np.std([92.0, 94.0], ddof=1)))
     assert table["standard"]["last_acc"][0] == pytest.approx(81.0) and table["standard"]["best_acc"][0] == 81.0
     assert table["acto"]["auc"] is None and table["acto"]["clean_precision"][0] == pytest.approx(0.9)
     assert table["ido_global"]["seconds"][0] == 20.0  # stage 1 + stage 2
-    text = nr.report(summary, ["sym:0.2"], command="cmd", out=str(tmp_path / "b.md"), jobs=2)
+    text = nr.report(summary, ["sym:0.2"], command="cmd", out=str(tmp_path / "b.md"), jobs=2, ido_epochs=(10, 30))
+    assert "40 epochs (= IDO's stage 1 10 + stage 2 30)" in text
     assert "| IDO (class-wise BMM) | 93.00 ± 1.41 | 93.00 |" in text
     assert "Best mean per setting: sym 0.2: IDO (class-wise BMM)." in text
     nr.plot(summary, ["sym:0.2"], str(tmp_path / "b.png"))
