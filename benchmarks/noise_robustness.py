@@ -46,6 +46,7 @@ from utils.io import save_figure, save_json, save_text  # noqa: E402
 SETTINGS = ("sym:0.2", "sym:0.4", "sym:0.6", "asym:0.4", "idn:0.4")
 QUICK_SETTINGS = ("sym:0.4", "asym:0.4")
 SEEDS = (0, 1, 2)
+IDO_EPOCHS = (10, 30)  # stage 1 + stage 2, adapted to a model from scratch (see the docstring)
 METHODS = ("standard", "ido_global", "ido_class", "acto", "cleanlab")
 LABELS = {"standard": "standard CE", "ido_global": "IDO (global BMM)", "ido_class": "IDO (class-wise BMM)",
           "acto": "ACTO", "cleanlab": "confident learning"}
@@ -85,7 +86,7 @@ class Cell:
         return f"{self.mode}:{self.ratio:g}"
 
 
-def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs: tuple[int, int] = (10, 30)) -> Cell:
+def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs: tuple[int, int] = IDO_EPOCHS) -> Cell:
     cell = Cell(mode, ratio, seed)
     root = os.path.join(work_dir, cell.name)
     tag = TAG.format(mode=mode, ratio=f"{ratio:g}")
@@ -352,8 +353,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="subprocesses at a time")
     parser.add_argument("--work_dir", default=None, help="where the runs go (default runs/noise_robustness[_quick])")
     parser.add_argument("--out", default=None, help="the report (default docs/benchmarks.md)")
-    parser.add_argument("--ido_epochs", nargs=2, type=int, default=(10, 30), metavar=("STAGE1", "STAGE2"),
-                        help="IDO's epochs per stage; standard training and ACTO get their sum (default 10 30)")
+    parser.add_argument("--ido_epochs", nargs=2, type=int, default=IDO_EPOCHS, metavar=("STAGE1", "STAGE2"),
+                        help="IDO's epochs per stage; standard training and ACTO get their sum (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         import cleanlab  # noqa: F401
@@ -382,7 +383,7 @@ def main(argv=None) -> dict:
         command += " --settings " + " ".join(names)
     if args.seeds:
         command += " --seeds " + " ".join(map(str, seeds))
-    if ido_epochs != (10, 30):
+    if ido_epochs != IDO_EPOCHS:
         command += " --ido_epochs {} {}".format(*ido_epochs)
     text = report(summary, names, command=command, out=out, jobs=args.jobs, ido_epochs=ido_epochs)
     if os.path.isfile(out):
