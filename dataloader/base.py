@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -96,11 +97,35 @@ class NoisyLabelDataset(Dataset):
         self.clean_labels = None if clean_labels is None else np.asarray(clean_labels, dtype=np.int64)
         self.transform = transform
 
+        self.pretransformed = None  # (N, ...) tensor once :meth:`pretransform` has run
+
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int):
+        if self.pretransformed is not None:
+            return self.pretransformed[index], int(self.labels[index]), index
         return self.transform(self.images.load(index)), int(self.labels[index]), index
+
+    def pretransform(self, *, max_bytes: int) -> bool:
+        """Apply the transform to every image once and keep the results, if they fit in ``max_bytes``.
+
+        Only for a deterministic transform (evaluation): every epoch would compute the same tensors,
+        and on a CPU the per-image PIL work costs as much as the forward pass of a small model.
+        Only in-memory images are considered (a set read from files is too large to hold).  Returns
+        whether the set is now held as tensors; its items are identical either way.
+        """
+        if not isinstance(self.images, ArrayImages) or len(self) == 0:
+            return False
+        first = self.transform(self.images.load(0))
+        if not isinstance(first, torch.Tensor) or first.numel() * first.element_size() * len(self) > max_bytes:
+            return False
+        out = torch.empty((len(self), *first.shape), dtype=first.dtype)
+        out[0] = first
+        for i in range(1, len(self)):
+            out[i] = self.transform(self.images.load(i))
+        self.pretransformed = out
+        return True
 
 
 def fingerprint(*, dataset: str, sample_digest: str, noisy_labels: np.ndarray) -> str:
