@@ -1,11 +1,15 @@
 """Cost of IDO's bookkeeping, measured in one process (issue: "no per-batch host syncs").
 
     python benchmarks/overhead.py [--quick] [--device cpu|cuda] [--out docs/performance.md]
+    python benchmarks/overhead.py --device cuda --backbone resnet50 --resolution 224 --batch 128 \
+        --precision bf16 --channels_last        # the GPU comparison (likewise --backbone vit_base_patch16_224)
 
 1. Training-step time: a plain cross-entropy loop vs the stage-1 step (wrong events + predictions,
    through the real engine), and a two-view cross-entropy loop vs the stage-2 step (global and
    class-wise BMM lookup + the dynamic loss).  Rounds of each variant are interleaved and the
    median per-step time is compared, so slow drifts of a shared machine hit all variants alike.
+   ``--precision`` and ``--channels_last`` apply to the plain loops as to the engine (a user's plain
+   timm training would use them too); images/s = batch (per view) / step time.
 2. Per-batch BMM weights: the device lookup table vs scipy per batch as the official code does it
    (vectorised scipy for the global mixture, one scipy call per sample for the class-wise one).
 3. BMM fit time: 20 EM iterations on 1,000,000 counts (global) and on 100 classes.
@@ -47,20 +51,22 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _plain_loop(model, optimizer, batches, two_views: bool):
-    """What a user writes without IDO: forward, cross-entropy, backward, step."""
+def _plain_loop(model, optimizer, batches, two_views: bool, precision: Precision):
+    """What a user writes without IDO: forward, cross-entropy, backward, step (with AMP)."""
     model.train()
     for images, labels, _ in batches:
-        if two_views:
-            _, lw = model(images[0])
-            _, ls = model(images[1])
-            loss = F.cross_entropy(lw, labels) + F.cross_entropy(ls, labels)
-        else:
-            _, logits = model(images)
-            loss = F.cross_entropy(logits, labels)
+        with precision.autocast():
+            if two_views:
+                _, lw = model(images[0])
+                _, ls = model(images[1])
+                loss = F.cross_entropy(lw.float(), labels) + F.cross_entropy(ls.float(), labels)
+            else:
+                _, logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
 
 
 def time_steps(variants: dict, *, rounds: int, device) -> dict:
@@ -78,15 +84,19 @@ def time_steps(variants: dict, *, rounds: int, device) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def step_benchmark(*, device, backbone: str, resolution: int, batch: int, classes: int, steps: int, rounds: int):
+def step_benchmark(*, device, backbone: str, resolution: int, batch: int, classes: int, steps: int, rounds: int,
+                   precision: str = "fp32", channels_last: bool = False):
     torch.manual_seed(0)
     n = steps * batch
     runtime = Runtime(device=device)
-    precision = Precision.create("fp32", device)
-    model = create_model(backbone, num_classes=classes, img_size=resolution).to(device)
+    amp = Precision.create(precision, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(backbone, num_classes=classes, img_size=resolution).to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     x = torch.randn(steps, batch, 3, resolution, resolution, device=device)
     x2 = torch.randn(steps, batch, 3, resolution, resolution, device=device)
+    if channels_last:  # batches arrive in the layout the engine would convert them to
+        x, x2 = (v.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(v) for v in (x, x2))
     y = torch.randint(0, classes, (steps, batch), device=device)
     idx = torch.randperm(n, device=device).view(steps, batch)
     one_view = [(x[i], y[i], idx[i]) for i in range(steps)]
@@ -105,12 +115,13 @@ def step_benchmark(*, device, backbone: str, resolution: int, batch: int, classe
 
     def engine(step, batches):
         return lambda: train_one_epoch(model=model, loader=batches, optimizer=optimizer, step=step,
-                                       precision=precision, runtime=runtime, epoch=0, desc="bench")
+                                       precision=amp, runtime=runtime, epoch=0, desc="bench",
+                                       channels_last=channels_last)
 
     variants = {
-        "plain CE": (lambda: _plain_loop(model, optimizer, one_view, False), steps),
+        "plain CE": (lambda: _plain_loop(model, optimizer, one_view, False, amp), steps),
         "stage 1": (engine(s1, one_view), steps),
-        "two-view CE": (lambda: _plain_loop(model, optimizer, two_view, True), steps),
+        "two-view CE": (lambda: _plain_loop(model, optimizer, two_view, True, amp), steps),
         "stage 2 global": (engine(weights["global"], two_view), steps),
         "stage 2 class": (engine(weights["class"], two_view), steps),
     }
@@ -188,7 +199,8 @@ def bmm_benchmark(*, device, batch: int = 128, classes: int = 100, repeat: int =
     return out
 
 
-def machine() -> str:
+def machine(device: torch.device) -> str:
+    """The CPU (and the GPU when ``device`` is one), torch version and thread count."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -198,7 +210,8 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    gpu = f"{torch.cuda.get_device_name(device)} with " if device.type == "cuda" else ""
+    return f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main(argv=None) -> dict:
@@ -210,15 +223,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small model, few rounds (smoke run)")
     parser.add_argument("--out", default=os.path.join("docs", "performance.md"))
     args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/overhead.py", *(sys.argv[1:] if argv is None else argv)])
     if args.quick:
         args.backbone, args.resolution, args.batch, args.steps, args.rounds = "test_resnet", 32, 32, 3, 3
     device = torch.device(args.device)
 
     steps = step_benchmark(device=device, backbone=args.backbone, resolution=args.resolution, batch=args.batch,
-                           classes=args.classes, steps=args.steps, rounds=args.rounds)
+                           classes=args.classes, steps=args.steps, rounds=args.rounds,
+                           precision=args.precision, channels_last=args.channels_last)
     bmm = bmm_benchmark(device=device)
     ratios = {
         "stage 1 / plain CE": steps["stage 1"] / steps["plain CE"],
@@ -230,15 +247,18 @@ def main(argv=None) -> dict:
     lines = [
         "# Performance: the cost of IDO's bookkeeping",
         "",
-        f"Measured by `python benchmarks/overhead.py{' --quick' if args.quick else ''}` on {machine()}, "
+        f"Measured by `{command}` on {machine(device)}, "
         f"device `{device}`, {time.strftime('%Y-%m-%d')}.",
         "",
-        f"## Training step ({args.backbone}, {args.resolution} px, batch {args.batch}, {args.classes} classes; "
+        f"## Training step ({args.backbone}, {args.resolution} px, batch {args.batch}, {args.classes} classes, "
+        f"{args.precision}{', channels_last' if args.channels_last else ''}; "
         f"median of {args.rounds} interleaved rounds of {args.steps} steps)",
         "",
-        "| variant | ms / step |",
-        "|---|---|",
-    ] + [f"| {name} | {1000 * t:.2f} |" for name, t in steps.items()] + [
+        "| variant | ms / step | images / s |",
+        "|---|---|---|",
+    ] + [f"| {name} | {1000 * t:.2f} | {args.batch / t:.1f} |" for name, t in steps.items()] + [
+        "",
+        "(images / s counts each image once, whatever its number of views.)",
         "",
         "| ratio | measured | target | met |",
         "|---|---|---|---|",

@@ -111,3 +111,22 @@ def test_parse_setting():
     for bad in ("foo:0.4", "sym", "sym:x", "sym:1.5"):
         with pytest.raises(Exception):
             nr.parse_setting(bad)
+
+
+def test_overhead_report_bf16_channels_last(tmp_path):
+    import overhead
+    out = tmp_path / "performance.md"
+    argv = ["--quick", "--precision", "bf16", "--channels_last", "--out", str(out)]
+    result = overhead.main(argv)
+    steps, ratios = result["steps"], result["ratios"]
+    assert set(steps) == {"plain CE", "stage 1", "two-view CE", "stage 2 global", "stage 2 class"}
+    assert ratios["stage 1 / plain CE"] == pytest.approx(steps["stage 1"] / steps["plain CE"])
+    assert ratios["stage 2 class / two-view CE"] == pytest.approx(steps["stage 2 class"] / steps["two-view CE"])
+    text = out.read_text()
+    assert f"`python benchmarks/overhead.py {' '.join(argv)}`" in text
+    assert "test_resnet, 32 px, batch 32, 100 classes, bf16, channels_last;" in text
+    # images/s is the batch over the step time (--quick uses batch 32)
+    assert f"| plain CE | {1000 * steps['plain CE']:.2f} | {32 / steps['plain CE']:.1f} |" in text
+    for kind in ("global", "class"):
+        lookup, official = result["bmm"][kind]
+        assert 0 < lookup < official
