@@ -2,7 +2,7 @@
 
     python benchmarks/overhead.py [--quick] [--device cpu|cuda] [--out docs/performance.md]
     python benchmarks/overhead.py --device cuda --backbone resnet50 --resolution 224 --batch 128 \
-        --precision bf16 --channels_last        # the GPU comparison (likewise --backbone vit_base_patch16_224)
+        --precision bf16 --channels_last        # the GPU comparison (likewise --backbone ViT-B)
 
 1. Training-step time: a plain cross-entropy loop vs the stage-1 step (wrong events + predictions,
    through the real engine), and a two-view cross-entropy loop vs the stage-2 step (global and
