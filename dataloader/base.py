@@ -96,7 +96,6 @@ class NoisyLabelDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.clean_labels = None if clean_labels is None else np.asarray(clean_labels, dtype=np.int64)
         self.transform = transform
-
         self.pretransformed = None  # (N, ...) tensor once :meth:`pretransform` has run
 
     def __len__(self) -> int:
@@ -111,7 +110,8 @@ class NoisyLabelDataset(Dataset):
         """Apply the transform to every image once and keep the results, if they fit in ``max_bytes``.
 
         Only for a deterministic transform (evaluation): every epoch would compute the same tensors,
-        and on a CPU the per-image PIL work costs as much as the forward pass of a small model.
+        and on a CPU the per-image PIL work costs about half the forward pass of a small model (digits:
+        0.13 s against 0.2 s per evaluation).
         Only in-memory images are considered (a set read from files is too large to hold).  Returns
         whether the set is now held as tensors; its items are identical either way.
         """
