@@ -74,8 +74,7 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     utils.io.save_torch({"epoch": 1, "w": torch.ones(3)}, path)
 
     def broken_save(obj, f):
-        with open(f, "wb") as handle:
-            handle.write(b"PK\x03\x04 half a zip")
+        f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
     monkeypatch.setattr(utils.io.torch, "save", broken_save)
@@ -84,6 +83,16 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     state = torch.load(path, weights_only=True)
     assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_saving_the_same_state_twice_gives_the_same_bytes(tmp_path):
+    """The temporary name of the atomic write must not leak into the file (torch names the archive's
+    folder after the path it is given)."""
+    state = {"epoch": 3, "w": torch.arange(5.0)}
+    first, second = utils.io.save_torch(state, str(tmp_path / "a.pt")), utils.io.save_torch(state, str(tmp_path / "b.pt"))
+    with open(first, "rb") as f, open(second, "rb") as g:
+        assert f.read() == g.read()
+    assert torch.equal(torch.load(second, weights_only=True)["w"], state["w"])
 
 
 def test_non_finite_loss_names_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

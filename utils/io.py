@@ -56,7 +56,12 @@ def _write_with(path: str, writer: Callable[[str], None]) -> str:
 
 
 def save_torch(obj: Any, path: str) -> str:
-    return _write_with(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: str) -> None:
+        # through a file object: torch.save would otherwise name the archive's folder after the random
+        # temporary name, and the same weights saved twice would give different bytes
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    return _write_with(path, write)
 
 
 def save_json(obj: Any, path: str) -> str:
