@@ -23,7 +23,7 @@ from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, ma
     train_one_epoch
 from utils.errors import DataError, run_main
 from utils.io import save_json
-from utils.losses import dynamic_loss
+from utils.losses import loss_weights, weighted_dynamic_loss
 from utils.metrics import detection_auc, split_quality
 from utils.optim import build_optimizer, build_scheduler, optim_settings
 from utils.plots import bmm_fit_plot
@@ -32,7 +32,10 @@ from utils.wrong_events import WrongEvents
 
 
 class SampleWeights:
-    """The beta mixture over the wrong events and its device-side lookup table (refitted per epoch).
+    """The beta mixture over the wrong events and a device-side table of the loss weights per count.
+
+    After each fit the weights of the three loss terms (:func:`utils.losses.loss_weights` of the
+    mixture's tau1, tau2, F1, F2) are computed for every (group, count), so a batch costs one gather.
 
     ``new_events`` is the most a sample's live count can exceed the counts of the last fit: one
     event per view, since :meth:`WrongEvents.record` returns the counts at the start of the epoch plus
@@ -42,11 +45,12 @@ class SampleWeights:
     """
 
     def __init__(self, *, class_wise: bool, noisy_labels: np.ndarray, num_classes: int, device: torch.device,
-                 new_events: int):
+                 new_events: int, noisy_weight: str = "one_minus_clean"):
         if new_events < 0:
             raise ValueError(f"new_events must be >= 0, got {new_events}")
         self.class_wise = class_wise
         self.new_events = new_events
+        self.noisy_weight = noisy_weight
         self.bmm = BetaMixture(num_groups=num_classes if class_wise else 1)
         self.groups_np = noisy_labels if class_wise else None
         self.groups = torch.as_tensor(noisy_labels, device=device) if class_wise else None
@@ -60,7 +64,10 @@ class SampleWeights:
     def _build_lookup(self, counts: np.ndarray) -> None:
         # rows above the fitted maximum (this epoch's new events) repeat the last one: B5's clipping
         max_count = int(counts.max(initial=0)) + self.new_events
-        self.lookup = BmmLookup.from_bmm(self.bmm, max_count=max_count, device=self.device, clamp=False)
+        tau1, tau2, f1, f2 = torch.as_tensor(self.bmm.lookup_table(max_count)).unbind(-1)  # each (G, K), float32
+        weights = loss_weights(clean_posterior=tau1, noisy_posterior=tau2, clean_cdf=f1, noisy_cdf=f2,
+                               noisy_weight=self.noisy_weight)  # (3, G, K)
+        self.lookup = BmmLookup(weights.permute(1, 2, 0).numpy(), device=self.device, clamp=False)
 
     def state_dict(self) -> dict:
         return self.bmm.state_dict()
@@ -70,8 +77,9 @@ class SampleWeights:
         self.bmm.load_state_dict(state)
         self._build_lookup(counts)
 
-    def __call__(self, counts: torch.Tensor, index: torch.Tensor):
-        """(clean_posterior, noisy_posterior, clean_cdf, noisy_cdf) of a batch, each (B,)."""
+    def __call__(self, counts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Loss weights ``(3, B)`` (clean, consistency, noisy term) of the samples ``index`` (B,) whose
+        live wrong-event counts are ``counts`` (B,)."""
         return self.lookup(counts, None if self.groups is None else self.groups[index])
 
     def clean_posterior(self, counts: np.ndarray) -> np.ndarray:
@@ -99,10 +107,8 @@ def stage2_step(wrong_events: WrongEvents, weights: SampleWeights, cfg):
         _, logits_strong = model(strong)
         counts = wrong_events.record(index, logits_weak.detach().argmax(1), logits_strong.detach().argmax(1),
                                      labels=labels)
-        tau1, tau2, f1, f2 = weights(counts, index)
-        loss, _ = dynamic_loss(logits_weak, logits_strong, labels, clean_posterior=tau1, noisy_posterior=tau2,
-                               clean_cdf=f1, noisy_cdf=f2, entropy_weight=cfg.entropy_weight,
-                               noisy_weight=cfg.noisy_weight)
+        loss, _ = weighted_dynamic_loss(logits_weak, logits_strong, labels, weights=weights(counts, index),
+                                        entropy_weight=cfg.entropy_weight)
         return loss
     return step
 
@@ -166,7 +172,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
 
     wrong_events = WrongEvents(len(data.train), device=runtime.device, initial=torch.as_tensor(stage1_counts))
     weights = SampleWeights(class_wise=cfg.bmm == "class", noisy_labels=data.noisy_labels,
-                            num_classes=data.num_classes, device=runtime.device, new_events=VIEWS)
+                            num_classes=data.num_classes, device=runtime.device, new_events=VIEWS,
+                            noisy_weight=cfg.noisy_weight)
     train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
     evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last)
     history: list[dict] = []

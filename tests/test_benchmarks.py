@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from utils.config import REPO_ROOT
 
@@ -113,15 +115,35 @@ def test_parse_setting():
             nr.parse_setting(bad)
 
 
+def test_time_steps_rotates_the_order_of_the_variants():
+    import overhead
+    calls = []
+    variants = {name: ((lambda name=name: calls.append(name)), 1) for name in "abc"}
+    times = overhead.time_steps(variants, rounds=3, device=torch.device("cpu"))
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, then rotated rounds
+    assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert overhead.paired_ratio({"v": [2.0, 3.0, 10.0], "b": [1.0, 1.0, 1.0]}, "v", "b") == 3.0
+
+
 def test_overhead_report_bf16_channels_last(tmp_path):
     import overhead
     out = tmp_path / "performance.md"
     argv = ["--quick", "--precision", "bf16", "--channels_last", "--out", str(out)]
     result = overhead.main(argv)
-    steps, ratios = result["steps"], result["ratios"]
-    assert set(steps) == {"plain CE", "stage 1", "two-view CE", "stage 2 global", "stage 2 class"}
-    assert ratios["stage 1 / plain CE"] == pytest.approx(steps["stage 1"] / steps["plain CE"])
-    assert ratios["stage 2 class / two-view CE"] == pytest.approx(steps["stage 2 class"] / steps["two-view CE"])
+    steps, times, ratios = result["steps"], result["step_times"], result["ratios"]
+    assert set(steps) == set(times) == {"plain CE", "stage 1", "two-view CE", "stage 2 global", "stage 2 class"}
+    assert all(len(t) == 3 for t in times.values())  # --quick: 3 rounds
+    assert steps["stage 1"] == statistics.median(times["stage 1"])
+    # a ratio pairs the two variants' times of the same round
+    per_round = [a / b for a, b in zip(times["stage 2 class"], times["two-view CE"])]
+    assert ratios["stage 2 class / two-view CE"] == pytest.approx(statistics.median(per_round))
+    assert f"| {min(per_round):.3f}-{max(per_round):.3f} |" in out.read_text()
+    # without the network: what stage 1 adds to the plain loss, in us and as a share of the plain step
+    work = result["work"]
+    added = work["stage 1"] - work["plain CE"]
+    assert added > 0  # the bookkeeping is never free
+    assert f"| stage 1 | {1e6 * work['stage 1']:.1f} | {1e6 * added:.1f} | " \
+           f"{100 * added / steps['plain CE']:.3f} % |" in out.read_text()
     text = out.read_text()
     assert f"`python benchmarks/overhead.py {' '.join(argv)}`" in text
     assert "test_resnet, 32 px, batch 32, 100 classes, bf16, channels_last;" in text

@@ -7,6 +7,7 @@ import torch
 from scipy import stats
 
 from utils.bmm import BetaMixture, BmmLookup, build_lookup, em_steps
+from utils.losses import loss_weights
 
 EPS = 1e-6
 
@@ -325,7 +326,7 @@ def test_bmm_lookup_matches_table_and_clamps():
     counts = torch.tensor([0, 3, 7, 20, 21, 500, 2, 5])
     groups = torch.tensor([0, 1, 2, 2, 2, 1, 2, 0])
     out = lookup(counts, groups)
-    assert len(out) == 4
+    assert out.shape == (4, 8)
     for col, t in enumerate(out):
         assert t.shape == (8,) and t.dtype == torch.float32
         expected = table[groups.numpy(), np.minimum(counts.numpy(), 20), col]
@@ -341,6 +342,10 @@ def test_bmm_lookup_matches_table_and_clamps():
     np.testing.assert_allclose(out[3].numpy(), ev["noisy_cdf"], rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="groups is required"):
         lookup(counts)
+    with pytest.raises(ValueError, match=r"table must have shape \(G, K, R\) with G, K, R >= 1, got \(5, 4\)"):
+        BmmLookup(np.zeros((5, 4)))
+    with pytest.raises(ValueError, match=r"got \(1, 5, 0\)"):
+        BmmLookup(np.zeros((1, 5, 0)))
 
 
 def test_build_lookup_global_without_groups():
@@ -374,8 +379,9 @@ def test_bmm_lookup_without_clamp_reads_the_same_rows():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("class_wise", [False, True])
-def test_stage2_weights_cover_every_live_count_of_an_epoch(class_wise):
+@pytest.mark.parametrize("class_wise, noisy_weight", [(False, "one_minus_clean"), (True, "one_minus_clean"),
+                                                     (True, "noisy_posterior")])
+def test_stage2_weights_cover_every_live_count_of_an_epoch(class_wise, noisy_weight):
     """The lookup has no clamp: every count WrongEvents.record can return before the next refit
     (the fitted counts + one event per view, even for a sample seen twice) must have its own row."""
     from stage_2 import VIEWS, SampleWeights
@@ -386,7 +392,7 @@ def test_stage2_weights_cover_every_live_count_of_an_epoch(class_wise):
     labels = rng.integers(0, classes, n)
     counts = rng.binomial(8, 0.3, n)
     weights = SampleWeights(class_wise=class_wise, noisy_labels=labels, num_classes=classes, device="cpu",
-                            new_events=VIEWS)
+                            new_events=VIEWS, noisy_weight=noisy_weight)
     weights.fit(counts, iterations=10)
     assert weights.lookup.max_count == counts.max() + VIEWS and not weights.lookup.clamp
 
@@ -398,8 +404,10 @@ def test_stage2_weights_cover_every_live_count_of_an_epoch(class_wise):
         live = wrong_events.record(index, *([wrong] * VIEWS), labels=label_t)
     assert torch.equal(live, torch.as_tensor(counts + VIEWS, dtype=live.dtype))
     got = weights(live, index)
-    expected = weights.bmm.evaluate(live.numpy(), labels if class_wise else None)
-    for tensor, key in zip(got, ("clean_posterior", "noisy_posterior", "clean_cdf", "noisy_cdf")):
-        np.testing.assert_allclose(tensor.numpy(), expected[key], rtol=1e-5, atol=1e-6)
+    assert got.shape == (3, n) and got.dtype == torch.float32
+    bmm_outputs = {k: torch.as_tensor(v) for k, v in weights.bmm.evaluate(live.numpy(), labels if class_wise
+                                                                             else None).items()}
+    expected = loss_weights(**bmm_outputs, noisy_weight=noisy_weight)  # float64 reference, per sample
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="new_events must be >= 0"):
         SampleWeights(class_wise=False, noisy_labels=labels, num_classes=classes, device="cpu", new_events=-1)

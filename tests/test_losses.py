@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.losses import dynamic_loss
+from utils.losses import dynamic_loss, loss_weights, weighted_dynamic_loss
 
 # 3 samples, 3 classes
 ZW = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 3.0, 0.0]]
@@ -222,3 +222,58 @@ def test_invalid_arguments_raise():
         call(tau1=[0.1, 0.2])
     with pytest.raises(ValueError, match="noisy_cdf"):
         call(f2=[[0.1, 0.2, 0.3]])
+
+
+def _per_term_reference(zw, zs, y, tau1, tau2, f1, f2, entropy_weight):
+    """The loss as three separate weighted means: the form stage 2 computed before the weights
+    were precomputed per count (the committed benchmark tables were trained with it)."""
+    ce = torch.nn.functional.cross_entropy(zw, y, reduction="none") \
+        + torch.nn.functional.cross_entropy(zs, y, reduction="none")
+    sim = (tau1 * f1 + (1.0 - tau2) * (1.0 - f2)) * (zw - zs).pow(2).mean(dim=1)
+    pbar = 0.5 * (zw.softmax(1).clamp(1e-4, 1 - 1e-4) + zs.softmax(1).clamp(1e-4, 1 - 1e-4))
+    h = -(pbar * pbar.log()).sum(dim=1)
+    noisy = (1.0 - tau1) * pbar.max(dim=1).values * h if entropy_weight == "confidence" else (1.0 - tau1) * h
+    return (tau1 * ce).mean() + sim.mean() + noisy.mean()
+
+
+@pytest.mark.parametrize("entropy_weight", ["confidence", "plain"])
+@pytest.mark.parametrize("batch", [1, 5, 48, 64, 129])
+def test_weighted_loss_is_bit_identical_to_the_per_term_form(entropy_weight, batch):
+    g = torch.Generator().manual_seed(batch)
+    zw = (torch.randn(batch, 10, generator=g) * 3).requires_grad_()
+    zs = (torch.randn(batch, 10, generator=g) * 3).requires_grad_()
+    y = torch.randint(0, 10, (batch,), generator=g)
+    tau1, tau2, f1, f2 = torch.rand(4, batch, generator=g)
+    weights = loss_weights(clean_posterior=tau1, noisy_posterior=tau2, clean_cdf=f1, noisy_cdf=f2)
+    total, parts = weighted_dynamic_loss(zw, zs, y, weights=weights, entropy_weight=entropy_weight)
+    reference = _per_term_reference(zw, zs, y, tau1, tau2, f1, f2, entropy_weight)
+    assert torch.equal(total, reference)
+    assert parts.shape == (3,) and not parts.requires_grad
+    assert torch.equal(torch.autograd.grad(total, (zw, zs))[0], torch.autograd.grad(reference, (zw, zs))[0])
+
+
+def test_loss_weights_of_a_table_equal_the_per_sample_weights():
+    g = torch.Generator().manual_seed(0)
+    tau1, tau2, f1, f2 = torch.rand(4, 3, 7, generator=g)  # a (G, K) table of each output
+    for noisy_weight, noisy in (("one_minus_clean", 1 - tau1), ("noisy_posterior", tau2)):
+        w = loss_weights(clean_posterior=tau1, noisy_posterior=tau2, clean_cdf=f1, noisy_cdf=f2,
+                         noisy_weight=noisy_weight)
+        assert w.shape == (3, 3, 7)
+        assert torch.equal(w[0], tau1) and torch.equal(w[2], noisy)
+        assert torch.allclose(w[1], tau1 * f1 + (1 - tau2) * (1 - f2))
+        # a batch gathered from the table has the weights computed from the gathered outputs
+        column = torch.tensor([[0, 3], [2, 6], [1, 0]])  # (group, count) of three samples
+        picked = [t[column[:, 0], column[:, 1]] for t in (tau1, tau2, f1, f2)]
+        per_batch = loss_weights(**dict(zip(("clean_posterior", "noisy_posterior", "clean_cdf", "noisy_cdf"),
+                                            picked)), noisy_weight=noisy_weight)
+        assert torch.equal(w[:, column[:, 0], column[:, 1]], per_batch)
+    with pytest.raises(ValueError, match="unknown noisy_weight 'tau2'"):
+        loss_weights(clean_posterior=tau1, noisy_posterior=tau2, clean_cdf=f1, noisy_cdf=f2, noisy_weight="tau2")
+
+
+def test_weighted_loss_rejects_weights_of_the_wrong_shape():
+    zw, zs, y = torch.tensor(ZW), torch.tensor(ZS), torch.tensor(Y)
+    with pytest.raises(ValueError, match=r"weights must have shape \(3, 3\), got \(4, 3\)"):
+        weighted_dynamic_loss(zw, zs, y, weights=torch.rand(4, 3))
+    with pytest.raises(ValueError, match="unknown entropy_weight 'kappa'"):
+        weighted_dynamic_loss(zw, zs, y, weights=torch.rand(3, 3), entropy_weight="kappa")

@@ -394,11 +394,12 @@ class BetaMixture:
 # Torch lookup
 # ---------------------------------------------------------------------------------------------
 class BmmLookup:
-    """Device-side lookup of (tau1, tau2, F1, F2) from a precomputed table.
+    """Device-side lookup of per-count values from a precomputed table.
 
     Args:
-        table: float array ``(G, K, 4)`` as returned by :meth:`BetaMixture.lookup_table`
-            (``K = max_count + 1``; columns clean_posterior, noisy_posterior, clean_cdf, noisy_cdf).
+        table: float array ``(G, K, R)``: ``R`` values for each group and count ``0..K - 1``, e.g. the
+            (tau1, tau2, F1, F2) of :meth:`BetaMixture.lookup_table` (``K = max_count + 1``), or the
+            loss weights that stage 2 derives from them.
         device: torch device for the stored float32 table.
         clamp: counts above ``K - 1`` behave like ``K - 1`` (the default).  ``False`` skips that op for a
             caller that guarantees ``0 <= counts <= K - 1`` (a larger count would read another group's
@@ -406,21 +407,22 @@ class BmmLookup:
             costs as much as the gather itself.
 
     Calling with ``counts`` (integer tensor ``(B,)``) and ``groups`` (integer tensor ``(B,)`` or ``None``
-    when ``G == 1``) returns four float32 tensors of shape ``(B,)`` on the table's device (counts are
-    never negative).  Pure tensor indexing, no host synchronisation; the table is stored as
-    ``(4, G * K)`` so that one ``index_select`` gathers all four values.
+    when ``G == 1``) returns one float32 tensor ``(R, B)`` on the table's device (counts are never
+    negative); unpack it as ``tau1, tau2, f1, f2 = lookup(counts)``.  Pure tensor indexing, no host
+    synchronisation; the table is stored as ``(R, G * K)`` so that one ``index_select`` gathers all
+    ``R`` values.
     """
 
     def __init__(self, table: np.ndarray, *, device: Any = "cpu", clamp: bool = True) -> None:
         import torch
 
         arr = np.asarray(table)
-        if arr.ndim != 3 or arr.shape[2] != 4 or arr.shape[0] < 1 or arr.shape[1] < 1:
-            raise ValueError(f"table must have shape (G, K, 4) with G, K >= 1, got {arr.shape}")
+        if arr.ndim != 3 or min(arr.shape) < 1:
+            raise ValueError(f"table must have shape (G, K, R) with G, K, R >= 1, got {arr.shape}")
         self.num_groups = int(arr.shape[0])
         self.max_count = int(arr.shape[1]) - 1
         self.clamp = clamp
-        flat = arr.reshape(-1, 4).T  # (4, G * K): column g * K + count
+        flat = arr.reshape(-1, arr.shape[2]).T  # (R, G * K): column g * K + count
         self.table = torch.as_tensor(np.ascontiguousarray(flat), dtype=torch.float32).to(device)
 
     @property
@@ -446,7 +448,7 @@ class BmmLookup:
                 raise ValueError(
                     f"groups shape {tuple(groups.shape)} != counts shape {tuple(counts.shape)}")
             column = column + groups.to(self.table.device, non_blocking=True) * (self.max_count + 1)
-        return self.table.index_select(1, column).unbind(0)
+        return self.table.index_select(1, column)
 
 
 def build_lookup(bmm: BetaMixture, *, max_count: int, device: Any = "cpu") -> BmmLookup:

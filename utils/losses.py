@@ -19,10 +19,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dynamic_loss", "ENTROPY_WEIGHTS", "NOISY_WEIGHTS", "PROB_CLAMP"]
+__all__ = ["dynamic_loss", "loss_weights", "weighted_dynamic_loss", "ENTROPY_WEIGHTS", "NOISY_WEIGHTS",
+           "LOSS_TERMS", "PROB_CLAMP"]
 
 ENTROPY_WEIGHTS = ("confidence", "plain")
 NOISY_WEIGHTS = ("one_minus_clean", "noisy_posterior")
+LOSS_TERMS = ("clean", "sim", "noisy")  # the rows of loss_weights and of the parts
 PROB_CLAMP = (1e-4, 1.0 - 1e-4)
 
 
@@ -31,6 +33,96 @@ def _as_weight(x: Any, name: str, batch: int, device: torch.device) -> torch.Ten
     if t.shape != (batch,):
         raise ValueError(f"{name} must have shape ({batch},), got {tuple(t.shape)}")
     return t.detach().to(device=device, dtype=torch.float32, non_blocking=True)
+
+
+def _batch_size(logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> int:
+    if logits_weak.dim() != 2 or logits_weak.shape != logits_strong.shape:
+        raise ValueError(
+            f"logits_weak and logits_strong must both be (B, C), got {tuple(logits_weak.shape)} and "
+            f"{tuple(logits_strong.shape)}")
+    return logits_weak.shape[0]
+
+
+def loss_weights(
+    *,
+    clean_posterior: torch.Tensor,
+    noisy_posterior: torch.Tensor,
+    clean_cdf: torch.Tensor,
+    noisy_cdf: torch.Tensor,
+    noisy_weight: str = "one_minus_clean",
+) -> torch.Tensor:
+    """Per-sample weights of the three loss terms from the BMM outputs tau1, tau2, F1, F2.
+
+    Args:
+        clean_posterior, noisy_posterior, clean_cdf, noisy_cdf: float tensors of one shape ``S``
+            (a batch ``(B,)``, or a lookup table ``(G, K)`` of every group and count).
+        noisy_weight: ``"one_minus_clean"`` (1 - tau1, official code) or ``"noisy_posterior"`` (tau2).
+
+    Returns:
+        ``(3, *S)`` tensor of the dtype of the inputs, rows in :data:`LOSS_TERMS` order: ``tau1``
+        (clean term), ``eps = tau1 * F1 + (1 - tau2) * (1 - F2)`` (consistency term) and ``nw``
+        (noisy term).  Like the BMM outputs they depend on the wrong-event count alone, so stage 2
+        builds them once per fit for every count and gathers one column per sample.
+    """
+    if noisy_weight not in NOISY_WEIGHTS:
+        raise ValueError(f"unknown noisy_weight {noisy_weight!r}; expected one of {NOISY_WEIGHTS}")
+    tau1, tau2, f1, f2 = clean_posterior, noisy_posterior, clean_cdf, noisy_cdf
+    consistency = tau1 * f1 + (1.0 - tau2) * (1.0 - f2)
+    noisy = (1.0 - tau1) if noisy_weight == "one_minus_clean" else tau2
+    return torch.stack([tau1, consistency, noisy])
+
+
+def weighted_dynamic_loss(
+    logits_weak: torch.Tensor,
+    logits_strong: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    weights: torch.Tensor,
+    entropy_weight: str = "confidence",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IDO dynamic loss for one batch whose term weights are already known (see :func:`loss_weights`).
+
+    Args:
+        logits_weak, logits_strong: ``(B, C)`` logits of the weak and strong views (any float
+            dtype; computed in float32).
+        labels: ``(B,)`` int64 given (noisy) labels in ``[0, C)``.
+        weights: ``(3, B)`` float32 weights of the clean, consistency and noisy terms, on the logits'
+            device (treated as constants, i.e. detached).
+        entropy_weight: ``"confidence"`` (per-sample kappa_i * H_i, fixed B4) or ``"plain"`` (H_i).
+
+    Returns:
+        ``(total, parts)``: ``total`` a float32 scalar tensor ``L_C + L_SIM + L_N`` with gradient;
+        ``parts`` the detached float32 ``(3,)`` tensor ``(L_C, L_SIM, L_N)`` (no host synchronisation).
+    """
+    if entropy_weight not in ENTROPY_WEIGHTS:
+        raise ValueError(f"unknown entropy_weight {entropy_weight!r}; expected one of {ENTROPY_WEIGHTS}")
+    batch = _batch_size(logits_weak, logits_strong)
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+    if weights.shape != (len(LOSS_TERMS), batch):
+        raise ValueError(f"weights must have shape ({len(LOSS_TERMS)}, {batch}), got {tuple(weights.shape)}")
+
+    zw = logits_weak.float()
+    zs = logits_strong.float()
+    y = labels.to(device=zw.device, dtype=torch.long)
+
+    ce = F.cross_entropy(zw, y, reduction="none") + F.cross_entropy(zs, y, reduction="none")  # (B,) both views
+    sq = (zw - zs).pow(2).mean(dim=1)  # (B,) consistency on logits
+    lo, hi = PROB_CLAMP
+    p_bar = 0.5 * (F.softmax(zw, dim=1).clamp(lo, hi) + F.softmax(zs, dim=1).clamp(lo, hi))  # (B, C)
+    entropy = -(p_bar * p_bar.log()).sum(dim=1)  # (B,) of the averaged clipped prediction
+    weights = weights.detach()
+    if entropy_weight == "confidence":
+        kappa = p_bar.max(dim=1).values  # (B,), not detached
+        per_sample = weights * torch.stack([ce, sq, kappa])
+        # nw_i * kappa_i * H_i per sample, never a (B, B) broadcast (B4); multiplied in this order the
+        # result is bit-identical to computing each term on its own
+        per_sample = torch.cat([per_sample[:2], per_sample[2:] * entropy])
+    else:
+        per_sample = weights * torch.stack([ce, sq, entropy])
+    # one stacked product and mean for the three terms: fewer ops per step than three of each
+    parts = per_sample.mean(dim=1)  # (3,)
+    return parts.sum(), parts.detach()
 
 
 def dynamic_loss(
@@ -45,7 +137,7 @@ def dynamic_loss(
     entropy_weight: str = "confidence",
     noisy_weight: str = "one_minus_clean",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """IDO dynamic loss for one batch.
+    """IDO dynamic loss for one batch from the per-sample BMM outputs (the form of IDO.md 1.7).
 
     Args:
         logits_weak, logits_strong: ``(B, C)`` logits of the weak and strong views (any float
@@ -59,50 +151,17 @@ def dynamic_loss(
     Returns:
         ``(total, parts)``: ``total`` a float32 scalar tensor ``L_C + L_SIM + L_N`` with gradient;
         ``parts`` a dict of detached float32 scalar tensors ``{"clean": L_C, "sim": L_SIM,
-        "noisy": L_N}`` (no host synchronisation is done here).
+        "noisy": L_N}`` (no host synchronisation is done here).  Equal, bit for bit, to
+        :func:`weighted_dynamic_loss` with the weights of :func:`loss_weights`, which is what stage 2
+        runs.
     """
     if entropy_weight not in ENTROPY_WEIGHTS:
         raise ValueError(f"unknown entropy_weight {entropy_weight!r}; expected one of {ENTROPY_WEIGHTS}")
-    if noisy_weight not in NOISY_WEIGHTS:
-        raise ValueError(f"unknown noisy_weight {noisy_weight!r}; expected one of {NOISY_WEIGHTS}")
-    if logits_weak.dim() != 2 or logits_weak.shape != logits_strong.shape:
-        raise ValueError(
-            f"logits_weak and logits_strong must both be (B, C), got {tuple(logits_weak.shape)} and "
-            f"{tuple(logits_strong.shape)}")
-    batch = logits_weak.shape[0]
-    if labels.shape != (batch,):
-        raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
-    device = logits_weak.device
-    tau1 = _as_weight(clean_posterior, "clean_posterior", batch, device)
-    tau2 = _as_weight(noisy_posterior, "noisy_posterior", batch, device)
-    f1 = _as_weight(clean_cdf, "clean_cdf", batch, device)
-    f2 = _as_weight(noisy_cdf, "noisy_cdf", batch, device)
-
-    zw = logits_weak.float()
-    zs = logits_strong.float()
-    y = labels.to(device=device, dtype=torch.long)
-
-    # clean term: per-sample CE on both views, weighted by tau1
-    ce = F.cross_entropy(zw, y, reduction="none") + F.cross_entropy(zs, y, reduction="none")  # (B,)
-    loss_clean = (tau1 * ce).mean()
-
-    # consistency term on logits, weight eps_i
-    sim_weight = tau1 * f1 + (1.0 - tau2) * (1.0 - f2)  # (B,)
-    sq = (zw - zs).pow(2).mean(dim=1)  # (B,)
-    loss_sim = (sim_weight * sq).mean()
-
-    # entropy term on the averaged clipped prediction
-    lo, hi = PROB_CLAMP
-    p_bar = 0.5 * (F.softmax(zw, dim=1).clamp(lo, hi) + F.softmax(zs, dim=1).clamp(lo, hi))  # (B, C)
-    entropy = -(p_bar * p_bar.log()).sum(dim=1)  # (B,)
-    nw = (1.0 - tau1) if noisy_weight == "one_minus_clean" else tau2  # (B,)
-    if entropy_weight == "confidence":
-        kappa = p_bar.max(dim=1).values  # (B,), not detached
-        per_sample = nw * kappa * entropy  # (B,) -- never a (B, B) broadcast (B4)
-    else:
-        per_sample = nw * entropy
-    loss_noisy = per_sample.mean()
-
-    total = loss_clean + loss_sim + loss_noisy
-    parts = {"clean": loss_clean.detach(), "sim": loss_sim.detach(), "noisy": loss_noisy.detach()}
-    return total, parts
+    batch, device = _batch_size(logits_weak, logits_strong), logits_weak.device
+    bmm_outputs = {name: _as_weight(value, name, batch, device) for name, value in (
+        ("clean_posterior", clean_posterior), ("noisy_posterior", noisy_posterior),
+        ("clean_cdf", clean_cdf), ("noisy_cdf", noisy_cdf))}
+    weights = loss_weights(**bmm_outputs, noisy_weight=noisy_weight)
+    total, parts = weighted_dynamic_loss(logits_weak, logits_strong, labels, weights=weights,
+                                         entropy_weight=entropy_weight)
+    return total, dict(zip(LOSS_TERMS, parts.unbind(0)))
