@@ -74,6 +74,19 @@ def _plain_loop(model, optimizer, batches, two_views: bool, precision: Precision
         precision.scaler.update()
 
 
+def _ido_steps(*, n: int, noisy_labels: np.ndarray, classes: int, device) -> tuple:
+    """The stage-1 step and the stage-2 steps ({"global": ..., "class": ...}) over ``n`` samples, with
+    mixtures fitted to random counts 0-5."""
+    stage1 = stage1_step(WrongEvents(n, device=device), EpochPredictions(n, device=device))
+    stage2 = {}
+    for kind in ("global", "class"):
+        w = SampleWeights(class_wise=kind == "class", noisy_labels=noisy_labels, num_classes=classes, device=device,
+                          new_events=VIEWS, noisy_weight=_Cfg.noisy_weight)
+        w.fit(np.random.default_rng(0).integers(0, 6, n), iterations=20)
+        stage2[kind] = stage2_step(WrongEvents(n, device=device), w, _Cfg())
+    return stage1, stage2
+
+
 def time_steps(variants: dict, *, rounds: int, device) -> dict[str, list[float]]:
     """Seconds per step of each variant in every round (after one warm-up call of each).
 
@@ -127,15 +140,7 @@ def step_benchmark(*, device, backbone: str, resolution: int, batch: int, classe
     two_view = [((x[i], x2[i]), y[i], idx[i]) for i in range(steps)]
     labels = torch.randint(0, classes, (n,)).numpy()
 
-    wrong = WrongEvents(n, device=device)
-    preds = EpochPredictions(n, device=device)
-    s1 = stage1_step(wrong, preds)
-    weights = {}
-    for kind in ("global", "class"):
-        w = SampleWeights(class_wise=kind == "class", noisy_labels=labels, num_classes=classes, device=device,
-                          new_events=VIEWS, noisy_weight=_Cfg.noisy_weight)
-        w.fit(np.random.default_rng(0).integers(0, 6, n), iterations=20)
-        weights[kind] = stage2_step(WrongEvents(n, device=device), w, _Cfg())
+    s1, weights = _ido_steps(n=n, noisy_labels=labels, classes=classes, device=device)
 
     def engine(step, batches):
         return lambda: train_one_epoch(model=model, loader=batches, optimizer=optimizer, step=step,
@@ -203,14 +208,8 @@ def step_work_benchmark(*, device, batch: int, classes: int, repeat: int = 200) 
             _sync(device)
         return lambda: _best_time(run, repeat)
 
-    stage1 = stage1_step(WrongEvents(n, device=device), EpochPredictions(n, device=device))
     noisy_labels = torch.randint(0, classes, (n,), generator=g).numpy()
-    stage2 = {}
-    for kind in ("global", "class"):
-        w = SampleWeights(class_wise=kind == "class", noisy_labels=noisy_labels, num_classes=classes, device=device,
-                          new_events=VIEWS, noisy_weight=_Cfg.noisy_weight)
-        w.fit(np.random.default_rng(0).integers(0, 6, n), iterations=20)
-        stage2[kind] = stage2_step(WrongEvents(n, device=device), w, _Cfg())
+    stage1, stage2 = _ido_steps(n=n, noisy_labels=noisy_labels, classes=classes, device=device)
     return {
         "plain CE": timed(lambda: F.cross_entropy(logits[0].float(), labels))(),
         "stage 1": timed(lambda: stage1(network, (logits[0], labels, index)))(),
