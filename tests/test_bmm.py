@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from utils.bmm import BetaMixture, BmmLookup, build_lookup, em_steps
+from utils.bmm import BetaMixture, BmmLookup, em_steps
 from utils.losses import loss_weights
 
 EPS = 1e-6
@@ -348,9 +348,9 @@ def test_bmm_lookup_matches_table_and_clamps():
         BmmLookup(np.zeros((1, 5, 0)))
 
 
-def test_build_lookup_global_without_groups():
+def test_lookup_of_a_global_mixture_needs_no_groups():
     bmm = BetaMixture().fit(shipped_counts(), max_iter=20)
-    lookup = build_lookup(bmm, max_count=7, device="cpu")
+    lookup = BmmLookup(bmm.lookup_table(7), device="cpu")
     tau1, tau2, f1, f2 = lookup(torch.arange(10))
     ev = bmm.evaluate(np.minimum(np.arange(10), 7))
     np.testing.assert_allclose(tau1.numpy(), ev["clean_posterior"], rtol=1e-6, atol=1e-7)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["BetaMixture", "BmmLookup", "build_lookup", "em_steps"]
+__all__ = ["BetaMixture", "BmmLookup", "em_steps"]
 
 # Dense bincount over (group, count) keys is used when the key space is at most this large;
 # otherwise np.unique (sorting) is used.
@@ -429,11 +429,6 @@ class BmmLookup:
     def device(self):
         return self.table.device
 
-    @classmethod
-    def from_bmm(cls, bmm: BetaMixture, *, max_count: int, device: Any = "cpu", clamp: bool = True) -> "BmmLookup":
-        """Build from a fitted :class:`BetaMixture` for counts ``0..max_count``."""
-        return cls(bmm.lookup_table(max_count), device=device, clamp=clamp)
-
     def __call__(self, counts, groups=None):
         if counts.dim() != 1:
             raise ValueError(f"counts must be 1-D, got shape {tuple(counts.shape)}")
@@ -449,8 +444,3 @@ class BmmLookup:
                     f"groups shape {tuple(groups.shape)} != counts shape {tuple(counts.shape)}")
             column = column + groups.to(self.table.device, non_blocking=True) * (self.max_count + 1)
         return self.table.index_select(1, column)
-
-
-def build_lookup(bmm: BetaMixture, *, max_count: int, device: Any = "cpu") -> BmmLookup:
-    """Shortcut for :meth:`BmmLookup.from_bmm`."""
-    return BmmLookup.from_bmm(bmm, max_count=max_count, device=device)
