@@ -110,14 +110,18 @@ def time_steps(variants: dict, *, rounds: int, device) -> dict[str, list[float]]
     return times
 
 
+def _round_ratios(times: dict[str, list[float]], variant: str, baseline: str) -> list[float]:
+    return [v / b for v, b in zip(times[variant], times[baseline])]
+
+
 def paired_ratio(times: dict[str, list[float]], variant: str, baseline: str) -> float:
     """Median over rounds of ``variant / baseline`` measured in the same round: the machine's state
     is shared by both halves of every pair, which makes this steadier than a ratio of medians."""
-    return statistics.median(v / b for v, b in zip(times[variant], times[baseline]))
+    return statistics.median(_round_ratios(times, variant, baseline))
 
 
 def round_range(times: dict[str, list[float]], variant: str, baseline: str) -> str:
-    per_round = [v / b for v, b in zip(times[variant], times[baseline])]
+    per_round = _round_ratios(times, variant, baseline)
     return f"{min(per_round):.3f}-{max(per_round):.3f}"
 
 
@@ -200,23 +204,23 @@ def step_work_benchmark(*, device, batch: int, classes: int, repeat: int = 200) 
     def network(images):  # the logits are the "images"
         return None, images
 
-    def timed(loss_fn):
+    def timed(loss_fn) -> float:
         def run():
             for leaf in logits:
                 leaf.grad = None
             loss_fn().backward()
             _sync(device)
-        return lambda: _best_time(run, repeat)
+        return _best_time(run, repeat)
 
     noisy_labels = torch.randint(0, classes, (n,), generator=g).numpy()
     stage1, stage2 = _ido_steps(n=n, noisy_labels=noisy_labels, classes=classes, device=device)
     return {
-        "plain CE": timed(lambda: F.cross_entropy(logits[0].float(), labels))(),
-        "stage 1": timed(lambda: stage1(network, (logits[0], labels, index)))(),
+        "plain CE": timed(lambda: F.cross_entropy(logits[0].float(), labels)),
+        "stage 1": timed(lambda: stage1(network, (logits[0], labels, index))),
         "two-view CE": timed(lambda: F.cross_entropy(logits[0].float(), labels)
-                             + F.cross_entropy(logits[1].float(), labels))(),
-        "stage 2 global": timed(lambda: stage2["global"](network, (tuple(logits), labels, index)))(),
-        "stage 2 class": timed(lambda: stage2["class"](network, (tuple(logits), labels, index)))(),
+                             + F.cross_entropy(logits[1].float(), labels)),
+        "stage 2 global": timed(lambda: stage2["global"](network, (tuple(logits), labels, index))),
+        "stage 2 class": timed(lambda: stage2["class"](network, (tuple(logits), labels, index))),
     }
 
 

@@ -155,8 +155,6 @@ def dynamic_loss(
         :func:`weighted_dynamic_loss` with the weights of :func:`loss_weights`, which is what stage 2
         runs.
     """
-    if entropy_weight not in ENTROPY_WEIGHTS:
-        raise ValueError(f"unknown entropy_weight {entropy_weight!r}; expected one of {ENTROPY_WEIGHTS}")
     batch, device = _batch_size(logits_weak, logits_strong), logits_weak.device
     bmm_outputs = {name: _as_weight(value, name, batch, device) for name, value in (
         ("clean_posterior", clean_posterior), ("noisy_posterior", noisy_posterior),
