@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
              f"(realised {data.noise_info['realised_noise_rate']})")
 
     model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
-                         pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen)
+                         pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen,
+                         log=log.info)
     train_model = place_model(model, run)
     settings = optim_settings(cfg)
     optimizer = build_optimizer(model, settings)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
-from utils.errors import UsageError
+from utils.errors import ConfigError, UsageError
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -81,7 +81,12 @@ class Precision:
 
     @classmethod
     def create(cls, name: str, device: torch.device) -> "Precision":
+        """Raises ConfigError for bf16 on a GPU without bf16 units (before Ampere: V100, T4), where torch
+        would emulate it slowly or fail mid-run."""
         dtype = AMP_DTYPES[name]
+        if dtype is torch.bfloat16 and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+            raise ConfigError(f"config key 'precision': bf16 is not supported by {torch.cuda.get_device_name(device)} "
+                              "(compute capability below 8.0); use precision=fp16")
         scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
         return cls(device.type, dtype, scaler)
 
