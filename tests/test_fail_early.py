@@ -2,15 +2,19 @@
 workers), check_images, and SIGTERM handled like Ctrl-C."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import stage_1
+from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_tiny_imagenet
+from utils.config import REPO_ROOT
 from utils import distributed
 from utils.errors import run_main
 
 FAST = ["--epochs", "1", "--set", "batch_size=256"]
-
 
 
 def test_bf16_on_a_gpu_without_bf16_stops_before_data_is_loaded(tmp_path, monkeypatch, capsys):
@@ -23,3 +27,21 @@ def test_bf16_on_a_gpu_without_bf16_stops_before_data_is_loaded(tmp_path, monkey
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1
     assert "bf16 is not supported by Tesla V100-SXM2-16GB" in err and "precision=fp16" in err
+
+
+def test_corrupt_image_inside_a_worker_gives_one_line(tmp_path):
+    """num_workers 2 (as every shipped config): the worker's DataError reaches the user as its one line."""
+    root = tmp_path / "tiny"
+    write_tiny_imagenet(str(root))
+    bad = root / "train" / TINY_WNIDS[1] / "images" / f"{TINY_WNIDS[1]}_2.JPEG"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated JPEG header")
+    out = tmp_path / "out"
+    argv = stage_argv("stage1", "tiny_imagenet", str(root), str(out), "--set", "num_workers=2", "--epochs", "2")
+    proc = subprocess.run([sys.executable, "stage_1.py", *argv], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"stage_1.py: error: cannot decode image {bad} (")
+    assert lines[0].endswith("; replace or delete the file")
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("last.pt"))
