@@ -154,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     validate(cfg)
     hp = ActoHParams.from_config(cfg)
     data = build_data(cfg, stage="stage2", log=log.info)
+    run.check_images(data)
     n = len(data.train)
     log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, resolution "
              f"{data.resolution}, noise {cfg.noise_mode} {cfg.noise_ratio:g} ({cfg.noise_convention} convention, "

@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cfg, runtime, log = run.cfg, run.runtime, run.log
     tag = cfg.tag
     data = build_data(cfg, stage="stage1", log=log.info)
+    run.check_images(data)
     n = len(data.train)
     log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, "
              f"resolution {data.resolution}, noise {cfg.noise_mode} {cfg.noise_ratio:g} "
