@@ -17,6 +17,7 @@ from tqdm import tqdm
 from dataloader.base import FileImages
 from utils.errors import DataError
 from utils.io import save_text
+from utils.signals import worker_init
 
 SHOWN = 10  # paths named in the error line; the full list goes to bad_images.txt
 
@@ -50,7 +51,8 @@ def find_unreadable(images: FileImages, *, indices: Sequence[int] | None = None,
     Decoding runs in ``workers`` DataLoader processes (0: in this process), with a progress bar.
     """
     indices = range(len(images)) if indices is None else indices
-    loader = DataLoader(_Decode(images, indices), batch_size=32, num_workers=workers, collate_fn=_as_list)
+    loader = DataLoader(_Decode(images, indices), batch_size=32, num_workers=workers, collate_fn=_as_list,
+                        worker_init_fn=worker_init)
     bad: list[str] = []
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, **({"disable": True} if quiet else {})):
         bad += [path for path in batch if path]

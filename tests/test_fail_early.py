@@ -2,10 +2,14 @@
 workers), check_images, and SIGTERM handled like Ctrl-C."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,11 +17,16 @@ import stage_1
 from dataloader.files import ImageFiles
 from dataloader.image_check import find_unreadable
 from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_image, write_tiny_imagenet
-from utils.config import REPO_ROOT
+from test_distributed import _free_port
+from test_resume import _wait_for_rows
 from utils import distributed
+from utils.config import REPO_ROOT
 from utils.errors import run_main
+from utils.io import deferred_interrupt, save_torch
+from utils.signals import Terminated, stop_signals_raise
 
 FAST = ["--epochs", "1", "--set", "batch_size=256"]
+TAG = "test_resnet_scratch_digits_sym_0.4"
 
 
 def test_bf16_on_a_gpu_without_bf16_stops_before_data_is_loaded(tmp_path, monkeypatch, capsys):
@@ -95,3 +104,70 @@ def test_find_unreadable_in_index_order_over_a_subset(tmp_path):
     images = ImageFiles(paths)
     assert find_unreadable(images, quiet=True) == [paths[1], paths[4]]
     assert find_unreadable(images, indices=range(0, 6, 2), quiet=True) == [paths[4]]
+
+
+def _stage1(out, *extra):
+    # num_workers 2: the scheduler's SIGTERM reaches the DataLoader workers too (whole process group)
+    return [sys.executable, "stage_1.py", "--epochs", "2", "--output_dir", str(out), "--set", "batch_size=128",
+            "--set", "num_workers=2", *extra]
+
+
+def test_sigterm_stops_like_ctrl_c_and_resume_finishes_the_same_run(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    env = dict(SUBPROCESS_ENV, TQDM_DISABLE="1")
+    subprocess.run(_stage1(full), cwd=REPO_ROOT, check=True, capture_output=True, timeout=300, env=env)
+
+    run_dir = cut / "checkpoint" / f"stage1_{TAG}"
+    proc = subprocess.Popen(_stage1(cut), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    _wait_for_rows(run_dir / "metrics.csv", 1, proc)
+    os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler does: the run and its DataLoader workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [f"stage_1.py: stopped by SIGTERM; every finished epoch is saved in "
+                                        f"{run_dir / 'last.pt'} (continue with --resume)"]
+    assert not (cut / "stage1" / f"{TAG}_wrongevent.npy").exists(), "the run finished before SIGTERM"
+    assert not list(cut.rglob("*.tmp"))
+    resumed = subprocess.run(_stage1(cut, "--resume"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                             env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = np.load(full / "stage1" / f"{TAG}_wrongevent.npy")
+    b = np.load(cut / "stage1" / f"{TAG}_wrongevent.npy")
+    np.testing.assert_array_equal(a, b)
+    assert (full / "checkpoint" / f"stage1_{TAG}" / "metrics.csv").read_text() == (run_dir / "metrics.csv").read_text()
+
+
+def test_sigterm_during_a_checkpoint_write_waits_for_it(tmp_path):
+    """The save finishes (a complete last.pt), then the stop is raised as Terminated."""
+    path = tmp_path / "last.pt"
+    with stop_signals_raise():
+        with pytest.raises(Terminated):
+            with deferred_interrupt():
+                os.kill(os.getpid(), signal.SIGTERM)
+                save_torch({"epoch": 4, "w": torch.ones(2)}, str(path))
+    assert torch.load(path, weights_only=True)["epoch"] == 4
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
+def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
+    """As a scheduler stops a job: SIGTERM to torchrun's process group; torchrun forwards it to both ranks
+    (and their DataLoader workers).  Every process ends promptly, rank 0 names last.pt once."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port),
+           *_stage1(tmp_path, "--epochs", "20", "--device", "cpu")[1:]]
+    run_dir = tmp_path / "checkpoint" / f"stage1_{TAG}"
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"), start_new_session=True)
+    _wait_for_rows(run_dir / "metrics.csv", 1, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    start = time.time()
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("a rank hung after SIGTERM")
+    assert time.time() - start < 90
+    assert err.count("stage_1.py: stopped by SIGTERM; every finished epoch is saved in") == 1, err[-3000:]
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert 1 <= state["epoch"] + 1 == len(state["history"]) < 20
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.errors import ConfigError, UsageError
+from utils.signals import check_stop, worker_init
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,7 +59,7 @@ def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
     """The shuffled training loader and one sharded evaluation loader per test set (same names)."""
     workers = cfg.num_workers
     common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
-                  persistent_workers=workers > 0 and cfg.persistent_workers)
+                  persistent_workers=workers > 0 and cfg.persistent_workers, worker_init_fn=worker_init)
     sampler = EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size)
     # A last batch of one sample breaks BatchNorm in training mode: drop it (another sample each epoch,
     # as the order is reshuffled), and only then.
@@ -131,6 +132,7 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
     quiet = {} if runtime.is_main else {"disable": True}
     bar = tqdm(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
     for i, batch in enumerate(bar):
+        check_stop()
         batch = to_device(batch, device, channels_last)
         with precision.autocast():
             loss = step(model, batch)
