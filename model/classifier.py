@@ -13,7 +13,7 @@ import timm
 import torch
 from torch import nn
 
-from model.weights import load_backbone_weights
+from model.weights import load_backbone_weights, required_keys
 from utils.errors import ConfigError
 
 # The official code ran timm 0.9.7; these were its default pretrained tags for the three names (pinned,
@@ -71,7 +71,7 @@ def _create_backbone(name: str, *, pretrained: bool, pretrained_path: str | None
             return net
         cfg = getattr(net, "pretrained_cfg", None) or {}
         loaded = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("architecture") and cfg.get("tag") else name
-        count = len(net.state_dict())  # timm's hub load is strict: every tensor came from the hub file
+        count = len(required_keys(net.state_dict()))  # timm's hub load is strict: all came from the hub file
         message = f"backbone {loaded}: {count}/{count} tensors from timm's hub"
     if log is not None:
         log(message)

@@ -133,9 +133,14 @@ class Match:
         return not (self.missing or self.unexpected or self.mismatched)
 
 
+def required_keys(expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """The keys of a backbone's ``state_dict()`` that a weights file must provide."""
+    return [k for k in expected if not k.endswith(OPTIONAL_SUFFIXES)]
+
+
 def match_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> Match:
     """Compare a renamed file ``state`` with a backbone's ``state_dict()`` ``expected``."""
-    required = [k for k in expected if not k.endswith(OPTIONAL_SUFFIXES)]
+    required = required_keys(expected)
     missing = [k for k in required if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected

@@ -184,3 +184,13 @@ def test_pinned_tags_resolve_in_installed_timm():
     model = create_model("resnet18.a1_in1k", num_classes=3, img_size=32)
     assert model.backbone.pretrained_cfg["tag"] == "a1_in1k"
 
+
+
+def test_hub_weights_are_logged_with_their_tag(monkeypatch):
+    """pretrained: true (timm's hub, offline here: timm's loader is replaced by a no-op) logs the tag."""
+    import timm.models._builder as builder
+
+    monkeypatch.setattr(builder, "load_pretrained", lambda model, *a, **k: None)
+    lines = []
+    create_model("resnet18.a1_in1k", num_classes=3, pretrained=True, img_size=32, log=lines.append)
+    assert lines == ["backbone resnet18.a1_in1k: 100/100 tensors from timm's hub"]
