@@ -194,3 +194,17 @@ def test_hub_weights_are_logged_with_their_tag(monkeypatch):
     lines = []
     create_model("resnet18.a1_in1k", num_classes=3, pretrained=True, img_size=32, log=lines.append)
     assert lines == ["backbone resnet18.a1_in1k: 100/100 tensors from timm's hub"]
+
+
+def test_vit_position_embedding_is_resized_by_timms_filter(tmp_path):
+    """A 224-px ViT file into a 32-px model: timm's own checkpoint filter resizes pos_embed (197 -> 5 tokens)."""
+    torch.manual_seed(0)
+    source = timm.create_model("vit_tiny_patch16_224", num_classes=1000)
+    torch.save({"model": source.state_dict()}, tmp_path / "vit.pth")
+    lines = []
+    loaded = create_model("vit_tiny_patch16_224", num_classes=3, pretrained_path=str(tmp_path / "vit.pth"),
+                          img_size=32, log=lines.append)
+    assert lines == [f"backbone vit_tiny_patch16_224: 150/150 tensors from {tmp_path / 'vit.pth'}"]
+    assert loaded.backbone.pos_embed.shape == (1, 5, 192)
+    assert torch.equal(loaded.backbone.pos_embed[:, 0], source.pos_embed[:, 0])  # the class token's is kept
+    assert torch.equal(loaded.backbone.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
