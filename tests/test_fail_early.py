@@ -171,3 +171,29 @@ def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
     state = torch.load(run_dir / "last.pt", weights_only=True)
     assert 1 <= state["epoch"] + 1 == len(state["history"]) < 20
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_image_broken_in_epoch_two_keeps_epoch_one_checkpoint(tmp_path, monkeypatch, capsys):
+    """A file that goes bad mid-run (read in a worker) stops the run; last.pt still holds epoch 1, whole."""
+    from utils.runlog import RunLog
+
+    root = tmp_path / "tiny"
+    write_tiny_imagenet(str(root))
+    bad = root / "train" / TINY_WNIDS[0] / "images" / f"{TINY_WNIDS[0]}_0.JPEG"
+    real_write = RunLog.write_metrics
+
+    def write_then_break(self, history):  # called once per finished epoch, after last.pt is saved
+        real_write(self, history)
+        bad.write_bytes(b"broken after epoch 1")
+
+    monkeypatch.setattr(RunLog, "write_metrics", write_then_break)
+    out = tmp_path / "out"
+    argv = stage_argv("stage1", "tiny_imagenet", str(root), str(out), "--set", "num_workers=2", "--epochs", "3")
+    with pytest.raises(SystemExit) as exc:
+        run_main(stage_1.main, argv)
+    assert exc.value.code == 2
+    assert f"cannot decode image {bad} (" in capsys.readouterr().err.strip().splitlines()[-1]
+    [last] = out.rglob("last.pt")
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 0 and len(state["history"]) == 1
+    assert not list(out.rglob("*.tmp"))
