@@ -40,7 +40,7 @@ class ModelPair(nn.Module):
         self.rtm, self.ntm = rtm, ntm
 
 
-def build_models(cfg, num_classes: int, resolution: int) -> tuple[nn.Module, nn.Module]:
+def build_models(cfg, num_classes: int, resolution: int, *, log=None) -> tuple[nn.Module, nn.Module]:
     """RTM and NTM with the same backbone and separately initialised linear heads.
 
     Pretrained: one backbone load, deep-copied, the NTM's head re-initialised (both start from the
@@ -49,7 +49,7 @@ def build_models(cfg, num_classes: int, resolution: int) -> tuple[nn.Module, nn.
     """
     kwargs = dict(num_classes=num_classes, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path,
                   img_size=resolution)
-    rtm = create_model(cfg.backbone, **kwargs)
+    rtm = create_model(cfg.backbone, log=log, **kwargs)
     if cfg.pretrained or cfg.pretrained_path:
         ntm = copy.deepcopy(rtm)
         ntm.head.reset_parameters()
@@ -154,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     validate(cfg)
     hp = ActoHParams.from_config(cfg)
     data = build_data(cfg, stage="stage2", log=log.info)
+    run.check_images(data)
     n = len(data.train)
     log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, resolution "
              f"{data.resolution}, noise {cfg.noise_mode} {cfg.noise_ratio:g} ({cfg.noise_convention} convention, "
@@ -161,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     settings = optim_settings(cfg)
     rtm_lrs, ntm_lrs, rtm_plan, ntm_plan = lr_plans(cfg, settings, log.info)
-    rtm, ntm = build_models(cfg, data.num_classes, data.resolution)
+    rtm, ntm = build_models(cfg, data.num_classes, data.resolution, log=log.info)
     pair = ModelPair(place_model(rtm, run), place_model(ntm, run))
     opt_rtm = build_acto_optimizer(rtm, settings, cfg.nesterov)
     opt_ntm = build_acto_optimizer(ntm, settings, cfg.nesterov)

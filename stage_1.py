@@ -47,13 +47,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cfg, runtime, log = run.cfg, run.runtime, run.log
     tag = cfg.tag
     data = build_data(cfg, stage="stage1", log=log.info)
+    run.check_images(data)
     n = len(data.train)
     log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, "
              f"resolution {data.resolution}, noise {cfg.noise_mode} {cfg.noise_ratio:g} "
              f"(realised {data.noise_info['realised_noise_rate']})")
 
     model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
-                         pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen)
+                         pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen,
+                         log=log.info)
     train_model = place_model(model, run)
     settings = optim_settings(cfg)
     optimizer = build_optimizer(model, settings)

@@ -159,6 +159,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
     run = start_run(argv, prog=prog, scope=STAGE2, run_name="stage2_{tag}_{bmm}", forced=forced)
     cfg, runtime, log = run.cfg, run.runtime, run.log
     data = build_data(cfg, stage="stage2", log=log.info)
+    run.check_images(data)
     stage1_counts, stage1_meta = load_stage1(run, data)
     model = load_base_model(run, data)
     train_model = place_model(model, run)

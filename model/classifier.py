@@ -7,18 +7,21 @@ default initialisation, as in the official code.
 """
 from __future__ import annotations
 
-import os
+from typing import Callable
 
 import timm
 import torch
 from torch import nn
 
+from model.weights import load_backbone_weights, required_keys
 from utils.errors import ConfigError
 
+# The official code ran timm 0.9.7; these were its default pretrained tags for the three names (pinned,
+# so a newer timm with other defaults loads the same weights).  Any explicit "name.tag" is used as given.
 BACKBONE_ALIASES = {
-    "resnet50": "resnet50",
-    "ViT-B": "vit_base_patch16_224",
-    "convnext-B": "convnext_base",
+    "resnet50": "resnet50.a1_in1k",
+    "ViT-B": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    "convnext-B": "convnext_base.fb_in22k_ft_in1k",
 }
 
 
@@ -39,38 +42,52 @@ class Classifier(nn.Module):
         return features, self.head(features)
 
 
-def _create_backbone(name: str, *, pretrained: bool, pretrained_path: str | None, img_size: int) -> nn.Module:
-    kwargs: dict = {"num_classes": 0}
-    if pretrained_path is not None:
-        if not os.path.isfile(pretrained_path):
-            raise ConfigError(f"config key 'pretrained_path': weights file {pretrained_path} does not exist")
-        # timm loads the local file with its own key filtering (classifier removed, pos-embed resized)
-        kwargs["pretrained_cfg_overlay"] = {"file": os.path.abspath(pretrained_path)}
-        pretrained = True
+def _build(name: str, *, pretrained: bool, img_size: int) -> nn.Module:
     try:
         try:
-            return timm.create_model(name, pretrained=pretrained, img_size=img_size, **kwargs)
+            return timm.create_model(name, pretrained=pretrained, img_size=img_size, num_classes=0)
         except TypeError:  # CNNs take any input size and have no img_size argument
-            return timm.create_model(name, pretrained=pretrained, **kwargs)
+            return timm.create_model(name, pretrained=pretrained, num_classes=0)
     except RuntimeError as err:
         if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
             raise ConfigError(f"config key 'backbone': {name!r} is not a timm model "
                               "(see timm.list_models())") from None
         raise ConfigError(f"could not load weights for backbone {name!r}: {err}") from None
     except (OSError, ValueError) as err:
-        source = pretrained_path or "timm's hub"
-        raise ConfigError(f"could not load pretrained weights for {name!r} from {source}: {err}; offline, set "
+        raise ConfigError(f"could not load pretrained weights for {name!r} from timm's hub: {err}; offline, set "
                           "pretrained_path to a local weights file or pretrained=false") from None
 
 
+def _create_backbone(name: str, *, pretrained: bool, pretrained_path: str | None, img_size: int,
+                     log: Callable[[str], None] | None = None) -> nn.Module:
+    """The timm backbone without classifier; with ``pretrained_path`` every backbone tensor comes
+    from that file or a one-line error is raised (:mod:`model.weights`)."""
+    if pretrained_path is not None:
+        net = _build(name, pretrained=False, img_size=img_size)
+        message = load_backbone_weights(net, pretrained_path, name=name)
+    else:
+        net = _build(name, pretrained=pretrained, img_size=img_size)
+        if not pretrained:
+            return net
+        cfg = getattr(net, "pretrained_cfg", None) or {}
+        loaded = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("architecture") and cfg.get("tag") else name
+        count = len(required_keys(net.state_dict()))  # timm's hub load is strict: all came from the hub file
+        message = f"backbone {loaded}: {count}/{count} tensors from timm's hub"
+    if log is not None:
+        log(message)
+    return net
+
+
 def create_model(backbone: str, *, num_classes: int, pretrained: bool = False,
-                 pretrained_path: str | None = None, img_size: int = 224, frozen: bool = False) -> Classifier:
+                 pretrained_path: str | None = None, img_size: int = 224, frozen: bool = False,
+                 log: Callable[[str], None] | None = None) -> Classifier:
     """Build ``Classifier(timm backbone, Linear(num_features, num_classes))``.
 
-    ``frozen`` freezes the backbone (linear probe); the head always trains.
+    ``frozen`` freezes the backbone (linear probe); the head always trains.  ``log`` receives one line
+    saying where the backbone's weights came from and how many tensors loaded.
     """
     net = _create_backbone(timm_name(backbone), pretrained=pretrained, pretrained_path=pretrained_path,
-                           img_size=img_size)
+                           img_size=img_size, log=log)
     model = Classifier(net, num_classes)
     if frozen:
         for p in model.backbone.parameters():

@@ -108,6 +108,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("hflip", bool, True, "random horizontal flips in training views"),
     _opt("num_workers", int, 4, "DataLoader worker processes", min=0),
     _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)"),
+    _opt("check_images", bool, False, "decode every image file once before training and list all unreadable "
+         "ones (checkpoint/{run}/bad_images.txt); file data sets only"),
     # data-set-specific keys (docs/data.md)
     _opt("noisy_label_file", str, None, "CIFAR-N human-label file for noise_mode real (null: "
          "{data_path}/CIFAR-10_human.pt or {data_path}/CIFAR-100_human.pt)", nullable=True),

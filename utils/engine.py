@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
-from utils.errors import UsageError
+from utils.errors import ConfigError, UsageError
+from utils.signals import check_stop, worker_init
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,7 +59,7 @@ def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
     """The shuffled training loader and one sharded evaluation loader per test set (same names)."""
     workers = cfg.num_workers
     common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
-                  persistent_workers=workers > 0 and cfg.persistent_workers)
+                  persistent_workers=workers > 0 and cfg.persistent_workers, worker_init_fn=worker_init)
     sampler = EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size)
     # A last batch of one sample breaks BatchNorm in training mode: drop it (another sample each epoch,
     # as the order is reshuffled), and only then.
@@ -81,7 +82,12 @@ class Precision:
 
     @classmethod
     def create(cls, name: str, device: torch.device) -> "Precision":
+        """Raises ConfigError for bf16 on a GPU without bf16 units (before Ampere: V100, T4), where torch
+        would emulate it slowly or fail mid-run."""
         dtype = AMP_DTYPES[name]
+        if dtype is torch.bfloat16 and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+            raise ConfigError(f"config key 'precision': bf16 is not supported by {torch.cuda.get_device_name(device)} "
+                              "(compute capability below 8.0); use precision=fp16")
         scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
         return cls(device.type, dtype, scaler)
 
@@ -126,6 +132,7 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
     quiet = {} if runtime.is_main else {"disable": True}
     bar = tqdm(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
     for i, batch in enumerate(bar):
+        check_stop()
         batch = to_device(batch, device, channels_last)
         with precision.autocast():
             loss = step(model, batch)

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from utils.signals import STOP_SIGNALS, raise_for
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -35,18 +37,20 @@ def atomic_path(path: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) until the block ends, so a checkpoint being written is finished first."""
+    """Hold back Ctrl-C (SIGINT) and SIGTERM until the block ends, so a checkpoint being written is finished
+    first; then the first of them is raised as usual (KeyboardInterrupt or :class:`utils.signals.Terminated`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         if received:
-            raise KeyboardInterrupt
+            raise_for(received[0])
 
 
 def _write_with(path: str, writer: Callable[[str], None]) -> str:

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from dataloader.image_check import check_images
 from utils.config import Config, parse_config
 from utils.distributed import Runtime, setup_runtime
 from utils.engine import Precision, seed_everything
@@ -19,7 +20,7 @@ from utils.runlog import RunLog
 RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persistent_workers", "output_dir",
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
-                              "noisy_label_file"})
+                              "noisy_label_file", "check_images"})
 
 
 @dataclass
@@ -42,6 +43,14 @@ class Run:
         identifies the run (fingerprint and settings)."""
         snapshot = {name: part.state_dict() for name, part in parts.items()}
         self.log.save_state({**state, **snapshot, "fingerprint": fingerprint, "settings": self.training_settings()})
+
+    def check_images(self, data) -> None:
+        """``check_images: true``: decode every training and test image file once, now; all unreadable
+        files are listed in one error and in checkpoint/{run}/bad_images.txt."""
+        if self.cfg.check_images:
+            check_images({"train": data.train, **data.test_sets}, workers=self.cfg.num_workers,
+                         report_path=os.path.join(self.log.run_dir, "bad_images.txt"), log=self.log.info,
+                         rank=self.runtime.rank, world_size=self.runtime.world_size)
 
     def load_state(self, *, fingerprint: str, parts: Mapping[str, Any] = {}) -> dict:
         """The state of ``last.pt`` for ``--resume``, refused unless it belongs to this very run;

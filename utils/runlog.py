@@ -12,7 +12,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from utils.errors import DataError
+from utils.errors import DataError, remember_checkpoint
 from utils.io import deferred_interrupt, save_text, save_torch
 
 
@@ -23,6 +23,7 @@ class RunLog:
         self.last_path = os.path.join(run_dir, "last.pt")
         if enabled:
             os.makedirs(run_dir, exist_ok=True)
+            remember_checkpoint(self.last_path)
 
     def info(self, message: str) -> None:
         """Print a line and append it, time-stamped, to train.log."""

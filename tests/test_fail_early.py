@@ -1,0 +1,199 @@
+"""Real files and real clusters fail loudly and early: bf16 on old GPUs, broken images (also inside DataLoader
+workers), check_images, and SIGTERM handled like Ctrl-C."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import stage_1
+from dataloader.files import ImageFiles
+from dataloader.image_check import find_unreadable
+from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_image, write_tiny_imagenet
+from test_distributed import _free_port
+from test_resume import _wait_for_rows
+from utils import distributed
+from utils.config import REPO_ROOT
+from utils.errors import run_main
+from utils.io import deferred_interrupt, save_torch
+from utils.signals import Terminated, stop_signals_raise
+
+FAST = ["--epochs", "1", "--set", "batch_size=256"]
+TAG = "test_resnet_scratch_digits_sym_0.4"
+
+
+def test_bf16_on_a_gpu_without_bf16_stops_before_data_is_loaded(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(distributed, "choose_device", lambda requested, local_rank=0: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    monkeypatch.setattr(stage_1, "build_data", lambda *a, **k: pytest.fail("data loaded before the check"))
+    with pytest.raises(SystemExit) as exc:
+        run_main(stage_1.main, [*FAST, "--output_dir", str(tmp_path), "--set", "precision=bf16"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert "bf16 is not supported by Tesla V100-SXM2-16GB" in err and "precision=fp16" in err
+
+
+def test_corrupt_image_inside_a_worker_gives_one_line(tmp_path):
+    """num_workers 2 (as every shipped config): the worker's DataError reaches the user as its one line."""
+    root = tmp_path / "tiny"
+    write_tiny_imagenet(str(root))
+    bad = root / "train" / TINY_WNIDS[1] / "images" / f"{TINY_WNIDS[1]}_2.JPEG"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated JPEG header")
+    out = tmp_path / "out"
+    argv = stage_argv("stage1", "tiny_imagenet", str(root), str(out), "--set", "num_workers=2", "--epochs", "2")
+    proc = subprocess.run([sys.executable, "stage_1.py", *argv], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"stage_1.py: error: cannot decode image {bad} (")
+    assert lines[0].endswith("; replace or delete the file")
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("last.pt"))
+
+
+def test_check_images_lists_every_unreadable_file_before_training(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "tiny"
+    write_tiny_imagenet(str(root))
+    bad = [root / "train" / TINY_WNIDS[0] / "images" / f"{TINY_WNIDS[0]}_1.JPEG",
+           root / "train" / TINY_WNIDS[2] / "images" / f"{TINY_WNIDS[2]}_3.JPEG",
+           root / "val" / "images" / "val_4.JPEG"]
+    bad[0].write_bytes(b"not an image at all")
+    bad[1].write_bytes(bad[1].read_bytes()[:60])  # truncated JPEG: the header reads, the pixels do not
+    bad[2].write_bytes(b"")
+    monkeypatch.setattr(stage_1, "create_model", lambda *a, **k: pytest.fail("training started"))
+    out = tmp_path / "out"
+    argv = stage_argv("stage1", "tiny_imagenet", str(root), str(out), "--set", "num_workers=2",
+                      "--set", "check_images=true")
+    with pytest.raises(SystemExit) as exc:
+        run_main(stage_1.main, argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: 3 of 18 images cannot be decoded: " in err
+    for path in bad:
+        assert str(path) in err
+    [run_dir] = (out / "checkpoint").iterdir()
+    report = run_dir / "bad_images.txt"
+    assert err.endswith(f"full list in {report}; replace or delete the files (and their entries in the list files)")
+    assert sorted(report.read_text().splitlines()) == sorted(str(p) for p in bad)
+
+
+def test_check_images_passes_a_clean_set_and_logs_its_speed(tmp_path):
+    root = tmp_path / "tiny"
+    write_tiny_imagenet(str(root))
+    out = tmp_path / "out"
+    stage_1.main(stage_argv("stage1", "tiny_imagenet", str(root), str(out), "--set", "check_images=true"))
+    [run_dir] = (out / "checkpoint").iterdir()
+    log = (run_dir / "train.log").read_text()
+    assert re.search(r"check_images: decoded 18 images in [\d.]+ s \(\d+ images/s, 1 process\(es\) per rank\), "
+                     r"0 unreadable", log)
+    assert not list(out.rglob("bad_images.txt"))
+
+
+def test_find_unreadable_in_index_order_over_a_subset(tmp_path):
+    paths = [write_image(str(tmp_path / f"{i}.png"), seed=i) for i in range(6)]
+    for i in (1, 4):
+        open(paths[i], "wb").close()
+    images = ImageFiles(paths)
+    assert find_unreadable(images, quiet=True) == [paths[1], paths[4]]
+    assert find_unreadable(images, indices=range(0, 6, 2), quiet=True) == [paths[4]]
+
+
+def _stage1(out, *extra):
+    # num_workers 2: the scheduler's SIGTERM reaches the DataLoader workers too (whole process group)
+    return [sys.executable, "stage_1.py", "--epochs", "2", "--output_dir", str(out), "--set", "batch_size=128",
+            "--set", "num_workers=2", *extra]
+
+
+def test_sigterm_stops_like_ctrl_c_and_resume_finishes_the_same_run(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    env = dict(SUBPROCESS_ENV, TQDM_DISABLE="1")
+    subprocess.run(_stage1(full), cwd=REPO_ROOT, check=True, capture_output=True, timeout=300, env=env)
+
+    run_dir = cut / "checkpoint" / f"stage1_{TAG}"
+    proc = subprocess.Popen(_stage1(cut), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    _wait_for_rows(run_dir / "metrics.csv", 1, proc)
+    os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler does: the run and its DataLoader workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [f"stage_1.py: stopped by SIGTERM; every finished epoch is saved in "
+                                        f"{run_dir / 'last.pt'} (continue with --resume)"]
+    assert not (cut / "stage1" / f"{TAG}_wrongevent.npy").exists(), "the run finished before SIGTERM"
+    assert not list(cut.rglob("*.tmp"))
+    resumed = subprocess.run(_stage1(cut, "--resume"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                             env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = np.load(full / "stage1" / f"{TAG}_wrongevent.npy")
+    b = np.load(cut / "stage1" / f"{TAG}_wrongevent.npy")
+    np.testing.assert_array_equal(a, b)
+    assert (full / "checkpoint" / f"stage1_{TAG}" / "metrics.csv").read_text() == (run_dir / "metrics.csv").read_text()
+
+
+def test_sigterm_during_a_checkpoint_write_waits_for_it(tmp_path):
+    """The save finishes (a complete last.pt), then the stop is raised as Terminated."""
+    path = tmp_path / "last.pt"
+    with stop_signals_raise():
+        with pytest.raises(Terminated):
+            with deferred_interrupt():
+                os.kill(os.getpid(), signal.SIGTERM)
+                save_torch({"epoch": 4, "w": torch.ones(2)}, str(path))
+    assert torch.load(path, weights_only=True)["epoch"] == 4
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
+def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
+    """As a scheduler stops a job: SIGTERM to torchrun's process group; torchrun forwards it to both ranks
+    (and their DataLoader workers).  Every process ends promptly, rank 0 names last.pt once."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port),
+           *_stage1(tmp_path, "--epochs", "20", "--device", "cpu")[1:]]
+    run_dir = tmp_path / "checkpoint" / f"stage1_{TAG}"
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"), start_new_session=True)
+    _wait_for_rows(run_dir / "metrics.csv", 1, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    start = time.time()
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("a rank hung after SIGTERM")
+    assert time.time() - start < 90
+    assert err.count("stage_1.py: stopped by SIGTERM; every finished epoch is saved in") == 1, err[-3000:]
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert 1 <= state["epoch"] + 1 == len(state["history"]) < 20
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_image_broken_in_epoch_two_keeps_epoch_one_checkpoint(tmp_path, monkeypatch, capsys):
+    """A file that goes bad mid-run (read in a worker) stops the run; last.pt still holds epoch 1, whole."""
+    from utils.runlog import RunLog
+
+    root = tmp_path / "tiny"
+    write_tiny_imagenet(str(root))
+    bad = root / "train" / TINY_WNIDS[0] / "images" / f"{TINY_WNIDS[0]}_0.JPEG"
+    real_write = RunLog.write_metrics
+
+    def write_then_break(self, history):  # called once per finished epoch, after last.pt is saved
+        real_write(self, history)
+        bad.write_bytes(b"broken after epoch 1")
+
+    monkeypatch.setattr(RunLog, "write_metrics", write_then_break)
+    out = tmp_path / "out"
+    argv = stage_argv("stage1", "tiny_imagenet", str(root), str(out), "--set", "num_workers=2", "--epochs", "3")
+    with pytest.raises(SystemExit) as exc:
+        run_main(stage_1.main, argv)
+    assert exc.value.code == 2
+    assert f"cannot decode image {bad} (" in capsys.readouterr().err.strip().splitlines()[-1]
+    [last] = out.rglob("last.pt")
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 0 and len(state["history"]) == 1
+    assert not list(out.rglob("*.tmp"))
