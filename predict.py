@@ -107,8 +107,11 @@ def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, dev
     k = min(TOP_K, len(names))
     loader = DataLoader(ImageInputs(paths, input_transform(exported)), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate, pin_memory=device.type == "cuda")
-    # autocast where the device has a fast half type (bf16 on CUDA); plain fp32 on the CPU
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    # autocast where the device has a fast half type (bf16 on CUDA, fp16 on GPUs without bf16); fp32 on the CPU
+    if device.type == "cuda":
+        amp = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    else:
+        amp = torch.autocast("cpu", enabled=False)
     rows, start = [], 0
     for images, errors in tqdm(loader, desc="predict", leave=False, dynamic_ncols=True):
         probs = torch.empty(0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -198,7 +199,9 @@ def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_
     cfg = run.cfg
     if not cfg.export_samples or not run.runtime.is_main:
         return None
+    start = time.perf_counter()
     probs = training_set_probabilities(model, data, run)
+    seconds = time.perf_counter() - start
     scores = sample_scores(probs, data.noisy_labels, label_score=label_score, wrong_events=wrong_events,
                            true_label=data.clean_labels)
     files = write_sample_report(scores, stem=stem, paths=sample_paths(data.raw.train_images),
@@ -206,6 +209,6 @@ def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_
                                 load_image=data.raw.train_images.load, grid=cfg.suspects_grid,
                                 title=f"{cfg.tag}: the {min(cfg.suspects_grid, len(scores))} most suspect labels "
                                       "(given \u2192 predicted (prob))")
-    run.log.info(f"{int(scores.is_label_issue.sum())} of {len(scores)} training labels flagged: {files['samples']}, "
-                 f"{files['summary']}, {files['suspects']}")
+    run.log.info(f"{int(scores.is_label_issue.sum())} of {len(scores)} training labels flagged (evaluation pass over "
+                 f"the training set {seconds:.1f} s): {files['samples']}, {files['summary']}, {files['suspects']}")
     return files
