@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows[:args.top]:
         mark = "misplaced" if row["path"] in misplaced else "correct folder"
         print(f"  {row['path']}: given {row['given_label']} -> predicted {row['predicted_label']} "
-              f"({float(row['predicted_prob']):.2f}), label score {float(row['label_score']):.3f} [{mark}]")
+              f"({float(row['predicted_prob']):.2f}), label score {float(row['label_score']):.2g} [{mark}]")
     q = flag_quality(args.samples_csv, misplaced)
     fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
     print(f"flagged {q['flagged']} of {len(rows)} labels; {q['correct']} of the {q['misplaced']} misplaced files "

@@ -19,10 +19,11 @@ import stage_2
 import stage_2_class
 from dataloader.digits_tree import flag_quality, read_misplaced, write_digits_tree
 from fixtures_data import write_image, write_text
+from utils.config import REPO_ROOT
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 # the digits default's optimiser (config/stage1/digits.yaml) at 16 px; 8 + 2 epochs find the misplaced files
-# with precision >= 0.91 and recall >= 0.98 for tree seeds 0-2 (docs/own_data.md)
+# with precision >= 0.91 and recall >= 0.98 for tree seeds 0-2 (README: Your own data)
 FAST = ["--backbone", "test_resnet", "--set", "pretrained=false", "--set", "resolution=16", "--set", "hflip=false",
         "--set", "num_workers=0", "--batch_size", "64", "--set", "optimizer=adamw", "--set", "lr=0.003",
         "--set", "weight_decay=0.0001", "--device", "cpu"]
@@ -154,3 +155,18 @@ def test_every_entry_point_reads_own_data(dataset, tmp_path):
     assert {r["wrong_events"] for r in rows} == {""}  # ACTO counts no wrong events
     # ACTO's score: the robust model's probability of the given label, flagged where it predicts another class
     assert all((r["is_label_issue"] == "True") == (r["predicted_label"] != r["given_label"]) for r in rows)
+
+
+@pytest.mark.parametrize("which", ["missing", "foreign"])
+def test_predict_refuses_a_missing_or_foreign_model_one_line_exit_2(demo, which, tmp_path):
+    import subprocess
+    import sys
+
+    root, out, _ = demo
+    model = tmp_path / "nope.pt" if which == "missing" else out / "base_model" / f"{TAG}.pt"
+    proc = subprocess.run([sys.executable, "predict.py", "--model", str(model), str(root / "test")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    words = "does not exist" if which == "missing" else "is not an exported model (no format 'ido-model/1')"
+    assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0]
+    assert proc.stderr.startswith(f"predict.py: error: model file {model} {words}")

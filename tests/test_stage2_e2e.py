@@ -109,8 +109,9 @@ def test_digits_default_writes_the_report_and_the_model(runs):
     assert det["num_wrong_labels"] == noisy.sum() and summary["num_flagged"] == flagged.sum()
     assert det["precision"] == pytest.approx((flagged & noisy).sum() / flagged.sum())
     assert det["recall"] == pytest.approx((flagged & noisy).sum() / noisy.sum())
+    # the CSV keeps six significant digits of the score: ties may differ from the full-precision AUC
     assert det["auc"] == pytest.approx(detection_auc(np.array([float(r["label_score"]) for r in rows]), noisy),
-                                       abs=1e-4)
+                                       abs=1e-3)
     model, meta = load_exported(str(out / "stage2" / f"{TAG}_class_model.pt"))
     final = torch.load(out / "checkpoint" / f"stage2_{TAG}_class" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(model.state_dict()[k], final[k]) for k in final)

@@ -119,7 +119,7 @@ OPTIONS: tuple[Option, ...] = (
          "classes; null: none)", nullable=True),
     _opt("food101_path", str, None, "Food-101 release, the food101n test set (null: {data_path}/food-101)",
          nullable=True),
-    # own data (dataset imagefolder / csv) and the per-sample report (docs/own_data.md)
+    # own data (dataset imagefolder / csv) and the per-sample report (README: Your own data)
     _opt("train_csv", str, None, "csv: path,label list of the training images (null: {data_path}/train.csv)",
          nullable=True),
     _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True),

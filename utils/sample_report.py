@@ -92,6 +92,11 @@ def suspect_order(scores: SampleScores) -> np.ndarray:
     return np.lexsort((np.arange(n), -events, scores.label_score, ~scores.is_label_issue))
 
 
+def _six_digits(value) -> float:
+    """Six significant digits: a clean posterior of 1e-9 stays distinguishable from 0 in the CSV."""
+    return float(f"{float(value):.6g}")
+
+
 def _name(label: int, class_names: Sequence[str] | None) -> str:
     return str(label) if class_names is None else str(class_names[label])
 
@@ -103,9 +108,9 @@ def sample_rows(scores: SampleScores, *, paths: Sequence[str], class_names: Sequ
     for i in suspect_order(scores):
         row = {"index": int(i), "path": paths[i], "given_label": _name(scores.given_label[i], class_names),
                "predicted_label": _name(scores.predicted_label[i], class_names),
-               "predicted_prob": round(float(scores.predicted_prob[i]), 6),
+               "predicted_prob": _six_digits(scores.predicted_prob[i]),
                "wrong_events": "" if scores.wrong_events is None else int(scores.wrong_events[i]),
-               "label_score": round(float(scores.label_score[i]), 6),
+               "label_score": _six_digits(scores.label_score[i]),
                "is_label_issue": bool(scores.is_label_issue[i])}
         if scores.true_label is not None:
             row["true_label"] = _name(scores.true_label[i], class_names)
