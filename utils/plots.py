@@ -82,7 +82,7 @@ def suspects_grid(images: list, captions: list[str], path: str, *, title: str = 
     n = max(len(images), 1)
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.95 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.1 * rows + 0.4), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):

@@ -146,8 +146,8 @@ def summarize(scores: SampleScores, *, num_classes: int, class_names: Sequence[s
     return out
 
 
-def _short(name: str, width: int = 12) -> str:
-    """A class name cut to fit a grid caption (two names share one cell's width)."""
+def _short(name: str, width: int = 18) -> str:
+    """A class name cut to fit a grid caption line."""
     return name if len(name) <= width else name[:width - 1] + "\u2026"
 
 
@@ -170,7 +170,8 @@ def write_sample_report(scores: SampleScores, *, stem: str, paths: Sequence[str]
              "summary": save_json(summarize(scores, num_classes=num_classes, class_names=class_names),
                                   f"{stem}_summary.json")}
     shown = rows[:grid]
-    captions = [f"{_short(r['given_label'])} \u2192 {_short(r['predicted_label'])} ({r['predicted_prob']:.2f})"
+    # two lines, "given" over "-> predicted (prob)", so photo class names fit a cell
+    captions = [f"{_short(r['given_label'])}\n\u2192 {_short(r['predicted_label'])} ({r['predicted_prob']:.2f})"
                 for r in shown]
     files["suspects"] = suspects_grid([load_image(r["index"]) for r in shown], captions, f"{stem}_suspects.png",
                                       title=title)
