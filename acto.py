@@ -219,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if runtime.is_main:
         path = save_json(result, run.path("acto", f"{cfg.tag}.json"))
         export_sample_report(run, data, rtm, stem=run.path("acto", cfg.tag))
-        log.info(f"model for predict.py: {export_model(rtm, cfg=cfg, data=data, path=run.path('acto', f'{cfg.tag}_model.pt'))}")
+        model_path = export_model(rtm, cfg=cfg, data=data, path=run.path("acto", f"{cfg.tag}_model.pt"))
+        log.info(f"model for predict.py (the RTM): {model_path}")
         last = history[-1]
         log.info(f"RTM last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
                  f"{result['last_k']} {result['last_k_mean']:.2f}); last selection precision "

@@ -107,8 +107,8 @@ def test_csv_bad_rows_reported_together(tmp_path, capsys):
     code, err = run_cli(cli("csv", tmp_path, tmp_path / "out", "--set", f"test_csv={tmp_path}/test.csv"), capsys)
     assert code == 2 and len(err.splitlines()) == 1
     missing = os.path.join(str(tmp_path), "gone")
-    assert err == (f"{err.split(': ', 1)[0]}: error: csv: 13 bad rows: train.csv line 3: empty label; train.csv line 4: duplicate "
-                   "path img/1.png (also line 2); "
+    assert err == (f"{err.split(': ', 1)[0]}: error: csv: 13 bad rows: train.csv line 3: empty label; "
+                   "train.csv line 4: duplicate path img/1.png (also line 2); "
                    + "; ".join(f"train.csv line {5 + i}: missing file {missing}/{i}.png" for i in range(8))
                    + " (and 3 more); fix or remove them")
     assert "unknown test class" not in err  # the 13th problem is only counted
