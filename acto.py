@@ -18,6 +18,7 @@ from torch import nn
 
 from dataloader import build_data
 from model import create_model
+from model.export import export_model
 from timm.optim import create_optimizer_v2
 from utils.acto import ActoHParams, ActoMemory, build_lr_plan, parse_lr_plan, robust_losses, selection_quality, \
     warmup_losses, DEFAULT_ETA_END
@@ -28,6 +29,7 @@ from utils.errors import ConfigError, run_main
 from utils.io import save_json
 from utils.optim import OptimSettings, build_optimizer, optim_settings
 from utils.run import Run, place_model, start_run
+from utils.sample_report import export_sample_report
 
 LAST_K = 10  # ACT's Table 1 metric: mean RTM accuracy over the last min(10, E) epochs
 
@@ -217,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result = summarize(cfg, history, data, rtm_plan, ntm_plan)
     if runtime.is_main:
         path = save_json(result, run.path("acto", f"{cfg.tag}.json"))
+        export_sample_report(run, data, rtm, stem=run.path("acto", cfg.tag))
+        model_path = export_model(rtm, cfg=cfg, data=data, path=run.path("acto", f"{cfg.tag}_model.pt"))
+        log.info(f"model for predict.py (the RTM): {model_path}")
         last = history[-1]
         log.info(f"RTM last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
                  f"{result['last_k']} {result['last_k_mean']:.2f}); last selection precision "

@@ -22,6 +22,7 @@ from utils.io import save_json, save_npy, save_torch
 from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind
 from utils.plots import wrong_event_histogram
 from utils.run import place_model, start_run
+from utils.sample_report import export_sample_report, stage1_label_score
 from utils.wrong_events import EpochPredictions, LabelWave, WrongEvents
 
 
@@ -107,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     result = {"tag": tag, "base_model_epoch": wave.best_epoch + 1, "history": history}
     if runtime.is_main:
-        result.update(save_stage1_outputs(run, data, wrong_events.counts.cpu().numpy(), wave, history))
+        counts = wrong_events.counts.cpu().numpy()
+        result.update(save_stage1_outputs(run, data, counts, wave, history))
+        export_sample_report(run, data, model, stem=run.path("stage1", tag), wrong_events=counts,
+                             label_score=stage1_label_score(counts))
         log.info(f"base model (epoch {wave.best_epoch + 1}, first prediction-change minimum): {base_path}")
         log.info(f"wrong events: {result['wrong_events_path']}")
     return result

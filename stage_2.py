@@ -17,6 +17,7 @@ import torch
 
 from dataloader import Data, build_data
 from model import create_model
+from model.export import export_model
 from utils.bmm import BetaMixture, BmmLookup
 from utils.config import STAGE2
 from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
@@ -28,6 +29,7 @@ from utils.metrics import detection_auc, split_quality
 from utils.optim import build_optimizer, build_scheduler, optim_settings
 from utils.plots import bmm_fit_plot
 from utils.run import Run, place_model, start_run
+from utils.sample_report import export_sample_report
 from utils.wrong_events import WrongEvents
 
 
@@ -234,6 +236,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         counts = wrong_events.counts.cpu().numpy()
         bmm_fit_plot(counts, weights.bmm, stem + "_bmm.png", groups=weights.groups_np, is_noisy=data.is_noisy,
                      title=f"{cfg.tag}: {cfg.bmm} BMM after {cfg.epochs} stage-2 epochs")
+        export_sample_report(run, data, model, stem=stem, wrong_events=counts,
+                             label_score=weights.clean_posterior(counts))
+        log.info(f"model for predict.py: {export_model(model, cfg=cfg, data=data, path=stem + '_model.pt')}")
         log.info(f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, base model {base_acc:.2f}): "
                  f"{stem}.json")
     return result

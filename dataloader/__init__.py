@@ -19,6 +19,7 @@ from dataloader.cifar80 import load_cifar80
 from dataloader.clothing1m import load_clothing1m
 from dataloader.digits import load_digits
 from dataloader.food101n import load_food101n
+from dataloader.own import load_csv, load_imagefolder
 from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels, transition_matrix
 from dataloader.tiny_imagenet import load_tiny_imagenet
 from dataloader.webfg import load_webfg
@@ -42,6 +43,8 @@ LOADERS: dict[str, Callable] = {
     "web-bird": load_webfg,
     "web-car": load_webfg,
     "food101n": load_food101n,
+    "imagefolder": load_imagefolder,
+    "csv": load_csv,
 }
 assert set(LOADERS) == set(DATASETS), "utils.config.DATASETS and dataloader.LOADERS disagree"
 

@@ -126,8 +126,10 @@ def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
                "--set", "batch_size=128", *extra]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "stage2").iterdir()) == [f"{tag}_class.json", f"{tag}_class_bmm.png"]
-    assert [p.name for p in (tmp_path / "acto").iterdir()] == [f"{tag}.json"]
+    report = ["_samples.csv", "_summary.json", "_suspects.png", "_model.pt"]
+    assert sorted(p.name for p in (tmp_path / "stage2").iterdir()) == sorted(
+        [f"{tag}_class.json", f"{tag}_class_bmm.png"] + [f"{tag}_class{s}" for s in report])
+    assert sorted(p.name for p in (tmp_path / "acto").iterdir()) == sorted([f"{tag}.json"] + [tag + s for s in report])
     for run_name, epochs in ((f"stage2_{tag}_class", 1), (f"acto_{tag}", 2)):
         log = (tmp_path / "checkpoint" / run_name / "train.log").read_text()
         assert "world size 2" in log and log.count(f"/{epochs} ") == epochs, "rank 0 alone logs each epoch once"

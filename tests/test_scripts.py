@@ -103,3 +103,21 @@ def test_acto_commands(tmp_path):
     assert all(c[0] == "acto.py" and option(c, "--backbone") == "resnet50" for c in calls)
     food = calls[-1]
     assert "lr_plan=cosine:5,5e-5,50" in food and option(food, "--epochs") == "50"
+
+
+def test_own_data_demo_commands(tmp_path):
+    proc, calls, logs = run_script(tmp_path, "own_data.sh", "--seed", "1", env={"DEMO_DIR": str(tmp_path / "d")})
+    assert proc.returncode == 0, proc.stderr
+    tree, out = str(tmp_path / "d" / "digits"), str(tmp_path / "d" / "out")
+    assert [c[:3] for c in calls] == [["-m", "dataloader.digits_tree", "write"], ["stage_1.py", "--config",
+                                      "config/stage1/imagefolder.yaml"],
+                                      ["stage_2_class.py", "--config", "config/stage2/imagefolder.yaml"],
+                                      ["-m", "dataloader.digits_tree", "score"], ["predict.py", "--model",
+                                      f"{out}/stage2/test_resnet_scratch_imagefolder_real_0_class_model.pt"]]
+    for stage in calls[1:3]:  # both stages on the same tree, output and model, the user's arguments last
+        assert option(stage, "--set") == f"data_path={tree}" and option(stage, "--output_dir") == out
+        assert option(stage, "--backbone") == "test_resnet" and stage[-2:] == ["--seed", "1"]
+    assert calls[3][3:] == [tree, f"{out}/stage2/test_resnet_scratch_imagefolder_real_0_class_samples.csv"]
+    assert calls[4][3:] == [f"{tree}/test", "--out", f"{out}/predictions.csv"]
+    assert {p.name for p in logs.iterdir()} == {"own_data_stage1.log", "own_data_stage2_class.log",
+                                                "own_data_predict.log"}

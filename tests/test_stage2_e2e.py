@@ -31,8 +31,10 @@ def runs(tmp_path_factory):
 
 def test_exactly_the_stage2_files(runs):
     out = runs[0]
-    assert sorted(p.name for p in (out / "stage2").iterdir()) == [
-        f"{TAG}_class.json", f"{TAG}_class_bmm.png", f"{TAG}_global.json", f"{TAG}_global_bmm.png"]
+    report = ("_samples.csv", "_summary.json", "_suspects.png", "_model.pt")
+    assert sorted(p.name for p in (out / "stage2").iterdir()) == sorted(
+        [f"{TAG}_class.json", f"{TAG}_class_bmm.png", f"{TAG}_global.json", f"{TAG}_global_bmm.png"]
+        + [f"{TAG}_{bmm}{suffix}" for bmm in ("global", "class") for suffix in report])
     for bmm in ("global", "class"):
         run_dir = out / "checkpoint" / f"stage2_{TAG}_{bmm}"
         assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "last.pt", "metrics.csv", "train.log"]
@@ -85,3 +87,32 @@ def test_missing_stage1_files_one_line_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not found; run stage 1 first" in lines[0], proc.stderr
     assert not (tmp_path / "stage2").exists()
+
+
+def test_digits_default_writes_the_report_and_the_model(runs):
+    """In-memory data: paths ``train/<index>``, true labels known, detection quality of the flags in the summary;
+    the exported model's weights are the final ones."""
+    import csv
+
+    from model.export import load_exported
+    from utils.metrics import detection_auc
+
+    out = runs[0]
+    with open(out / "stage2" / f"{TAG}_class_samples.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["path"] for r in rows) == sorted(f"train/{i}" for i in range(len(rows)))
+    assert all(r["path"] == f"train/{r['index']}" for r in rows)
+    summary = json.loads((out / "stage2" / f"{TAG}_class_summary.json").read_text())
+    flagged = np.array([r["is_label_issue"] == "True" for r in rows])
+    noisy = np.array([r["given_label"] != r["true_label"] for r in rows])
+    det = summary["detection"]
+    assert det["num_wrong_labels"] == noisy.sum() and summary["num_flagged"] == flagged.sum()
+    assert det["precision"] == pytest.approx((flagged & noisy).sum() / flagged.sum())
+    assert det["recall"] == pytest.approx((flagged & noisy).sum() / noisy.sum())
+    # the CSV keeps six significant digits of the score: ties may differ from the full-precision AUC
+    assert det["auc"] == pytest.approx(detection_auc(np.array([float(r["label_score"]) for r in rows]), noisy),
+                                       abs=1e-3)
+    model, meta = load_exported(str(out / "stage2" / f"{TAG}_class_model.pt"))
+    final = torch.load(out / "checkpoint" / f"stage2_{TAG}_class" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(model.state_dict()[k], final[k]) for k in final)
+    assert meta["test_transform"] == {"family": "small", "resolution": 16} and meta["dataset"] == "digits"

@@ -24,7 +24,7 @@ ALL_SCOPES = frozenset({STAGE1, STAGE2, ACTO})
 
 # Data sets known to dataloader/; dataloader.registry checks that this list and its own agree.
 DATASETS = ("digits", "cifar10", "cifar100", "tiny_imagenet", "clothing1m", "webvision", "cifar80",
-            "web-aircraft", "web-bird", "web-car", "food101n")
+            "web-aircraft", "web-bird", "web-car", "food101n", "imagefolder", "csv")
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,15 @@ OPTIONS: tuple[Option, ...] = (
          "classes; null: none)", nullable=True),
     _opt("food101_path", str, None, "Food-101 release, the food101n test set (null: {data_path}/food-101)",
          nullable=True),
+    # own data (dataset imagefolder / csv) and the per-sample report (README: Your own data)
+    _opt("train_csv", str, None, "csv: path,label list of the training images (null: {data_path}/train.csv)",
+         nullable=True),
+    _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True),
+    _opt("class_names", list, None, "csv with integer labels: class names in index order (null: the integers)",
+         nullable=True),
+    _opt("export_samples", bool, True, "write {stage}/..._samples.csv, _summary.json and _suspects.png "
+         "(one extra evaluation pass over the training set)"),
+    _opt("suspects_grid", int, 32, "number of images in the _suspects.png grid", min=1),
     # --- model ---
     _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B or any timm model name"),
     _opt("pretrained", bool, True, "load timm's pretrained weights"),

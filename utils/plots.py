@@ -74,3 +74,23 @@ def bmm_fit_plot(counts: np.ndarray, bmm, path: str, *, groups: np.ndarray | Non
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def suspects_grid(images: list, captions: list[str], path: str, *, title: str = "", columns: int = 8) -> str:
+    """The images (PIL, any size) in a grid, each captioned; small images are enlarged without blur
+    (nearest neighbour), so 8-px digits stay as readable as 224-px photos."""
+    n = max(len(images), 1)
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.1 * rows + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(np.asarray(images[k].convert("RGB")), interpolation="nearest")
+            ax.set_title(captions[k], fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

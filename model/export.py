@@ -1,0 +1,81 @@
+"""The exported model file (``stage2/{tag}_{bmm}_model.pt``, ``acto/{tag}_model.pt``): weights + what inference needs.
+
+A plain dict saved with ``torch.save``, loadable with ``torch.load(weights_only=True)``::
+
+    {"format": "ido-model/1", "model": <Classifier state dict, keys "backbone.*" and "head.*">,
+     "backbone": <config backbone name>, "timm_name": str, "num_classes": int,
+     "class_names": [str] | None, "resolution": int, "mean": [3 floats], "std": [3 floats],
+     "test_transform": {"family", "resolution", LargeSpec fields for the large family}, "dataset": str}
+
+``predict.py`` reads it with :func:`load_exported`; ``pretrained_path`` accepts it as well.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from dataloader.transforms import LargeSpec
+from model.classifier import Classifier, create_model, timm_name
+from utils.errors import DataError
+from utils.io import save_torch
+
+FORMAT = "ido-model/1"
+KEYS = ("format", "model", "backbone", "timm_name", "num_classes", "class_names", "resolution", "mean", "std",
+        "test_transform", "dataset")
+
+
+def transform_spec(*, family: str, resolution: int, large: LargeSpec | None) -> dict:
+    """The evaluation transform as plain values (``family``, ``resolution`` and, for ``large``, the
+    :class:`LargeSpec` fields)."""
+    spec = {"family": family, "resolution": int(resolution)}
+    if family == "large":
+        spec.update(dataclasses.asdict(large or LargeSpec()))
+    return spec
+
+
+def export_model(model: torch.nn.Module, *, cfg, data, path: str) -> str:
+    """Write ``model`` (a :class:`~model.classifier.Classifier`) trained on ``data`` as an exported model file."""
+    raw = data.raw
+    classes = raw.extra.get("classes")
+    payload = {
+        "format": FORMAT,
+        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "backbone": cfg.backbone, "timm_name": timm_name(cfg.backbone), "num_classes": int(data.num_classes),
+        "class_names": None if classes is None else [str(c) for c in classes],
+        "resolution": int(data.resolution), "mean": [float(v) for v in raw.mean], "std": [float(v) for v in raw.std],
+        "test_transform": transform_spec(family=raw.family, resolution=data.resolution, large=raw.extra.get("large")),
+        "dataset": cfg.dataset,
+    }
+    return save_torch(payload, path)
+
+
+def read_exported(path: str) -> dict:
+    """The exported dict of ``path``; a missing, unreadable or foreign file raises :class:`DataError` (one line)."""
+    if not os.path.isfile(path):
+        raise DataError(f"model file {path} does not exist (stage 2 writes stage2/<tag>_<bmm>_model.pt, ACTO "
+                        "acto/<tag>_model.pt)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a foreign pickle, a truncated zip, not a torch file at all
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"model file {path} is not an exported model ({first[:120]}); use the _model.pt file "
+                        "that stage 2 or ACTO wrote") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in KEYS):
+        raise DataError(f"model file {path} is not an exported model (no format {FORMAT!r}); use the _model.pt file "
+                        "that stage 2 or ACTO wrote (base_model/*.pt and last.pt are not exported models)")
+    return payload
+
+
+def load_exported(path: str) -> tuple[Classifier, dict]:
+    """(model with the exported weights, in eval mode on the CPU, the exported dict)."""
+    payload = read_exported(path)
+    model = create_model(payload["backbone"], num_classes=payload["num_classes"], pretrained=False,
+                         img_size=payload["resolution"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise DataError(f"model file {path}: the weights do not fit backbone {payload['backbone']} "
+                        f"({str(err).strip().splitlines()[0]})") from None
+    return model.eval(), payload

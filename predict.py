@@ -1,0 +1,167 @@
+"""Predict the class of new images with a model exported by stage 2 or ACTO.
+
+    python predict.py --model stage2/<tag>_class_model.pt IMAGE_OR_FOLDER... [--out predictions.csv]
+
+Folders are searched recursively for image files (hidden entries skipped), in sorted order.  Writes a
+CSV (standard output by default) with ``path, predicted_label, prob``, the top 5 (``top{k}_label``,
+``top{k}_prob``) and ``error``.  A file that is not a readable image gets a row with only its
+``error`` and a line on standard error; the other files are still predicted, and the exit status is 1.
+A missing or foreign model file: one line, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from dataloader.files import list_images
+from dataloader.inference import input_transform, load_input
+from model.export import load_exported
+from utils.config import DEVICE_PATTERN
+from utils.errors import ConfigError, DataError, run_main
+from utils.io import save_text
+
+TOP_K = 5
+
+
+class ImageInputs(Dataset):
+    """``(input tensor or an empty tensor, error message or "")`` per image file."""
+
+    def __init__(self, paths: Sequence[str], transform):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return load_input(self.paths[i], self.transform), ""
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's UnidentifiedImageError is an OSError
+            return torch.empty(0), f"{type(err).__name__}: {err}".replace("\n", " ")
+
+
+def collate(items):
+    """Stack the readable inputs; keep every error message (a batch may hold unreadable files)."""
+    ok = [x for x, err in items if not err]
+    return (torch.stack(ok) if ok else torch.empty(0)), [err for _, err in items]
+
+
+def collect_paths(inputs: Sequence[str]) -> list[str]:
+    """Image files named or found (recursively) in the named folders; a missing path is an error."""
+    paths: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            names, _ = list_images(item, recursive=True)
+            paths += [os.path.join(item, n) for n in names]
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise DataError(f"{item} is neither an image file nor a folder")
+    if not paths:
+        raise DataError(f"no image files in {', '.join(inputs)} (extensions: jpg, jpeg, png, ppm, bmp, pgm, tif, "
+                        "tiff, webp)")
+    return paths
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE_PATTERN.match(name):
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device here; use --device cpu")
+    return torch.device(name)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # one line, exit status 2 (run_main)
+            raise ConfigError(message)
+
+    parser = Parser(prog="predict.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="exported model file (stage2/<tag>_<bmm>_model.pt, "
+                                                       "acto/<tag>_model.pt)")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
+    parser.add_argument("--out", default=None, help="CSV to write (default: standard output)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--num_workers", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise ConfigError("--batch_size must be >= 1 and --num_workers >= 0")
+    return args
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, device: torch.device,
+            batch_size: int, num_workers: int) -> list[dict]:
+    """One row per path (input order): label names, probabilities of the top k, or the error."""
+    names = exported["class_names"] or [str(c) for c in range(exported["num_classes"])]
+    k = min(TOP_K, len(names))
+    loader = DataLoader(ImageInputs(paths, input_transform(exported)), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=collate, pin_memory=device.type == "cuda")
+    # autocast where the device has a fast half type (bf16 on CUDA, fp16 on GPUs without bf16); fp32 on the CPU
+    if device.type == "cuda":
+        amp = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    else:
+        amp = torch.autocast("cpu", enabled=False)
+    rows, start = [], 0
+    for images, errors in tqdm(loader, desc="predict", leave=False, dynamic_ncols=True):
+        probs = torch.empty(0)
+        if images.numel():
+            with amp:
+                _, logits = model(images.to(device, non_blocking=True))
+            probs = torch.softmax(logits.float(), dim=1).cpu()
+        top_p, top_i = probs.topk(k, dim=1) if probs.numel() else (probs, probs)
+        j = 0
+        for offset, err in enumerate(errors):
+            row = {"path": paths[start + offset]}
+            if err:
+                row["error"] = err
+            else:
+                row.update(predicted_label=names[top_i[j, 0]], prob=round(float(top_p[j, 0]), 6))
+                for r in range(k):
+                    row[f"top{r + 1}_label"] = names[top_i[j, r]]
+                    row[f"top{r + 1}_prob"] = round(float(top_p[j, r]), 6)
+                row["error"] = ""
+                j += 1
+            rows.append(row)
+        start += len(errors)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    model, exported = load_exported(args.model)
+    paths = collect_paths(args.paths)
+    rows = predict(model.to(device), paths, exported, device=device, batch_size=args.batch_size,
+                   num_workers=args.num_workers)
+    k = min(TOP_K, exported["num_classes"])
+    columns = ["path", "predicted_label", "prob"] + [f"top{r + 1}_{c}" for r in range(k) for c in ("label", "prob")] \
+        + ["error"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    if args.out:
+        save_text(buffer.getvalue(), args.out)
+    else:
+        sys.stdout.write(buffer.getvalue())
+    failed = [r for r in rows if r["error"]]
+    for row in failed:
+        print(f"predict.py: cannot read {row['path']} ({row['error']})", file=sys.stderr)
+    if args.out:
+        print(f"predict.py: {len(rows) - len(failed)} of {len(rows)} images predicted: {args.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    run_main(lambda argv: sys.exit(main(argv)))

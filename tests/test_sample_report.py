@@ -1,0 +1,120 @@
+"""The per-sample report's pure functions (order, flags, summary), its files, and the exported model format."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model import create_model
+from model.export import FORMAT, KEYS, load_exported, read_exported, transform_spec
+from utils.errors import DataError
+from utils.sample_report import sample_rows, sample_scores, stage1_label_score, summarize, suspect_order, \
+    write_sample_report
+
+PROBS = np.array([[0.9, 0.1, 0.0],   # given 0, predicted 0
+                  [0.2, 0.7, 0.1],   # given 0, predicted 1
+                  [0.1, 0.1, 0.8],   # given 2, predicted 2
+                  [0.6, 0.3, 0.1],   # given 1, predicted 0
+                  [0.3, 0.3, 0.4]])  # given 1, predicted 2
+GIVEN = np.array([0, 0, 2, 1, 1])
+
+
+def test_without_a_score_the_given_label_probability_and_disagreement_decide():
+    s = sample_scores(PROBS, GIVEN)
+    assert s.label_score.tolist() == [0.9, 0.2, 0.8, 0.3, 0.3]
+    assert s.is_label_issue.tolist() == [False, True, False, True, True]
+    assert s.predicted_label.tolist() == [0, 1, 2, 0, 2] and s.predicted_prob.tolist() == [0.9, 0.7, 0.8, 0.6, 0.4]
+    # flagged first, each part by ascending score; the tie 0.3 / 0.3 is broken by the index (no wrong events)
+    assert suspect_order(s).tolist() == [1, 3, 4, 2, 0]
+
+
+def test_a_clean_posterior_flags_below_one_half_and_ties_go_to_more_wrong_events():
+    s = sample_scores(PROBS, GIVEN, label_score=np.array([0.9, 0.49, 0.5, 0.1, 0.1]),
+                      wrong_events=np.array([0, 3, 4, 5, 9]))
+    assert s.is_label_issue.tolist() == [False, True, False, True, True]
+    assert suspect_order(s).tolist() == [4, 3, 1, 2, 0]
+
+
+def test_summary_counts_and_detection_quality():
+    true = np.array([0, 1, 2, 1, 0])  # samples 1 and 4 carry wrong labels
+    s = sample_scores(PROBS, GIVEN, true_label=true)
+    summary = summarize(s, num_classes=3, class_names=["a", "b", "c"])
+    assert summary["num_samples"] == 5 and summary["num_flagged"] == 3
+    assert [(c["class"], c["given"], c["flagged"]) for c in summary["classes"]] == [("a", 2, 1), ("b", 2, 2),
+                                                                                     ("c", 1, 0)]
+    assert summary["flagged_given_to_predicted"]["counts"] == [[0, 1, 0], [1, 0, 1], [0, 0, 0]]
+    det = summary["detection"]
+    assert det["num_wrong_labels"] == 2 and det["precision"] == pytest.approx(2 / 3) and det["recall"] == 1.0
+    # AUC of the given-label probability as a clean score: clean 0.9, 0.8, 0.3 against noisy 0.2, 0.3
+    assert det["auc"] == pytest.approx((3 + 2 + 0.5) / 6)
+    assert summarize(sample_scores(PROBS, GIVEN), num_classes=3, class_names=None)["detection"] is None
+
+
+def test_stage1_score_separates_many_from_few_wrong_events():
+    counts = np.array([0] * 80 + [1] * 10 + [15] * 10 + [18] * 10)
+    score = stage1_label_score(counts)
+    assert (score[:90] > 0.5).all() and (score[90:] < 0.5).all()
+
+
+def test_written_files_agree(tmp_path):
+    true = np.array([0, 1, 2, 1, 0])
+    s = sample_scores(PROBS, GIVEN, true_label=true, wrong_events=np.array([1, 5, 0, 3, 2]),
+                      label_score=np.array([0.9, 0.1, 0.95, 0.2, 0.4]))
+    paths = [f"train/{i}" for i in range(5)]
+    images = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(5)]
+    files = write_sample_report(s, stem=str(tmp_path / "r"), paths=paths, class_names=["a", "b", "c"], num_classes=3,
+                                load_image=images.__getitem__, grid=2, title="t")
+    with open(files["samples"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["index", "path", "given_label", "predicted_label", "predicted_prob", "wrong_events",
+                             "label_score", "is_label_issue", "true_label"]
+    assert [r["index"] for r in rows] == ["1", "3", "4", "0", "2"]
+    assert rows[0] == {"index": "1", "path": "train/1", "given_label": "a", "predicted_label": "b",
+                       "predicted_prob": "0.7", "wrong_events": "5", "label_score": "0.1", "is_label_issue": "True",
+                       "true_label": "b"}
+    summary = json.loads(open(files["summary"]).read())
+    assert summary["num_flagged"] == sum(r["is_label_issue"] == "True" for r in rows) == 3
+    assert summary == summarize(s, num_classes=3, class_names=["a", "b", "c"])
+    assert Image.open(files["suspects"]).size[0] > 100
+    assert rows == [{k: str(v) for k, v in r.items()} for r in sample_rows(s, paths=paths, class_names=["a", "b", "c"])]
+
+
+# --------------------------------------------------------------------------------------- exported model
+
+def exported(tmp_path, **changes):
+    model = create_model("test_resnet", num_classes=3, img_size=16)
+    payload = {"format": FORMAT, "model": model.state_dict(), "backbone": "test_resnet", "timm_name": "test_resnet",
+               "num_classes": 3, "class_names": ["a", "b", "c"], "resolution": 16, "mean": [0.5] * 3,
+               "std": [0.25] * 3, "test_transform": transform_spec(family="small", resolution=16, large=None),
+               "dataset": "digits", **changes}
+    path = tmp_path / "m.pt"
+    torch.save(payload, path)
+    return str(path), model
+
+
+def test_exported_model_round_trip(tmp_path):
+    path, model = exported(tmp_path)
+    loaded, meta = load_exported(path)
+    assert set(meta) == set(KEYS)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(loaded(x)[1], model.eval()(x)[1])
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "does not exist"),
+    (b"not a torch file", "is not an exported model ("),
+    ({"backbone.x": torch.zeros(1)}, "is not an exported model (no format 'ido-model/1')"),
+])
+def test_foreign_model_files_are_refused(tmp_path, content, words):
+    path = tmp_path / "x.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(DataError) as err:
+        read_exported(str(path))
+    assert words in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
