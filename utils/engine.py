@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from utils.batching import KeepAllBatchSampler
 from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.errors import UsageError
 
@@ -49,8 +50,9 @@ def seed_epoch(seed: int, epoch: int, runtime: Runtime, loaders: tuple[DataLoade
     for loader in loaders:
         if loader.generator is not None:
             loader.generator.manual_seed(s)
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        for sampler in (loader.sampler, loader.batch_sampler):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
 
 
 def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
@@ -60,10 +62,9 @@ def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
     common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
                   persistent_workers=workers > 0 and cfg.persistent_workers)
     sampler = EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size)
-    # A last batch of one sample breaks BatchNorm in training mode: drop it (another sample each epoch,
-    # as the order is reshuffled), and only then.
-    train = DataLoader(train_set, batch_size=cfg.batch_size, drop_last=sampler.per_rank % cfg.batch_size == 1,
-                       sampler=sampler, generator=torch.Generator(), **common)
+    # A last batch of one sample breaks BatchNorm in training mode: the last two batches share it instead
+    train = DataLoader(train_set, batch_sampler=KeepAllBatchSampler(sampler, cfg.batch_size),
+                       generator=torch.Generator(), **common)
     tests = {name: DataLoader(test_set, batch_size=cfg.test_batch_size,
                               sampler=ShardSampler(len(test_set), rank=runtime.rank, world_size=runtime.world_size),
                               **common)
