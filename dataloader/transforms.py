@@ -43,20 +43,28 @@ class LargeSpec:
 
 
 class TwoViews:
-    """Return ``(weak(img), strong(img))`` for one PIL image."""
+    """Return ``(weak(shared(img)), strong(shared(img)))`` for one PIL image.
 
-    def __init__(self, weak: Callable, strong: Callable):
-        self.weak, self.strong = weak, strong
+    ``shared`` is the deterministic start both views have in common (the resize): computed once per
+    sample instead of once per view, with the same pixels (a resize is a pure function of the image).
+    """
+
+    def __init__(self, weak: Callable, strong: Callable, shared: Callable | None = None):
+        self.weak, self.strong, self.shared = weak, strong, shared
 
     def __call__(self, img):
+        if self.shared is not None:
+            img = self.shared(img)
         return self.weak(img), self.strong(img)
 
     def __repr__(self):
-        return f"TwoViews(weak={self.weak}, strong={self.strong})"
+        return f"TwoViews(shared={self.shared}, weak={self.weak}, strong={self.strong})"
 
 
 def _finish(mean, std) -> list:
-    return [T.ToTensor(), T.Normalize(mean, std)]
+    """The last op of every transform: a uint8 CHW tensor.  ``mean`` / ``std`` are applied on the training
+    device by :class:`dataloader.device_normalise.DeviceNormaliser` (``Data.normalise``), not here."""
+    return [T.PILToTensor()]
 
 
 def _maybe_flip(hflip: bool) -> list:
@@ -82,6 +90,7 @@ def stage1_transform(*, family: str, resolution: int, native_size: int, mean, st
 
 
 def _weak_ops(*, family: str, resolution: int, hflip: bool, large: LargeSpec | None = None) -> list:
+    """The weak view's PIL ops; the first is the deterministic resize (shared by the two views)."""
     if family == "small":
         pad = round(0.125 * resolution)
         return [_resize(resolution)] + _maybe_flip(hflip) + [
@@ -94,10 +103,10 @@ def stage2_transform(*, family: str, resolution: int, mean, std, hflip: bool = T
                      randaug_n: int = 2, randaug_m: int = 10, cutout: float = 0.15,
                      large: LargeSpec | None = None) -> TwoViews:
     """Stage-2 (and ACTO) training transform: ``(weak, strong)`` views of one image."""
-    weak_ops = _weak_ops(family=family, resolution=resolution, hflip=hflip, large=large)
-    weak = T.Compose(weak_ops + _finish(mean, std))
-    strong = T.Compose(weak_ops + [IdoRandAugment(n=randaug_n, m=randaug_m, cutout=cutout)] + _finish(mean, std))
-    return TwoViews(weak, strong)
+    resize, *random_ops = _weak_ops(family=family, resolution=resolution, hflip=hflip, large=large)
+    weak = T.Compose(random_ops + _finish(mean, std))
+    strong = T.Compose(random_ops + [IdoRandAugment(n=randaug_n, m=randaug_m, cutout=cutout)] + _finish(mean, std))
+    return TwoViews(weak, strong, shared=resize)
 
 
 def test_transform(*, family: str, resolution: int, mean, std, large: LargeSpec | None = None):

@@ -123,7 +123,8 @@ def test_base_model_loads_and_reproduces_its_test_accuracy(cli_run):
     data = build_data(cfg, stage="stage1", log=lambda _: None)
     runtime = Runtime(device=torch.device("cpu"))
     _, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
-    acc = evaluate(model, test_loaders["test"], precision=Precision.create("fp32", runtime.device), runtime=runtime)
+    acc = evaluate(model, test_loaders["test"], precision=Precision.create("fp32", runtime.device), runtime=runtime,
+                   normalise=data.normalise)
     # the test accuracy logged at the base epoch was measured with exactly these weights
     assert acc == pytest.approx(float(rows[base_epoch - 1]["test_acc"]), abs=0.2)
 
