@@ -178,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     memory = ActoMemory(torch.as_tensor(data.noisy_labels), data.num_classes, device=runtime.device)
     clean = None if data.is_noisy is None else torch.as_tensor(~data.is_noisy, device=runtime.device)
     train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
-    evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last)
+    evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last,
+                       normalise=data.normalise)
     history: list[dict] = []
     start_epoch = 0
     resumable = {"rtm": rtm, "ntm": ntm, "opt_rtm": opt_rtm, "opt_ntm": opt_ntm, "scaler": run.precision.scaler,
@@ -198,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         name = "warmup" if epoch < hp.warmup_epochs else "robust"
         stats = train_one_epoch(model=pair, loader=train_loader, optimizer=(opt_rtm, opt_ntm), step=step,
                                 precision=run.precision, runtime=runtime, epoch=epoch,
-                                channels_last=cfg.channels_last, desc=f"acto {name}")
+                                channels_last=cfg.channels_last, desc=f"acto {name}", normalise=data.normalise)
         merged = memory.end_epoch(runtime.reduce_max, runtime.reduce_sum)
         rtm_accs = evaluate_all(rtm, test_loaders, **evaluate_kw)
         ntm_acc = evaluate(ntm, test_loaders["test"], **evaluate_kw)

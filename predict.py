@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dataloader.files import list_images
-from dataloader.inference import input_transform, load_input
+from dataloader.inference import input_normaliser, input_transform, load_input
 from model.export import load_exported
 from utils.config import DEVICE_PATTERN
 from utils.errors import ConfigError, DataError, run_main
@@ -105,6 +105,7 @@ def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, dev
     """One row per path (input order): label names, probabilities of the top k, or the error."""
     names = exported["class_names"] or [str(c) for c in range(exported["num_classes"])]
     k = min(TOP_K, len(names))
+    normalise = input_normaliser(exported)
     loader = DataLoader(ImageInputs(paths, input_transform(exported)), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate, pin_memory=device.type == "cuda")
     # autocast where the device has a fast half type (bf16 on CUDA, fp16 on GPUs without bf16); fp32 on the CPU
@@ -117,7 +118,7 @@ def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, dev
         probs = torch.empty(0)
         if images.numel():
             with amp:
-                _, logits = model(images.to(device, non_blocking=True))
+                _, logits = model(normalise(images.to(device, non_blocking=True)))
             probs = torch.softmax(logits.float(), dim=1).cpu()
         top_p, top_i = probs.topk(k, dim=1) if probs.numel() else (probs, probs)
         j = 0

@@ -85,14 +85,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(model=train_model, loader=train_loader, optimizer=optimizer, step=step,
                                 precision=run.precision, runtime=runtime, epoch=epoch,
-                                channels_last=cfg.channels_last, desc="stage 1")
+                                channels_last=cfg.channels_last, desc="stage 1", normalise=data.normalise)
         wrong_events.end_epoch(runtime.reduce_max)
         epoch_predictions = predictions.end_epoch(runtime.reduce_max)
         wave_step = wave.observe(epoch, epoch_predictions)
         if wave_step.is_new_minimum and runtime.is_main:
             save_torch(state_for_saving(model), base_path)
         accuracies = evaluate_all(model, test_loaders, precision=run.precision, runtime=runtime,
-                                  channels_last=cfg.channels_last)
+                                  channels_last=cfg.channels_last, normalise=data.normalise)
         scheduler.step()
         train_acc = 100.0 * float((epoch_predictions == torch.as_tensor(data.noisy_labels, device=runtime.device))
                                   .float().mean())

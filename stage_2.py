@@ -178,7 +178,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
                             num_classes=data.num_classes, device=runtime.device, new_events=VIEWS,
                             noisy_weight=cfg.noisy_weight)
     train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
-    evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last)
+    evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last,
+                       normalise=data.normalise)
     history: list[dict] = []
     start_epoch = 0
     resumable = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": run.precision.scaler,
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(model=train_model, loader=train_loader, optimizer=optimizer, step=step,
                                 precision=run.precision, runtime=runtime, epoch=epoch,
-                                channels_last=cfg.channels_last, desc="stage 2")
+                                channels_last=cfg.channels_last, desc="stage 2", normalise=data.normalise)
         wrong_events.end_epoch(runtime.reduce_max)
         counts = wrong_events.counts.cpu().numpy()
         weights.fit(counts, iterations=refit_iters)  # identical on every rank: same counts, same EM

@@ -64,21 +64,22 @@ def train_model(run: Run, data, train_set, *, epochs: int, seed: int, desc: str,
     for epoch in range(epochs):
         seed_epoch(seed, epoch, runtime, (loader,))
         train_one_epoch(model=train, loader=loader, optimizer=optimizer, step=cross_entropy_step,
-                        precision=run.precision, runtime=runtime, epoch=epoch, desc=desc)
+                        precision=run.precision, runtime=runtime, epoch=epoch, desc=desc, normalise=data.normalise)
         scheduler.step()
         if test_loader is not None:
-            accuracies.append(round(evaluate(model, test_loader, precision=run.precision, runtime=runtime), 4))
+            accuracies.append(round(evaluate(model, test_loader, precision=run.precision, runtime=runtime,
+                                             normalise=data.normalise), 4))
     return model, accuracies
 
 
 @torch.no_grad()
-def predict_probs(model, dataset, run: Run) -> np.ndarray:
-    """(len(dataset), C) softmax probabilities in dataset order (eval mode)."""
+def predict_probs(model, dataset, run: Run, normalise: Callable) -> np.ndarray:
+    """(len(dataset), C) softmax probabilities in dataset order (eval mode); ``normalise``: Data.normalise."""
     model.eval()
     loader = DataLoader(dataset, batch_size=run.cfg.test_batch_size, shuffle=False, num_workers=run.cfg.num_workers)
     out = []
     for images, _, _ in loader:
-        _, logits = model(to_device(images, run.runtime.device))
+        _, logits = model(normalise(to_device(images, run.runtime.device)))
         out.append(F.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out)
 
@@ -94,7 +95,7 @@ def cross_validated_probs(run: Run, data, *, folds: int) -> np.ndarray:
     for k, (fit_idx, held_idx) in enumerate(splitter.split(np.zeros(len(data.noisy_labels)), data.noisy_labels)):
         model, _ = train_model(run, data, Subset(data.train, fit_idx.tolist()), epochs=cfg.epochs,
                                seed=cfg.seed * 1000 + k, desc=f"fold {k + 1}/{folds}")
-        probs[held_idx] = predict_probs(model, Subset(eval_view, held_idx.tolist()), run)
+        probs[held_idx] = predict_probs(model, Subset(eval_view, held_idx.tolist()), run, data.normalise)
         run.log.info(f"fold {k + 1}/{folds}: {len(fit_idx)} samples fitted, {len(held_idx)} predicted")
     return probs
 

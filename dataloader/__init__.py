@@ -16,6 +16,7 @@ from dataloader import transforms as tfm
 from dataloader.base import NoisyLabelDataset, RawData, fingerprint
 from dataloader.cifar import load_cifar
 from dataloader.cifar80 import load_cifar80
+from dataloader.device_normalise import DeviceNormaliser
 from dataloader.clothing1m import load_clothing1m
 from dataloader.digits import load_digits
 from dataloader.food101n import load_food101n
@@ -27,8 +28,8 @@ from dataloader.webvision import load_webvision
 from utils.config import DATASETS
 from utils.errors import ConfigError, DataError
 
-# In-memory test sets whose transformed tensors fit in this many bytes are transformed once, not every
-# epoch (CIFAR's 10,000 test images at 32 px: 123 MB; at 224 px they would need 6 GB and are not).
+# In-memory test sets whose transformed (uint8) tensors fit in this many bytes are transformed once, not
+# every epoch (CIFAR's 10,000 test images at 32 px: 31 MB; at 224 px they would need 1.5 GB and are not).
 PRETRANSFORM_BYTES = 512 * 2 ** 20
 
 LOADERS: dict[str, Callable] = {
@@ -62,6 +63,8 @@ class Data:
     resolution: int
     fingerprint: str                  # identifies sample order + noisy labels (stage 1 <-> stage 2)
     noise_info: dict
+    mean: tuple[float, float, float]  # normalisation of the uint8 images, applied on the device (normalise)
+    std: tuple[float, float, float]
     # further clean test sets evaluated beside ``test`` (WebVision: "imagenet_val"), same transform
     extra_tests: dict[str, NoisyLabelDataset] = field(default_factory=dict)
 
@@ -69,6 +72,13 @@ class Data:
     def test_sets(self) -> dict[str, NoisyLabelDataset]:
         """Every clean test set, ``"test"`` first (accuracies are reported as ``{name}_acc`` beside it)."""
         return {"test": self.test, **self.extra_tests}
+
+    @property
+    def normalise(self) -> DeviceNormaliser:
+        """uint8 batch images (or a tuple of views) -> normalised float32, on their device."""
+        if getattr(self, "_normaliser", None) is None:
+            self._normaliser = DeviceNormaliser(self.mean, self.std)
+        return self._normaliser
 
     @property
     def is_noisy(self) -> np.ndarray | None:
@@ -141,4 +151,4 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     return Data(raw=raw, train=train, test=test, noisy_labels=np.asarray(noisy, dtype=np.int64),
                 clean_labels=None if clean is None else np.asarray(clean, dtype=np.int64),
                 num_classes=raw.num_classes, resolution=resolution, fingerprint=fp, noise_info=noise_info,
-                extra_tests=extra_tests)
+                mean=tuple(raw.mean), std=tuple(raw.std), extra_tests=extra_tests)

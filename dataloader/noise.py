@@ -14,10 +14,12 @@ Conventions (DESIGN.md §5, IDO.md §2.2 B2/B3 and §3.1, ACTO.md §2.1 and §5.
       :func:`asymmetric_map` (CIFAR-100: next class within consecutive blocks of 5, B3 fixed;
       CIFAR-10: the standard truck->automobile, bird->airplane, deer->horse, cat<->dog map;
       other datasets: ``(y+1) mod C``).
-* ``convention="act"``
-    - ``sym``: exactly ``floor(ratio*N)`` samples are chosen and get a label drawn uniformly from
-      the ``C-1`` other classes (the true class is never kept).
-    - ``asym``: exactly ``floor(ratio*N)`` samples are chosen and mapped ``y -> (y+1) mod C``.
+* ``convention="act"`` (ACT's multinomial draw, ACTO.md §2.1)
+    - ``sym``: each sample is chosen independently with probability ``ratio`` (so the realised rate
+      is binomial around ``ratio``, not exactly ``floor(ratio*N)/N``) and gets a label drawn uniformly
+      from the ``C-1`` other classes (the true class is never kept).
+    - ``asym``: each sample is chosen independently with probability ``ratio`` and mapped
+      ``y -> (y+1) mod C``.
 * ``idn`` (both conventions): the part-dependent (PTD, Xia et al. 2020) generator used by IDO:
   per-sample flip rate ``q_i ~ TruncNormal(ratio, 0.1, [0, 1])``; ``W ~ N(0, 1)`` of shape
   ``(C, D, C)``; scores ``s_i = x_i @ W[y_i]`` on raw (0-255) CHW-flattened pixels;
@@ -181,6 +183,16 @@ def _select(rng: np.random.Generator, n: int, ratio: float) -> np.ndarray:
     return rng.permutation(n)[:k]
 
 
+def _select_each(rng: np.random.Generator, n: int, ratio: float) -> np.ndarray:
+    """Indices of the samples chosen independently with probability ``ratio`` each (ACT). Shape (k,)."""
+    return np.flatnonzero(rng.random(n) < ratio)
+
+
+# how each convention chooses the flipped samples of sym/asym (stored in the cache file)
+SELECTION = {"ido": "exact", "act": "per_sample"}
+_SELECT = {"exact": _select, "per_sample": _select_each}
+
+
 def _idn_labels(rng: np.random.Generator, clean: np.ndarray, ratio: float,
                 num_classes: int, features: np.ndarray) -> np.ndarray:
     """Part-dependent instance noise (IDO.md §3.1). clean: (N,), features: (N, D) -> (N,)."""
@@ -232,7 +244,8 @@ def make_noisy_labels(clean_labels, *, mode: str, ratio: float, num_classes: int
         clean_labels: integer array of shape ``(N,)`` with values in ``[0, C)``.
         mode: ``"sym"``, ``"asym"`` or ``"idn"``.
         ratio: noise ratio in ``[0, 1]``; sym/asym change exactly ``floor(ratio*N)`` selected
-            samples, idn uses it as the mean per-sample flip rate.
+            samples (``ido``) or each sample with probability ``ratio`` (``act``); idn uses it as the
+            mean per-sample flip rate.
         num_classes: ``C``.
         seed: seed of the private ``np.random.Generator`` used for this call.
         convention: ``"ido"`` (default) or ``"act"`` (see the module docstring).
@@ -267,15 +280,16 @@ def make_noisy_labels(clean_labels, *, mode: str, ratio: float, num_classes: int
         return noisy
 
     rng = np.random.default_rng(seed)
+    select = _SELECT[SELECTION[convention]]
     if mode == "sym":
-        idx = _select(rng, n, ratio)
+        idx = select(rng, n, ratio)
         if convention == "ido":
             noisy[idx] = rng.integers(0, num_classes, size=idx.size, dtype=np.int64)
         else:  # act: uniform over the C-1 other classes
             offset = rng.integers(1, num_classes, size=idx.size, dtype=np.int64)
             noisy[idx] = (clean[idx] + offset) % num_classes
     elif mode == "asym":
-        idx = _select(rng, n, ratio)
+        idx = select(rng, n, ratio)
         amap = asymmetric_map(dataset, num_classes, convention=convention)
         noisy[idx] = amap[clean[idx]]
     else:
@@ -380,8 +394,8 @@ def load_or_create_noisy_labels(
     """Load the cached noisy labels for these settings, or generate and cache them.
 
     The cache file is ``{cache_dir}/{dataset}_{mode}_{ratio}_seed{seed}_{convention}.json`` with
-    keys dataset, mode, ratio, seed, convention, num_samples, clean_labels_sha256,
-    realised_noise_rate, transition_matrix (C x C list, 6 decimals) and noisy_labels (N ints).
+    keys dataset, mode, ratio, seed, convention, selection ("exact" or "per_sample"), num_samples,
+    clean_labels_sha256, realised_noise_rate, transition_matrix (C x C list, 6 decimals) and noisy_labels (N ints).
     An existing file is reused when its sample count and clean-label sha256 match; otherwise
     :class:`NoiseCacheMismatch` is raised (a corrupt file raises :class:`NoiseCacheCorrupt`).
     New files are written atomically (temp file in the same directory + ``os.replace``).
@@ -417,6 +431,11 @@ def load_or_create_noisy_labels(
                 f"(cached num_samples={data.get('num_samples')}, current {n}; sha256 "
                 f"{'matches' if data.get('clean_labels_sha256') == digest else 'differs'}); "
                 "delete the file or use another cache dir")
+        if mode != "idn" and data.get("selection", "exact") != SELECTION[convention]:
+            raise NoiseCacheMismatch(
+                f"noisy-label cache file {path} chose its noisy samples by another rule "
+                f"({data.get('selection', 'exact')}, the {convention} convention now uses "
+                f"{SELECTION[convention]}); delete the file or use another cache dir")
         try:
             noisy = np.asarray(data["noisy_labels"], dtype=np.int64)
         except (TypeError, ValueError) as exc:
@@ -444,6 +463,7 @@ def load_or_create_noisy_labels(
             "ratio": ratio,
             "seed": seed,
             "convention": convention,
+            "selection": SELECTION[convention],
             "num_samples": n,
             "clean_labels_sha256": digest,
             "realised_noise_rate": rate,

@@ -9,24 +9,17 @@ Two families:
   the same; test: Resize(res).  A data set changes the resize ratio, square vs shorter-side resizing
   and the test crop with a :class:`LargeSpec` (Clothing1M, WebVision, ACTO's web and food sets).
 
-Stage-2 strong view = weak view + RandAugment (timm, ``n`` ops, magnitude uniform in [0, m], p = 0.5
-each) + a fixed grey square cutout of ``cutout`` x side.
+Stage-2 strong view = weak view (drawn anew) + the official RandAugment and its final grey cutout,
+:class:`dataloader.ido_randaugment.IdoRandAugment` (IDO.md §1.6; not timm's policy, which differs op by op).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from timm.data.auto_augment import rand_augment_transform
 from torchvision import transforms as T
 
-GREY = (127, 127, 127)
-
-# timm's RandAugment pool (the FixMatch pool without Cutout, which follows as a fixed square) with
-# FixMatch's 4-8-bit Posterize: timm's default Posterize keeps 0-4 bits, and 0 bits is rejected by
-# Pillow >= 11 when the magnitude is drawn uniformly from 0.
-RANDAUG_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeOriginal", "Solarize", "SolarizeAdd",
-               "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+from dataloader.ido_randaugment import IdoRandAugment
 
 
 @dataclass(frozen=True)
@@ -50,20 +43,28 @@ class LargeSpec:
 
 
 class TwoViews:
-    """Return ``(weak(img), strong(img))`` for one PIL image."""
+    """Return ``(weak(shared(img)), strong(shared(img)))`` for one PIL image.
 
-    def __init__(self, weak: Callable, strong: Callable):
-        self.weak, self.strong = weak, strong
+    ``shared`` is the deterministic start both views have in common (the resize): computed once per
+    sample instead of once per view, with the same pixels (a resize is a pure function of the image).
+    """
+
+    def __init__(self, weak: Callable, strong: Callable, shared: Callable | None = None):
+        self.weak, self.strong, self.shared = weak, strong, shared
 
     def __call__(self, img):
+        if self.shared is not None:
+            img = self.shared(img)
         return self.weak(img), self.strong(img)
 
     def __repr__(self):
-        return f"TwoViews(weak={self.weak}, strong={self.strong})"
+        return f"TwoViews(shared={self.shared}, weak={self.weak}, strong={self.strong})"
 
 
 def _finish(mean, std) -> list:
-    return [T.ToTensor(), T.Normalize(mean, std)]
+    """The last op of every transform: a uint8 CHW tensor.  ``mean`` / ``std`` are applied on the training
+    device by :class:`dataloader.device_normalise.DeviceNormaliser` (``Data.normalise``), not here."""
+    return [T.PILToTensor()]
 
 
 def _maybe_flip(hflip: bool) -> list:
@@ -89,6 +90,7 @@ def stage1_transform(*, family: str, resolution: int, native_size: int, mean, st
 
 
 def _weak_ops(*, family: str, resolution: int, hflip: bool, large: LargeSpec | None = None) -> list:
+    """The weak view's PIL ops; the first is the deterministic resize (shared by the two views)."""
     if family == "small":
         pad = round(0.125 * resolution)
         return [_resize(resolution)] + _maybe_flip(hflip) + [
@@ -97,30 +99,14 @@ def _weak_ops(*, family: str, resolution: int, hflip: bool, large: LargeSpec | N
     return [large.resize(resolution, large.stage2_resize)] + _maybe_flip(hflip) + [T.RandomCrop(resolution)]
 
 
-def strong_augment(*, randaug_n: int, randaug_m: int, cutout: float) -> tuple[list, list]:
-    """(PIL ops, tensor ops) of the strong view: RandAugment, then a grey square of ``cutout`` x side."""
-    pil_ops = []
-    if randaug_n > 0 and randaug_m > 0:
-        # mstd > 100 makes timm draw the magnitude uniformly in [0, m] for every op (FixMatch style)
-        pil_ops.append(rand_augment_transform(
-            f"rand-n{randaug_n}-m{randaug_m}-mstd101-p0.5",
-            {"img_mean": GREY, "translate_pct": 0.3}, transforms=list(RANDAUG_OPS)))
-    tensor_ops = []
-    if cutout > 0:
-        area = cutout * cutout
-        tensor_ops.append(T.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=GREY[0] / 255))
-    return pil_ops, tensor_ops
-
-
 def stage2_transform(*, family: str, resolution: int, mean, std, hflip: bool = True,
                      randaug_n: int = 2, randaug_m: int = 10, cutout: float = 0.15,
                      large: LargeSpec | None = None) -> TwoViews:
     """Stage-2 (and ACTO) training transform: ``(weak, strong)`` views of one image."""
-    weak_ops = _weak_ops(family=family, resolution=resolution, hflip=hflip, large=large)
-    pil_ops, tensor_ops = strong_augment(randaug_n=randaug_n, randaug_m=randaug_m, cutout=cutout)
-    weak = T.Compose(weak_ops + _finish(mean, std))
-    strong = T.Compose(weak_ops + pil_ops + [T.ToTensor()] + tensor_ops + [T.Normalize(mean, std)])
-    return TwoViews(weak, strong)
+    resize, *random_ops = _weak_ops(family=family, resolution=resolution, hflip=hflip, large=large)
+    weak = T.Compose(random_ops + _finish(mean, std))
+    strong = T.Compose(random_ops + [IdoRandAugment(n=randaug_n, m=randaug_m, cutout=cutout)] + _finish(mean, std))
+    return TwoViews(weak, strong, shared=resize)
 
 
 def test_transform(*, family: str, resolution: int, mean, std, large: LargeSpec | None = None):

@@ -116,13 +116,15 @@ def test_cifar10_loads_exactly_what_was_written(tmp_path, nested):
         assert np.array_equal(img, expected[i])
         # the red plane is the first 1024 bytes, row-major
         assert img[0, 1, 0] == train[i, 1] and img[1, 0, 0] == train[i, 32] and img[0, 0, 2] == train[i, 2048]
-    # the test item after the test transform (32 px: no resize) is the normalised pixels
+    # the test item after the test transform (32 px: no resize) is the uint8 pixels, which the device
+    # normalises with CIFAR-10's statistics
     x, y, index = data.test[3]
     assert index == 3 and y == test_labels[3]
-    assert x.shape == (3, 32, 32)
+    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8
+    assert torch.equal(x, torch.from_numpy(test[3].reshape(3, 32, 32)))
     mean, std = torch.tensor(CIFAR10_MEAN).view(3, 1, 1), torch.tensor(CIFAR10_STD).view(3, 1, 1)
     pixels = torch.from_numpy(test[3].reshape(3, 32, 32).astype(np.float32) / 255.0)
-    assert torch.allclose(x * std + mean, pixels, atol=1e-5)
+    assert torch.allclose(data.normalise(x[None])[0] * std + mean, pixels, atol=1e-5)
     # a training item is (tensor, noisy label, index)
     x, y, index = data.train[5]
     assert x.shape == (3, 32, 32) and y == data.noisy_labels[5] and index == 5

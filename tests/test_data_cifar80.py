@@ -4,6 +4,7 @@ import pytest
 
 from dataloader import build_data
 from dataloader.cifar80 import open_set_labels
+from dataloader.noise import make_noisy_labels
 from fixtures_data import make_cfg, run_both_stages, write_cifar
 from utils.errors import ConfigError
 from utils.plots import wrong_event_histogram
@@ -41,11 +42,13 @@ def test_open_and_closed_set_noise(cifar100, tmp_path):
     np.testing.assert_array_equal(data.clean_labels[closed], fine[closed])
     assert data.noisy_labels.min() >= 0 and data.noisy_labels.max() < 80
     assert data.is_noisy[~closed].all()
-    # ACT sym noise: exactly floor(0.4 * 30) = 12 closed-set images flipped, never to their own class
-    assert int(data.is_noisy[closed].sum()) == 12
+    # ACT sym noise: each closed-set image flipped with probability 0.4 (here 10 of 30), never to its own class
+    np.testing.assert_array_equal(data.noisy_labels[closed], make_noisy_labels(
+        fine[closed], mode="sym", ratio=0.4, num_classes=80, seed=0, convention="act"))
+    assert int(data.is_noisy[closed].sum()) == 10
     np.testing.assert_array_equal(data.noisy_labels[~closed], open_set_labels(10, 0))
-    assert data.noise_info["realised_noise_rate"] == pytest.approx(22 / 40)
-    assert data.noise_info["closed_set_noise_rate"] == pytest.approx(12 / 30)
+    assert data.noise_info["realised_noise_rate"] == pytest.approx(20 / 40)
+    assert data.noise_info["closed_set_noise_rate"] == pytest.approx(10 / 30)
     assert data.noise_info["transition_matrix"].shape == (80, 80)
 
 

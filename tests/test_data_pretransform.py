@@ -19,8 +19,8 @@ def test_pretransformed_items_equal_the_transformed_images():
     on_the_fly = _array_set()
     expected = [on_the_fly[i] for i in range(len(on_the_fly))]
     held = _array_set()
-    assert held.pretransform(max_bytes=5 * 3 * 16 * 16 * 4)  # exactly fits
-    assert held.pretransformed.shape == (5, 3, 16, 16)
+    assert held.pretransform(max_bytes=5 * 3 * 16 * 16)  # exactly fits: uint8, one byte a value
+    assert held.pretransformed.shape == (5, 3, 16, 16) and held.pretransformed.dtype == torch.uint8
     for i, (image, label, index) in enumerate(expected):
         got_image, got_label, got_index = held[i]
         assert torch.equal(got_image, image) and (got_label, got_index) == (label, index)
@@ -28,7 +28,7 @@ def test_pretransformed_items_equal_the_transformed_images():
 
 def test_a_set_over_the_budget_or_read_from_files_is_left_alone(tmp_path):
     too_big = _array_set()
-    assert not too_big.pretransform(max_bytes=5 * 3 * 16 * 16 * 4 - 1)
+    assert not too_big.pretransform(max_bytes=5 * 3 * 16 * 16 - 1)
     assert too_big.pretransformed is None
     paths = [write_image(str(tmp_path / f"{i}.png"), seed=i) for i in range(3)]
     from_files = NoisyLabelDataset(FileImages(paths), np.zeros(3, dtype=np.int64), TF)

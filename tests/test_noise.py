@@ -58,14 +58,47 @@ def test_other_dataset_and_act_maps_are_cyclic():
 
 # ---------------------------------------------------------------------------- sym
 
-@pytest.mark.parametrize("n,c,r", [(10000, 100, 0.4), (1000, 10, 0.2), (999, 10, 0.6),
-                                   (500, 3, 1.0)])
-def test_sym_act_changes_exactly_floor_rn(n, c, r):
+@pytest.mark.parametrize("mode", ["sym", "asym"])
+@pytest.mark.parametrize("n,c,r", [(50000, 100, 0.2), (50000, 100, 0.8), (1000, 10, 0.4), (500, 3, 1.0)])
+def test_act_flips_each_sample_with_probability_r(mode, n, c, r):
+    """ACT draws every label from multinomial(P[y]): the flip count is Binomial(N, r), never keeping the
+    true class (sym: uniform over the C-1 others; asym: y -> y+1 mod C)."""
     y = _labels(n, c)
-    z = make_noisy_labels(y, mode="sym", ratio=r, num_classes=c, seed=0, convention="act")
-    assert z.dtype == np.int64 and z.shape == (n,)
-    assert z.min() >= 0 and z.max() < c
-    assert int((z != y).sum()) == math.floor(r * n)
+    z = make_noisy_labels(y, mode=mode, ratio=r, num_classes=c, seed=0, convention="act", dataset="cifar100")
+    assert z.dtype == np.int64 and z.shape == (n,) and z.min() >= 0 and z.max() < c
+    changed = int((z != y).sum())
+    assert abs(changed - r * n) <= 5 * math.sqrt(n * r * (1 - r))
+    if mode == "asym":
+        assert np.array_equal(z[z != y], (y[z != y] + 1) % c)
+    if 0 < r < 1 and n >= 50000:
+        assert changed != math.floor(r * n)  # not the ido convention's exact count
+
+
+def test_act_flip_count_varies_like_a_binomial():
+    """Over 300 seeds the count of flips of 100 samples at r = 0.4 has variance N r (1 - r) = 24
+    (0 for an exact floor(rN) selection)."""
+    y = _labels(100, 10)
+    counts = np.array([(make_noisy_labels(y, mode="sym", ratio=0.4, num_classes=10, seed=s, convention="act")
+                        != y).sum() for s in range(300)])
+    assert abs(counts.mean() - 40) < 5 * math.sqrt(24 / 300)
+    assert 24 * 0.7 < counts.var() < 24 * 1.35
+    ido = {int((make_noisy_labels(y, mode="asym", ratio=0.4, num_classes=10, seed=s, dataset="foo") != y).sum())
+           for s in range(20)}
+    assert ido == {40}  # the ido convention keeps exactly floor(rN)
+
+
+def test_act_cache_of_the_exact_rule_is_refused(tmp_path):
+    y = _labels(200, 10)
+    kw = dict(cache_dir=tmp_path, dataset="cifar10", mode="sym", ratio=0.4, seed=0, num_classes=10)
+    _, info = load_or_create_noisy_labels(y, convention="act", **kw)
+    with open(info["path"]) as f:
+        payload = json.load(f)
+    assert payload["selection"] == "per_sample"
+    del payload["selection"]  # a file written before the act convention drew per sample
+    with open(info["path"], "w") as f:
+        json.dump(payload, f)
+    with pytest.raises(NoiseCacheMismatch, match="another rule"):
+        load_or_create_noisy_labels(y, convention="act", **kw)
 
 
 @pytest.mark.parametrize("n,c,r", [(20000, 100, 0.4), (20000, 10, 0.2), (20000, 5, 0.6)])
@@ -113,7 +146,9 @@ def test_asym_follows_map(dataset, c, convention):
     changed = z != y
     assert np.array_equal(z[changed], m[y[changed]])
     k = math.floor(r * n)
-    if np.all(m != np.arange(c)):
+    if convention == "act":  # each sample flips with probability r
+        assert abs(int(changed.sum()) - r * n) <= 5 * math.sqrt(n * r * (1 - r))
+    elif np.all(m != np.arange(c)):
         assert int(changed.sum()) == k
     else:
         # cifar10 ido: classes 0,1,6,7,8 map to themselves; selected samples of moving
@@ -290,7 +325,7 @@ def test_cache_create_then_reuse(tmp_path):
     assert os.path.isfile(path)
     with open(path) as fh:
         data = json.load(fh)
-    assert set(data) == {"dataset", "mode", "ratio", "seed", "convention", "num_samples",
+    assert set(data) == {"dataset", "mode", "ratio", "seed", "convention", "selection", "num_samples",
                          "clean_labels_sha256", "realised_noise_rate", "transition_matrix",
                          "noisy_labels"}
     assert data["noisy_labels"] == z1.tolist() and data["num_samples"] == 2000

@@ -41,6 +41,7 @@ class Option:
     min_inclusive: bool = True
     nullable: bool = False
     scopes: frozenset = ALL_SCOPES
+    words: tuple = ()  # strings accepted besides the type (num_workers: "auto")
 
     def check(self, value: Any, source: str) -> Any:
         """Return ``value`` converted to this option's type, or raise ConfigError."""
@@ -49,13 +50,15 @@ class Option:
             if self.nullable:
                 return None
             raise ConfigError(f"{where} must not be null; expected {self.describe()}")
+        if isinstance(value, str) and value in self.words:
+            return value
         if self.type is bool:
             if not isinstance(value, bool):
                 raise ConfigError(f"{where} must be true or false, got {value!r}")
             return value
         if self.type is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{where} must be an integer, got {value!r}")
+                raise ConfigError(f"{where} must be {self.describe()}, got {value!r}")
         elif self.type is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where} must be a number, got {value!r}")
@@ -80,8 +83,9 @@ class Option:
     def describe(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(str(c) for c in self.choices)
-        return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                 list: "a list"}[self.type]
+        return kind + "".join(f" or {word}" for word in self.words)
 
 
 def _opt(name, type_, default, help_, **kw) -> Option:
@@ -106,7 +110,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("resolution", int, None, "network input side in px (null: 224 if pretrained else native)",
          nullable=True, min=8),
     _opt("hflip", bool, True, "random horizontal flips in training views"),
-    _opt("num_workers", int, 4, "DataLoader worker processes", min=0),
+    _opt("num_workers", int, 4, "DataLoader worker processes (auto: the CPU cores of this process / processes "
+         "on the node, at most 16)", min=0, words=("auto",)),
     _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)"),
     _opt("check_images", bool, False, "decode every image file once before training and list all unreadable "
          "ones (checkpoint/{run}/bad_images.txt); file data sets only"),

@@ -17,9 +17,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from utils.batching import KeepAllBatchSampler
 from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.errors import ConfigError, UsageError
 from utils.signals import check_stop, worker_init
+from utils.workers import resolve_num_workers
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -50,21 +52,21 @@ def seed_epoch(seed: int, epoch: int, runtime: Runtime, loaders: tuple[DataLoade
     for loader in loaders:
         if loader.generator is not None:
             loader.generator.manual_seed(s)
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        for sampler in (loader.sampler, loader.batch_sampler):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
 
 
 def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
                  runtime: Runtime) -> tuple[DataLoader, dict[str, DataLoader]]:
     """The shuffled training loader and one sharded evaluation loader per test set (same names)."""
-    workers = cfg.num_workers
+    workers, _ = resolve_num_workers(cfg.num_workers)  # start_run has logged and replaced "auto" already
     common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
                   persistent_workers=workers > 0 and cfg.persistent_workers, worker_init_fn=worker_init)
     sampler = EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size)
-    # A last batch of one sample breaks BatchNorm in training mode: drop it (another sample each epoch,
-    # as the order is reshuffled), and only then.
-    train = DataLoader(train_set, batch_size=cfg.batch_size, drop_last=sampler.per_rank % cfg.batch_size == 1,
-                       sampler=sampler, generator=torch.Generator(), **common)
+    # A last batch of one sample breaks BatchNorm in training mode: the last two batches share it instead
+    train = DataLoader(train_set, batch_sampler=KeepAllBatchSampler(sampler, cfg.batch_size),
+                       generator=torch.Generator(), **common)
     tests = {name: DataLoader(test_set, batch_size=cfg.test_batch_size,
                               sampler=ShardSampler(len(test_set), rank=runtime.rank, world_size=runtime.world_size),
                               **common)
@@ -113,9 +115,10 @@ Step = Callable[[torch.nn.Module, Any], torch.Tensor]
 def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
                     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
                     step: Step, precision: Precision, runtime: Runtime, epoch: int, channels_last: bool = False,
-                    desc: str = "train") -> dict:
+                    desc: str = "train", normalise: Callable[[Any], Any] | None = None) -> dict:
     """One pass over ``loader``; returns ``{"loss": mean loss}`` (one host sync, at the end).
 
+    ``normalise`` (``Data.normalise``) turns the batch's uint8 images into model inputs on the device.
     ``optimizer`` may be a sequence (ACTO's two models): each is zeroed and stepped, the loss is
     back-propagated once and the gradient scaler updated once per step.
 
@@ -134,6 +137,8 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
     for i, batch in enumerate(bar):
         check_stop()
         batch = to_device(batch, device, channels_last)
+        if normalise is not None:
+            batch = (normalise(batch[0]), *batch[1:])
         with precision.autocast():
             loss = step(model, batch)
         for opt in optimizers:
@@ -159,13 +164,15 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision, runtime: Runtime,
-             channels_last: bool = False) -> float:
-    """Top-1 accuracy (%) of argmax logits over the whole (sharded) loader."""
+             channels_last: bool = False, normalise: Callable[[Any], Any] | None = None) -> float:
+    """Top-1 accuracy (%) of argmax logits over the whole (sharded) loader (``normalise``: as in training)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
     total = torch.zeros((), dtype=torch.int64, device=runtime.device)
     for images, labels, _ in loader:
         images, labels = to_device((images, labels), runtime.device, channels_last)
+        if normalise is not None:
+            images = normalise(images)
         with precision.autocast():
             _, logits = model(images)
         correct += (logits.argmax(dim=1) == labels).sum()

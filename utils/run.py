@@ -13,6 +13,7 @@ from utils.distributed import Runtime, setup_runtime
 from utils.engine import Precision, seed_everything
 from utils.errors import DataError
 from utils.runlog import RunLog
+from utils.workers import resolve_num_workers
 
 # Keys that may differ between a run and its --resume: where the files are and how the machine runs
 # them, not what is trained.  Every other key must match the checkpoint (the data and noisy labels
@@ -95,6 +96,10 @@ def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: st
     log.write_config(cfg)
     log.info(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
     log.info("config:\n" + cfg.to_yaml().rstrip())
+    workers, note = resolve_num_workers(cfg.num_workers)
+    if note:  # config.yaml keeps "auto"; the loaders get the number
+        cfg = cfg.replace(num_workers=workers)
+        log.info(note)
     seed_everything(cfg.seed)
     return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device))
 

@@ -200,7 +200,7 @@ def training_set_probabilities(model: torch.nn.Module, data, run) -> np.ndarray:
     out = []
     for images, _, _ in loader:
         with run.precision.autocast():
-            _, logits = model(to_device(images, device, cfg.channels_last))
+            _, logits = model(data.normalise(to_device(images, device, cfg.channels_last)))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).numpy()
 
