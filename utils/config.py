@@ -120,7 +120,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("food101_path", str, None, "Food-101 release, the food101n test set (null: {data_path}/food-101)",
          nullable=True),
     # --- model ---
-    _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B or any timm model name"),
+    _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B, act_cnn (ACT's 7-layer CNN, 32 px) or any timm "
+         "model name"),
     _opt("pretrained", bool, True, "load timm's pretrained weights"),
     _opt("pretrained_path", str, None, "local weights file for the backbone (offline route)", nullable=True),
     _opt("frozen", bool, False, "freeze the backbone, train the head only", scopes=S1),
