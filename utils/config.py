@@ -106,6 +106,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("resolution", int, None, "network input side in px (null: 224 if pretrained else native)",
          nullable=True, min=8),
     _opt("hflip", bool, True, "random horizontal flips in training views"),
+    _opt("views", str, "ido", "training/test transforms: ido (IDO's views, the data set's statistics) or act "
+         "(ACT's: AutoAugment CIFAR-10 / UDA RandAugment strong views, ImageNet statistics)", choices=("ido", "act")),
     _opt("num_workers", int, 4, "DataLoader worker processes", min=0),
     _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)"),
     # data-set-specific keys (docs/data.md)
