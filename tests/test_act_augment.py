@@ -200,7 +200,8 @@ def test_pipelines_shapes_and_normalisation():
     test = small.test(img)
     expected = (TF.to_tensor(img) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     assert torch.allclose(test, expected, atol=1e-6)  # the image as is, ImageNet statistics
-    assert isinstance(small.pair, TwoViews) and any(isinstance(t, aa.Cifar10Policy) for t in small.pair.strong.transforms)
+    assert isinstance(small.pair, TwoViews)
+    assert any(isinstance(t, aa.Cifar10Policy) for t in small.pair.strong.transforms)
     crop = [t for t in small.weak.transforms if isinstance(t, T.RandomCrop)][0]
     assert crop.padding == 4 and crop.fill == 0
     digits = aa.act_views(family="small", resolution=32, native_size=8, mean=mean, std=std, hflip=False)
