@@ -123,19 +123,20 @@ def test_colour_ops_at_their_bins():
     assert np.array_equal(px(aa.apply_op(img, "Color", 0, random.Random(0))), px(img))  # factor 1
 
 
-def record_ops(monkeypatch):
+def recorded_ops(monkeypatch, augment, n: int) -> list:
+    """The (op, bin) of every op ``augment`` applies over ``n`` images (the ops themselves replaced)."""
     calls = []
     monkeypatch.setattr(aa, "apply_op", lambda img, name, b, rng=None: calls.append((name, b)) or img)
+    img = uniform(0, 4)
+    for _ in range(n):
+        augment(img)
     return calls
 
 
 def test_cifar10_policy_frequencies(monkeypatch):
     """Sub-policies drawn uniformly, each op applied with its own probability: counts match the table."""
-    calls = record_ops(monkeypatch)
-    policy, n = aa.Cifar10Policy(rng=random.Random(0)), 5000
-    img = uniform(0, 4)
-    for _ in range(n):
-        policy(img)
+    n = 5000
+    calls = recorded_ops(monkeypatch, aa.Cifar10Policy(rng=random.Random(0)), n)
     expected = Counter()
     for p1, o1, b1, p2, o2, b2 in ACT_CIFAR10:
         expected[(o1, None if o1 in NO_MAGNITUDE else b1)] += n * p1 / 25
@@ -148,11 +149,8 @@ def test_cifar10_policy_frequencies(monkeypatch):
 
 def test_randaugment_frequencies(monkeypatch):
     """Two ops per image, each of the 15 ops and bins 1..9 uniform, each applied with probability 0.5."""
-    calls = record_ops(monkeypatch)
-    aug, n = aa.ActRandAugment(rng=random.Random(0)), 6000
-    img = uniform(0, 4)
-    for _ in range(n):
-        aug(img)
+    n = 6000
+    calls = recorded_ops(monkeypatch, aa.ActRandAugment(rng=random.Random(0)), n)
     assert abs(len(calls) - n) < 5 * math.sqrt(n * 0.5)  # 2 n draws, half applied
     ops, bins = Counter(c[0] for c in calls), Counter(c[1] for c in calls)
     assert set(ops) == set(aa.RANDAUG_OPS) and set(bins) == set(range(1, 10))

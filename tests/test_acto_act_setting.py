@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 import timm
 
-from fixtures_data import config_path, write_cifar, write_food101n, write_webfg
+from fixtures_data import config_path
+from test_data_acto_configs import write_fixture
 from utils.config import ACTO, _read_yaml, resolve
 
 ACT_SETS = ("cifar100", "cifar80", "web-aircraft", "web-bird", "web-car", "food101n")
@@ -45,16 +46,6 @@ def test_web_and_food_configs_are_acts(name):
     else:
         assert (cfg.resolution, cfg.epochs, cfg.warmup_epochs, cfg.lr, cfg.lr_plan) == \
             (448, 100, 20, 1e-3, "cosine:20,5e-4,100")
-
-
-def write_fixture(name, root):
-    if name in ("cifar100", "cifar80"):
-        write_cifar(root, "cifar100", train_labels=[(7 * i) % 100 for i in range(24)],
-                    test_labels=list(range(0, 100, 9)))
-    elif name == "food101n":
-        write_food101n(root)
-    else:
-        write_webfg(root)
 
 
 @pytest.mark.parametrize("name", ACT_SETS)
