@@ -84,3 +84,18 @@ def test_rtm_summary_is_acts_table1_metric():
     assert (result["last_acc"], result["best_acc"], result["best_epoch"], result["last_k"]) == (70.0, 70.0, 13, 10)
     assert result["last_k_mean"] == pytest.approx(60.1)          # epochs 4..13
     assert result["last_k_std"] == pytest.approx(8.3120, abs=1e-4)  # population std (the sample std is 8.762)
+
+
+def test_ido_stages_run_on_act_cnn_with_act_views(tmp_path):
+    """IDO's two stages on ACT's network and views (one epoch each, CIFAR-100 fixture)."""
+    import torch
+
+    from fixtures_data import run_both_stages
+
+    root = str(tmp_path / "c100")
+    write_fixture("cifar100", root)
+    first, second = run_both_stages("cifar100", root, str(tmp_path / "out"), "--backbone", "act_cnn",
+                                    "--set", "views=act")
+    state = torch.load(first["base_model_path"], weights_only=True)
+    assert state["head.0.weight"].shape == (512, 256) and state["head.3.weight"].shape == (100, 512)
+    assert len(second["test_acc"]) == 1 and "act_cnn_scratch_cifar100" in first["base_model_path"]
