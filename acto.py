@@ -225,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log.info(f"model for predict.py (the RTM): {model_path}")
         last = history[-1]
         log.info(f"RTM last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
-                 f"{result['last_k']} {result['last_k_mean']:.2f}); last selection precision "
+                 f"{result['last_k']} {result['last_k_mean']:.2f} +- {result['last_k_std']:.2f} population std, "
+                 f"ACT's Table 1 metric); last selection precision "
                  f"{fmt(last['selected_precision'])} recall {fmt(last['selected_recall'])}: {path}")
     return result
 

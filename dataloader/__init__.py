@@ -13,12 +13,14 @@ from typing import Callable
 import numpy as np
 
 from dataloader import transforms as tfm
+from dataloader.act_augment import act_views
 from dataloader.base import NoisyLabelDataset, RawData, fingerprint
 from dataloader.cifar import load_cifar
 from dataloader.cifar80 import load_cifar80
 from dataloader.device_normalise import DeviceNormaliser
 from dataloader.clothing1m import load_clothing1m
 from dataloader.digits import load_digits
+from dataloader.files import IMAGENET_MEAN, IMAGENET_STD
 from dataloader.food101n import load_food101n
 from dataloader.own import load_csv, load_imagefolder
 from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels, transition_matrix
@@ -133,16 +135,20 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
                           "classes; remove the key")
     noisy, noise_info = _noisy_labels(cfg, raw, log)
     resolution = resolve_resolution(cfg, raw)
-    common = dict(family=raw.family, resolution=resolution, mean=raw.mean, std=raw.std,
-                  large=raw.extra.get("large"))
-    if stage == "stage1":
+    # ACT normalises every data set with ImageNet statistics (ACTO.md §1.9a)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if cfg.views == "act" else (raw.mean, raw.std)
+    common = dict(family=raw.family, resolution=resolution, mean=mean, std=std, large=raw.extra.get("large"))
+    act = act_views(native_size=raw.native_size, hflip=cfg.hflip, **common) if cfg.views == "act" else None
+    if act is not None:
+        train_tf = act.weak if stage == "stage1" else act.pair
+    elif stage == "stage1":
         train_tf = tfm.stage1_transform(native_size=raw.native_size, hflip=cfg.hflip, **common)
     else:
         train_tf = tfm.stage2_transform(hflip=cfg.hflip, randaug_n=cfg.randaug_n, randaug_m=cfg.randaug_m,
                                         cutout=cfg.cutout, **common)
     clean = raw.train_labels
     train = NoisyLabelDataset(raw.train_images, noisy, train_tf, clean_labels=clean)
-    test = NoisyLabelDataset(raw.test_images, raw.test_labels, tfm.test_transform(**common))
+    test = NoisyLabelDataset(raw.test_images, raw.test_labels, act.test if act else tfm.test_transform(**common))
     extra_tests = {name: NoisyLabelDataset(images, labels, test.transform)
                    for name, (images, labels) in raw.extra.get("extra_tests", {}).items()}
     for test_set in (test, *extra_tests.values()):
@@ -151,4 +157,4 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     return Data(raw=raw, train=train, test=test, noisy_labels=np.asarray(noisy, dtype=np.int64),
                 clean_labels=None if clean is None else np.asarray(clean, dtype=np.int64),
                 num_classes=raw.num_classes, resolution=resolution, fingerprint=fp, noise_info=noise_info,
-                mean=tuple(raw.mean), std=tuple(raw.std), extra_tests=extra_tests)
+                mean=tuple(mean), std=tuple(std), extra_tests=extra_tests)

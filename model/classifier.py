@@ -3,7 +3,8 @@
 ``create_model("resnet50" | "ViT-B" | "convnext-B" | <any timm name>, num_classes=C, ...)``.
 The backbone is built with ``num_classes=0`` so timm returns its pooled feature vector (global
 average pool for CNNs, the CLS token for ViT); the head is a fresh ``nn.Linear`` with PyTorch's
-default initialisation, as in the official code.
+default initialisation, as in the official code.  A backbone with a head of its own exposes
+``make_head(num_classes)`` (``act_cnn``, ACT's 7-layer CNN with its MLP head: model/act_cnn.py).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import timm
 import torch
 from torch import nn
 
+from model.act_cnn import INPUT_SIZE as ACT_CNN_INPUT, ActCNN
 from model.weights import load_backbone_weights, required_keys
 from utils.errors import ConfigError
 
@@ -35,7 +37,8 @@ class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.num_features, num_classes)
+        make_head = getattr(backbone, "make_head", None)
+        self.head = make_head(num_classes) if make_head else nn.Linear(backbone.num_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.backbone(x)
@@ -78,16 +81,29 @@ def _create_backbone(name: str, *, pretrained: bool, pretrained_path: str | None
     return net
 
 
+def _create_act_cnn(*, pretrained: bool, pretrained_path: str | None, img_size: int) -> ActCNN:
+    if img_size != ACT_CNN_INPUT:
+        raise ConfigError(f"backbone 'act_cnn' takes {ACT_CNN_INPUT} px input (ACT's 7-layer CNN), but resolution "
+                          f"is {img_size}; set resolution: {ACT_CNN_INPUT}")
+    if pretrained or pretrained_path:
+        raise ConfigError("backbone 'act_cnn' has no pretrained weights (ACT trains it from scratch); set "
+                          "pretrained: false and pretrained_path: null")
+    return ActCNN()
+
+
 def create_model(backbone: str, *, num_classes: int, pretrained: bool = False,
                  pretrained_path: str | None = None, img_size: int = 224, frozen: bool = False,
                  log: Callable[[str], None] | None = None) -> Classifier:
-    """Build ``Classifier(timm backbone, Linear(num_features, num_classes))``.
+    """Build ``Classifier(timm backbone, Linear(num_features, num_classes))``; ``"act_cnn"``: ACT's CNN and MLP head.
 
     ``frozen`` freezes the backbone (linear probe); the head always trains.  ``log`` receives one line
     saying where the backbone's weights came from and how many tensors loaded.
     """
-    net = _create_backbone(timm_name(backbone), pretrained=pretrained, pretrained_path=pretrained_path,
-                           img_size=img_size, log=log)
+    if backbone == "act_cnn":
+        net = _create_act_cnn(pretrained=pretrained, pretrained_path=pretrained_path, img_size=img_size)
+    else:
+        net = _create_backbone(timm_name(backbone), pretrained=pretrained, pretrained_path=pretrained_path,
+                               img_size=img_size, log=log)
     model = Classifier(net, num_classes)
     if frozen:
         for p in model.backbone.parameters():

@@ -44,7 +44,7 @@ def export_model(model: torch.nn.Module, *, cfg, data, path: str) -> str:
         "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         "backbone": cfg.backbone, "timm_name": timm_name(cfg.backbone), "num_classes": int(data.num_classes),
         "class_names": None if classes is None else [str(c) for c in classes],
-        "resolution": int(data.resolution), "mean": [float(v) for v in raw.mean], "std": [float(v) for v in raw.std],
+        "resolution": int(data.resolution), "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
         "test_transform": transform_spec(family=raw.family, resolution=data.resolution, large=raw.extra.get("large")),
         "dataset": cfg.dataset,
     }

@@ -10,7 +10,7 @@ TAGS = {"cifar80": "cifar80_sym_0.2", "web-aircraft": "web-aircraft_real_0", "we
 
 
 def write_fixture(name, root):
-    if name == "cifar80":
+    if name in ("cifar80", "cifar100"):
         write_cifar(root, "cifar100", train_labels=[(7 * i) % 100 for i in range(24)],
                     test_labels=list(range(0, 100, 9)))
     elif name == "food101n":

@@ -96,13 +96,29 @@ def test_other_grids_pass_the_backbone_to_both_stages(tmp_path, script, configs)
 
 
 def test_acto_commands(tmp_path):
-    proc, calls, logs = run_script(tmp_path, "acto.sh")
+    """By default ACT's own setting: every cell of ACT's Tables 1-3 with the *_act configs."""
+    proc, calls, logs = run_script(tmp_path, "acto.sh", "--output_dir", "runs/a")
     assert proc.returncode == 0, proc.stderr
-    assert [option(c, "--config") for c in calls] == [f"config/acto/{s}.yaml" for s in
-                                                      ("cifar100", "cifar80", "web-aircraft", "food101n")]
-    assert all(c[0] == "acto.py" and option(c, "--backbone") == "resnet50" for c in calls)
-    food = calls[-1]
-    assert "lr_plan=cosine:5,5e-5,50" in food and option(food, "--epochs") == "50"
+    cifar_cells = [("sym", "0.2"), ("sym", "0.8"), ("asym", "0.4")]
+    expected = [(f"config/acto/{s}_act.yaml", m, r) for s in ("cifar100", "cifar80") for m, r in cifar_cells]
+    expected += [(f"config/acto/{s}_act.yaml", None, None) for s in ("web-aircraft", "web-bird", "web-car", "food101n")]
+    got = [(option(c, "--config"), option(c, "--noise_mode") if "--noise_mode" in c else None,
+            option(c, "--noise_ratio") if "--noise_ratio" in c else None) for c in calls]
+    assert got == expected
+    assert all(c[0] == "acto.py" and "--backbone" not in c and c[-2:] == ["--output_dir", "runs/a"] for c in calls)
+    assert len(list(logs.iterdir())) == len(expected)  # one log per cell
+    assert "RTM last acc" in proc.stdout
+
+
+def test_acto_ido_parity_setting(tmp_path):
+    env = {"SETTING": "ido", "BACKBONE": "ViT-B", "SETS": "cifar80 food101n", "FOOD101N_PATH": "/data/f"}
+    proc, calls, _ = run_script(tmp_path, "acto.sh", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [option(c, "--config") for c in calls] == ["config/acto/cifar80.yaml"] * 3 + ["config/acto/food101n.yaml"]
+    assert all(option(c, "--backbone") == "ViT-B" for c in calls)
+    assert "data_path=/data/f" in calls[-1]
+    bad, _, _ = run_script(tmp_path, "acto.sh", env={"SETTING": "other"})
+    assert bad.returncode == 2 and "SETTING" in bad.stderr
 
 
 def test_own_data_demo_commands(tmp_path):

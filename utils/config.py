@@ -110,6 +110,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("resolution", int, None, "network input side in px (null: 224 if pretrained else native)",
          nullable=True, min=8),
     _opt("hflip", bool, True, "random horizontal flips in training views"),
+    _opt("views", str, "ido", "training/test transforms: ido (IDO's views, the data set's statistics) or act "
+         "(ACT's: AutoAugment CIFAR-10 / UDA RandAugment strong views, ImageNet statistics)", choices=("ido", "act")),
     _opt("num_workers", int, 4, "DataLoader worker processes (auto: the CPU cores of this process / processes "
          "on the node, at most 16)", min=0, words=("auto",)),
     _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)"),
@@ -136,7 +138,8 @@ OPTIONS: tuple[Option, ...] = (
          "(one extra evaluation pass over the training set)"),
     _opt("suspects_grid", int, 32, "number of images in the _suspects.png grid", min=1),
     # --- model ---
-    _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B or any timm model name"),
+    _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B, act_cnn (ACT's 7-layer CNN, 32 px) or any timm "
+         "model name"),
     _opt("pretrained", bool, True, "load timm's pretrained weights"),
     _opt("pretrained_path", str, None, "local weights file for the backbone (offline route)", nullable=True),
     _opt("frozen", bool, False, "freeze the backbone, train the head only", scopes=S1),
