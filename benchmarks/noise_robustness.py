@@ -29,7 +29,8 @@ from-scratch grid's ``summary.json`` (``--scratch_dir``).
 
 ``--sweep`` (with ``--init mnist``) chooses that learning rate once for all methods: the five methods on
 sym 0.4 with a seed no grid uses (``SWEEP_SEED``), once per rate of ``--sweep_lrs``; the rate with the
-best mean last-epoch accuracy over the methods wins.  Nothing is tuned per setting or per method.  It
+best mean last-epoch accuracy over the methods wins (digits has no validation split: the choice reads the
+test accuracy of a seed that no reported cell uses).  Nothing is tuned per setting or per method.  It
 writes ``{work_dir}/sweep/sweep.{json,md}``; put the winner into ``PRETRAINED_LR`` (or pass ``--lr``).
 
 IDO's split of the 40 epochs (``--ido_epochs``, default 10 + 30) is the one setting adapted to a

@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
              f"epochs, {cfg.optimizer} lr {cfg.lr:g} (the config's data and noise keys are not used)")
     _, tests = make_loaders(data.train, data.test_sets, cfg, run.runtime)
     model, held_out = train_model(run, data, data.train, epochs=cfg.epochs, seed=cfg.seed, desc="MNIST",
-                                  test_loader=tests["test"])
+                                  test_loader=tests["test"], log_epochs=True)
     seconds = round(time.perf_counter() - started, 1)
     cpu_seconds = round(time.process_time() - cpu_started, 1)  # wall time alone misleads on a shared machine
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.state_dict().items()}

@@ -259,3 +259,17 @@ def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path):
     assert f"| sym 0.4 | {meta['wrong_event_auc']:.3f} ± 0.000 | – |" in text  # no from-scratch grid to compare
     assert (tmp_path / "bench_mnist.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "w" / "summary.json").read_text())["init"] == "mnist"
+
+
+def test_sweep_chooses_the_rate_with_the_best_mean_over_methods(tmp_path):
+    work = str(tmp_path)
+    cells = {lr: nr.build_cell("sym", 0.4, nr.SWEEP_SEED, work, weights="w.pth", lr=lr, sweep=True)
+             for lr in (1e-3, 3e-3)}
+    _fake_cell(work, cells[1e-3], 90.0)
+    _fake_cell(work, cells[3e-3], 85.0)
+    result = nr.choose_lr(cells, work)
+    assert result["chosen_lr"] == 1e-3 and result["seed"] == nr.SWEEP_SEED
+    # offsets -10, +1, +2, 0, -1 around the accuracy: the mean over the five methods is 1.6 below it
+    assert [row["mean"] for row in result["rows"]] == pytest.approx([88.4, 83.4])
+    lines = "\n".join(nr.sweep_lines(result, 3e-3))
+    assert "wins: 0.001 (this grid ran at 0.003 instead)." in lines and "| 0.003 | 75.00 | 86.00 |" in lines
