@@ -17,7 +17,8 @@ For every (noise setting, seed) cell, all methods train on the same noisy-label 
 
 ``--init mnist`` runs the same comparison in IDO's own regime, fine-tuning a pretrained backbone:
 every method starts from the MNIST weights of ``benchmarks/pretrain_mnist.py`` (``pretrained_path``,
-``--weights``), on noisy-label files drawn exactly as the from-scratch grid's, with one learning rate
+``--weights``), on the from-scratch grid's very noisy-label files (written there if that grid has not
+run yet: they are drawn from the seed alone), with one learning rate
 for all methods (``--lr``, default ``PRETRAINED_LR``, chosen by ``--sweep``).  IDO keeps the official
 pretrained schedule shape (IDO.md §1.2/§1.3): a short stage 1 at a constant learning rate (5 epochs),
 then stage 2 (10 epochs, cosine); standard training gets the 15 epochs with a cosine schedule, ACTO the
@@ -120,16 +121,19 @@ class Cell:
 
 
 def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs: tuple[int, int] = IDO_EPOCHS,
-               weights: str | None = None, lr: float | None = None, sweep: bool = False) -> Cell:
+               weights: str | None = None, lr: float | None = None, sweep: bool = False,
+               noise_work_dir: str | None = None) -> Cell:
     """The jobs of one (setting, seed) cell.  ``weights``: start every method from this backbone file
     (``pretrained_path``) with the pretrained schedules of the module docstring; None: from scratch with
     the entry points' digits defaults.  ``lr``: one learning rate for every method (None: the configs').
-    ``sweep``: a cell of the learning-rate sweep (``lr`` in its name)."""
+    ``sweep``: a cell of the learning-rate sweep (``lr`` in its name).  ``noise_work_dir``: the grid whose
+    cell of the same name holds the noisy-label file (default ``work_dir``; the pretrained grid reads and
+    shares the from-scratch grid's files, so both train on literally the same labels)."""
     cell = Cell(mode, ratio, seed, lr=lr if sweep else None)
     root = os.path.join(work_dir, cell.name)
     tag = TAG.format(init="scratch" if weights is None else "pretrained", mode=mode, ratio=f"{ratio:g}")
     common = ["--noise_mode", mode, "--noise_ratio", f"{ratio:g}", "--seed", str(seed), "--device", "cpu",
-              "--set", f"noise_dir={os.path.join(root, 'noise_file')}"]
+              "--set", f"noise_dir={os.path.join(noise_work_dir or work_dir, cell.name, 'noise_file')}"]
     if weights is not None:
         common += ["--set", f"pretrained_path={weights}"]
     if lr is not None:
@@ -546,7 +550,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--sweep", action="store_true", help="--init mnist: choose the learning rate (see above)")
     parser.add_argument("--sweep_lrs", nargs="+", type=float, default=list(SWEEP_LRS), metavar="LR")
     parser.add_argument("--scratch_dir", default=None, help="--init mnist: the from-scratch grid's work folder, "
-                        "for the stage-1 comparison (default that of the same --quick)")
+                        "whose noisy-label files it shares and whose stage 1 it compares with (default that of "
+                        "the same --quick)")
     args = parser.parse_args(argv)
     try:
         import cleanlab  # noqa: F401
@@ -574,6 +579,8 @@ def main(argv=None) -> dict:
             parser.error("learning rates must be > 0")
     suffix = ("_mnist" if pretrained else "") + ("_quick" if args.quick else "")
     work_dir = os.path.abspath(args.work_dir or os.path.join(REPO, "runs", f"noise_robustness{suffix}"))
+    scratch_dir = os.path.abspath(args.scratch_dir or os.path.join(
+        REPO, "runs", "noise_robustness" + ("_quick" if args.quick else "")))
     started = time.perf_counter()
     if args.sweep:
         return run_sweep(args, work_dir=work_dir, weights=weights, ido_epochs=ido_epochs)
@@ -583,7 +590,8 @@ def main(argv=None) -> dict:
     quick_dir = os.path.join(REPO, "runs", "noise_robustness_quick")
     out = args.out or (os.path.join(args.work_dir or quick_dir, "benchmarks_quick.md") if args.quick
                        else os.path.join(REPO, "docs", "benchmarks.md"))
-    cells = [build_cell(mode, ratio, seed, work_dir, ido_epochs=ido_epochs, weights=weights, lr=lr if pretrained else None)
+    cells = [build_cell(mode, ratio, seed, work_dir, ido_epochs=ido_epochs, weights=weights, lr=lr,
+                        noise_work_dir=scratch_dir if pretrained else None)
              for mode, ratio in settings for seed in seeds]
     for cell in cells:
         os.makedirs(os.path.join(work_dir, cell.name), exist_ok=True)
@@ -603,7 +611,6 @@ def main(argv=None) -> dict:
         command += f" --lr {lr:g}"
     scratch = sweep = None
     if pretrained:
-        scratch_dir = args.scratch_dir or os.path.join(REPO, "runs", "noise_robustness" + ("_quick" if args.quick else ""))
         scratch = read_optional_json(os.path.join(scratch_dir, "summary.json"))
         sweep = read_optional_json(os.path.join(work_dir, "sweep", "sweep.json"))
     section = report(summary, names, command=command, out=out, jobs=args.jobs, ido_epochs=ido_epochs, init=args.init,

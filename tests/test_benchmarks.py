@@ -170,12 +170,13 @@ def _job_config(job):
 def test_pretrained_cell_starts_every_method_from_the_weights(tmp_path):
     from utils.optim import stage1_schedule_kind
     weights = str(tmp_path / "w.pth")
-    cell = nr.build_cell("sym", 0.4, 1, str(tmp_path), ido_epochs=nr.PRETRAINED_EPOCHS, weights=weights, lr=5e-4)
+    cell = nr.build_cell("sym", 0.4, 1, str(tmp_path / "mnist"), ido_epochs=nr.PRETRAINED_EPOCHS, weights=weights,
+                         lr=5e-4, noise_work_dir=str(tmp_path))
     cfgs = {job.name: _job_config(job) for job in cell.jobs}
     for name, (cfg, _) in cfgs.items():
         assert cfg.pretrained_path == weights and cfg.lr == 5e-4, name
         assert cfg.tag == "test_resnet_pretrained_digits_sym_0.4" and cfg.seed == 1
-        assert cfg.noise_dir == str(tmp_path / "sym_0.4_seed1" / "noise_file")  # the from-scratch grid's layout
+        assert cfg.noise_dir == str(tmp_path / "sym_0.4_seed1" / "noise_file")  # the from-scratch cell's files
     assert all("_pretrained_" in job.result for job in cell.jobs)  # results apart from the from-scratch ones
     # IDO: the official pretrained shape, 5 epochs at a constant rate, then 10 of stage 2 (cosine to 1e-4)
     assert cfgs["ido_stage1"][0].epochs == 5 and stage1_schedule_kind(cfgs["ido_stage1"][0]) == "constant"
@@ -189,6 +190,7 @@ def test_pretrained_cell_starts_every_method_from_the_weights(tmp_path):
     assert stage1_schedule_kind(cleanlab_cfg) == "cosine"
     # the from-scratch cell is untouched: no weights, no rate, the entry points' schedules
     scratch = {job.name: _job_config(job)[0] for job in nr.build_cell("sym", 0.4, 1, str(tmp_path)).jobs}
+    assert {c.noise_dir for c in scratch.values()} == {cfgs["standard"][0].noise_dir}
     assert all(c.pretrained_path is None and c.lr == 3e-3 and "_scratch_" in c.tag for c in scratch.values())
     assert stage1_schedule_kind(scratch["ido_stage1"]) == "cosine" and scratch["acto"].warmup_epochs == 8
     # sweep cells differ by their rate alone, in their names too
@@ -250,6 +252,9 @@ def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path):
                        "--out", str(report), "--scratch_dir", str(tmp_path / "none")])
     cell = tmp_path / "w" / "sym_0.4_seed0"
     assert "pretrained_path=" + str(out / "a.pth") in (cell / "ido_stage1.done.json").read_text()
+    # the noisy labels are the from-scratch grid's file (written there, as that grid has not run)
+    assert (tmp_path / "none" / "sym_0.4_seed0" / "noise_file" / "digits_sym_0.4_seed0_ido.json").is_file()
+    assert not (cell / "noise_file").exists()
     stage1 = summary["table"]["sym:0.4"]["ido_stage1"]
     meta = json.loads((cell / "ido" / "stage1" / "test_resnet_pretrained_digits_sym_0.4_wrongevent.json").read_text())
     assert stage1["wrong_event_auc"] == (meta["wrong_event_auc"], 0.0) and 0.0 <= meta["wrong_event_auc"] <= 1.0
@@ -273,3 +278,17 @@ def test_sweep_chooses_the_rate_with_the_best_mean_over_methods(tmp_path):
     assert [row["mean"] for row in result["rows"]] == pytest.approx([88.4, 83.4])
     lines = "\n".join(nr.sweep_lines(result, 3e-3))
     assert "wins: 0.001 (this grid ran at 0.003 instead)." in lines and "| 0.003 | 75.00 | 86.00 |" in lines
+
+
+def test_pretrained_options_refuse_bad_input(tmp_path, capsys):
+    import pretrain_mnist
+    from utils.errors import ConfigError
+    with pytest.raises(ConfigError, match="--holdout must lie strictly between 0 and 1"):
+        pretrain_mnist.main(["--holdout", "1.5"])
+    for argv, message in ((["--init", "mnist", "--weights", str(tmp_path / "none.pth")],
+                           "run python benchmarks/pretrain_mnist.py first"),
+                          (["--lr", "1e-3"], "belong to --init mnist")):
+        with pytest.raises(SystemExit) as exit_:
+            nr.main([*argv, "--work_dir", str(tmp_path / "w")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # nothing written
