@@ -18,8 +18,8 @@ For every (noise setting, seed) cell, all methods train on the same noisy-label 
 ``--init mnist`` runs the same comparison in IDO's own regime, fine-tuning a pretrained backbone:
 every method starts from the MNIST weights of ``benchmarks/pretrain_mnist.py`` (``pretrained_path``,
 ``--weights``), on the from-scratch grid's very noisy-label files (written there if that grid has not
-run yet: they are drawn from the seed alone), with one learning rate
-for all methods (``--lr``, default ``PRETRAINED_LR``, chosen by ``--sweep``).  IDO keeps the official
+run yet: they are drawn from the seed alone), with one learning rate for all methods (``--lr``,
+default ``PRETRAINED_LR``, chosen by ``--sweep``).  IDO keeps the official
 pretrained schedule shape (IDO.md §1.2/§1.3): a short stage 1 at a constant learning rate (5 epochs),
 then stage 2 (10 epochs, cosine); standard training gets the 15 epochs with a cosine schedule, ACTO the
 15 with 3 of warm-up (ACT's 20 %), confident learning 4 folds of 5 epochs (IDO's stage 1) and 15 on the
@@ -375,7 +375,8 @@ def stage1_comparison(summary: dict, scratch: dict | None, settings: list[str]) 
              "clean ones, and the label-wave epoch (the first minimum of the prediction changes: the base model), "
              "mean ± std over seeds. The paper's claim is that a pretrained model's early wrong events already "
              "separate the two.", "",
-             "| setting | AUC pretrained | AUC from scratch | label-wave epoch pretrained | label-wave epoch from scratch |",
+             "| setting | AUC pretrained | AUC from scratch | label-wave epoch pretrained | "
+             "label-wave epoch from scratch |",
              "|---|---|---|---|---|"]
     theirs = {s: (auc, epoch) for s, auc, epoch in (stage1_rows(scratch, settings) if scratch else [])}
     for s, auc, epoch in stage1_rows(summary, settings):
@@ -539,7 +540,8 @@ def main(argv=None) -> dict:
                         help="where the runs go (default runs/noise_robustness[_mnist][_quick])")
     parser.add_argument("--out", default=None, help="the report (default docs/benchmarks.md)")
     parser.add_argument("--init", choices=INITS, default="scratch",
-                        help="scratch: train from scratch; mnist: fine-tune the weights of benchmarks/pretrain_mnist.py")
+                        help="scratch: train from scratch; mnist: fine-tune the weights of "
+                             "benchmarks/pretrain_mnist.py")
     parser.add_argument("--ido_epochs", nargs=2, type=int, default=None, metavar=("STAGE1", "STAGE2"),
                         help=f"IDO's epochs per stage; standard training and ACTO get their sum (default {IDO_EPOCHS}, "
                              f"{PRETRAINED_EPOCHS} with --init mnist)")
@@ -571,8 +573,8 @@ def main(argv=None) -> dict:
         from pretrain_mnist import DEFAULT_WEIGHTS
         weights = os.path.abspath(args.weights or DEFAULT_WEIGHTS)
         if not os.path.isfile(weights):
-            parser.error(f"--init mnist: weights file {weights} does not exist; run python benchmarks/pretrain_mnist.py "
-                         "first (or pass --weights)")
+            parser.error(f"--init mnist: weights file {weights} does not exist; run python "
+                         "benchmarks/pretrain_mnist.py first (or pass --weights)")
         weights_info = read_optional_json(os.path.splitext(weights)[0] + ".json")
         lr = args.lr if args.lr is not None else PRETRAINED_LR
         if lr <= 0 or min(args.sweep_lrs) <= 0:
