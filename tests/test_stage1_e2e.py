@@ -86,6 +86,11 @@ def test_wrong_event_file_and_metadata(cli_run):
     assert data.noise_info["reused"] is True
     assert meta["fingerprint"] == data.fingerprint
     assert meta["realised_noise_rate"] == pytest.approx(float(np.mean(data.noisy_labels != data.clean_labels)))
+    # the AUC of the counts for noisy-label detection: the share of (noisy, clean) pairs in which the noisy
+    # sample has more wrong events, ties counted half
+    noisy, clean = counts[data.is_noisy], counts[~data.is_noisy]
+    pairs = (noisy[:, None] > clean[None, :]).mean() + 0.5 * (noisy[:, None] == clean[None, :]).mean()
+    assert meta["wrong_event_auc"] == pytest.approx(pairs, abs=1e-9) and meta["wrong_event_auc"] > 0.5
 
     # wrong events come from the same forward pass as the training accuracy on the noisy labels:
     # their total is sum over epochs of N * (1 - acc)
