@@ -7,6 +7,11 @@
   header and the columns ``path,label``; paths relative to the CSV's folder or absolute; labels are
   class names (sorted into indices) or integers (``class_names`` optional, index -> name).
 
+Without a test set, ``val_fraction`` > 0 holds out a seeded, class-stratified share of the training images
+(:func:`dataloader.holdout.stratified_holdout`) as ``Data.test`` named ``"val_given_labels"`` (scored on the
+given labels); ``val_fraction`` 0 leaves the run without evaluation (``Data.test_sets`` empty).  Beside a test
+set ``val_fraction`` > 0 is refused.
+
 Both: ImageNet statistics, the ``large`` transforms (shorter side to 256/224 x resolution, random /
 centre crop), ``noise_mode: real`` trains on the given labels (their truth is unknown), ``sym`` and
 ``idn`` corrupt the given labels for experiments (the given labels then count as the truth);

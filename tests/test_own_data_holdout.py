@@ -16,6 +16,7 @@ import stage_2_class
 from dataloader import build_data
 from dataloader.holdout import stratified_holdout
 from fixtures_data import make_cfg, write_text
+from utils.accuracy_keys import acc_key, accuracy_summary, describe_accuracies, describe_result
 from test_own_data import cli, run_cli, write_tree
 from test_own_data_e2e import own_argv
 
@@ -87,7 +88,8 @@ def test_val_fraction_named_on_the_given_labels_in_every_result(tmp_path):
         assert "val_acc_given_labels" in header and "test_acc" not in header
         log = (out / "checkpoint" / run / "train.log").read_text()
         assert "val_acc_given_labels" in log and "test acc" not in log
-    rows = list(csv.DictReader(open(out / "stage2" / f"{tag}_global_samples.csv", newline="")))
+    with open(out / "stage2" / f"{tag}_global_samples.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 16 == len(np.load(out / "stage1" / f"{tag}_wrongevent.npy"))  # training part only
 
 
@@ -137,3 +139,18 @@ def test_val_fraction_refused_for_a_set_with_its_test_set(capsys, tmp_path):
     code, err = run_cli(["--set", "val_fraction=0.1", "--device", "cpu", "--output_dir", str(tmp_path)], capsys)
     assert code == 2 and err.endswith("error: config key 'val_fraction' holds out training images of imagefolder or "
                                       "csv data without a test set; digits has its test set: remove the key")
+
+
+def test_accuracy_keys_keep_the_paper_names_and_qualify_given_labels():
+    assert [acc_key("test", k) for k in (None, "last", "best", "base")] == ["test_acc", "last_acc", "best_acc",
+                                                                             "base_acc"]
+    assert [acc_key("imagenet_val", k) for k in (None, "last")] == ["imagenet_val_acc", "imagenet_val_last_acc"]
+    assert [acc_key("val_given_labels", k) for k in (None, "best")] == ["val_acc_given_labels",
+                                                                         "val_best_acc_given_labels"]
+    history = [{"test_acc": 50.0, "val_acc_given_labels": 40.0}, {"test_acc": 45.0, "val_acc_given_labels": 60.0}]
+    assert accuracy_summary(history, ["val_given_labels"]) == {
+        "val_acc_given_labels": [40.0, 60.0], "val_last_acc_given_labels": 60.0, "val_best_acc_given_labels": 60.0}
+    assert describe_result(accuracy_summary(history, ["test"], base={"test": 30.0}), ["test"], base=True) == \
+        "last acc 45.00 (best 50.00, base model 30.00)"
+    assert describe_accuracies({"val_given_labels": 12.345}) == "val_acc_given_labels 12.35"
+    assert describe_accuracies({}) == "no evaluation" and accuracy_summary(history, []) == {}
