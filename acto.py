@@ -22,8 +22,9 @@ from model.export import export_model
 from timm.optim import create_optimizer_v2
 from utils.acto import ActoHParams, ActoMemory, build_lr_plan, parse_lr_plan, robust_losses, selection_quality, \
     warmup_losses, DEFAULT_ETA_END
+from utils.accuracy_keys import accuracy_summary, describe_result
 from utils.config import ACTO
-from utils.engine import accuracy_columns, describe_accuracies, evaluate, evaluate_all, make_loaders, seed_epoch, \
+from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
     train_one_epoch
 from utils.errors import ConfigError, run_main
 from utils.io import save_json
@@ -124,11 +125,12 @@ def validate(cfg) -> None:
             parse_lr_plan(cfg[key], key=key)
 
 
-def epoch_row(epoch: int, phase: str, lrs: tuple[float, float], stats: dict, rtm_accs: dict, ntm_acc: float,
+def epoch_row(epoch: int, phase: str, lrs: tuple[float, float], stats: dict, rtm_accs: dict, ntm_accs: dict,
               merged: dict, clean: torch.Tensor | None, n: int) -> dict:
     s = {k: float(v) for k, v in merged["stats"].items()}  # one host read per epoch
     row = {"epoch": epoch + 1, "phase": phase, "lr_rtm": lrs[0], "lr_ntm": lrs[1],
-           "train_loss": round(stats["loss"], 6), **accuracy_columns(rtm_accs), "ntm_test_acc": round(ntm_acc, 4),
+           "train_loss": round(stats["loss"], 6), **accuracy_columns(rtm_accs),
+           **accuracy_columns(ntm_accs, prefix="ntm_"),
            "train_acc_rtm": round(100.0 * s["correct_rtm"] / max(s["samples"], 1.0), 4),
            "train_acc_ntm": round(100.0 * s["correct_ntm"] / max(s["samples"], 1.0), 4)}
     if phase == "warmup":
@@ -202,11 +204,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 channels_last=cfg.channels_last, desc=f"acto {name}", normalise=data.normalise)
         merged = memory.end_epoch(runtime.reduce_max, runtime.reduce_sum)
         rtm_accs = evaluate_all(rtm, test_loaders, **evaluate_kw)
-        ntm_acc = evaluate(ntm, test_loaders["test"], **evaluate_kw)
-        row = epoch_row(epoch, name, (rtm_lrs[epoch], ntm_lrs[epoch]), stats, rtm_accs, ntm_acc, merged, clean, n)
+        ntm_accs = evaluate_all(ntm, dict(list(test_loaders.items())[:1]), **evaluate_kw)  # the first set only
+        row = epoch_row(epoch, name, (rtm_lrs[epoch], ntm_lrs[epoch]), stats, rtm_accs, ntm_accs, merged, clean, n)
         history.append(row)
         msg = (f"epoch {epoch + 1}/{cfg.epochs} {name} loss {stats['loss']:.4f} RTM {describe_accuracies(rtm_accs)} "
-               f"NTM test acc {ntm_acc:.2f} train acc (noisy labels) RTM {row['train_acc_rtm']:.2f} "
+               f"NTM {describe_accuracies(ntm_accs)} train acc (noisy labels) RTM {row['train_acc_rtm']:.2f} "
                f"NTM {row['train_acc_ntm']:.2f}")
         if name == "robust":
             msg += (f" | selected {row['selected_size']} ({100 * row['selected_frac']:.1f}%) precision "
@@ -224,26 +226,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
         model_path = export_model(rtm, cfg=cfg, data=data, path=run.path("acto", f"{cfg.tag}_model.pt"))
         log.info(f"model for predict.py (the RTM): {model_path}")
         last = history[-1]
-        log.info(f"RTM last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
-                 f"{result['last_k']} {result['last_k_mean']:.2f} +- {result['last_k_std']:.2f} population std, "
-                 f"ACT's Table 1 metric); last selection precision "
+        accuracy = (f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
+                    f"{result['last_k']} {result['last_k_mean']:.2f} +- {result['last_k_std']:.2f} population std, "
+                    "ACT's Table 1 metric)" if "last_k" in result
+                    else describe_result(result, data.test_sets))
+        log.info(f"RTM {accuracy}; last selection precision "
                  f"{fmt(last['selected_precision'])} recall {fmt(last['selected_recall'])}: {path}")
     return result
 
 
 def summarize(cfg, history: list[dict], data, rtm_plan: str, ntm_plan: str) -> dict:
-    test_acc = [row["test_acc"] for row in history]
-    k = min(LAST_K, len(test_acc))
-    tail = test_acc[-k:]
     robust = [row for row in history if row["phase"] == "robust"]
 
     def series(key):
         return [row[key] for row in history]
 
-    extra = {}
-    for name in data.extra_tests:  # e.g. WebVision's ILSVRC12 validation accuracy of the RTM
-        accs = series(f"{name}_acc")
-        extra.update({f"{name}_acc": accs, f"{name}_last_acc": accs[-1], f"{name}_best_acc": max(accs)})
+    # per evaluation set (possibly none) the RTM's accuracies, and the NTM's on the first set
+    extra = accuracy_summary(history, data.test_sets) | accuracy_summary(history, list(data.test_sets)[:1],
+                                                                           prefix="ntm_")
+    if "test" in data.test_sets:  # ACT's Table 1 metric: a clean test set's mean over the last epochs
+        test_acc = series("test_acc")
+        k = min(LAST_K, len(test_acc))
+        tail = test_acc[-k:]
+        extra.update({"best_epoch": int(np.argmax(test_acc)) + 1, "last_k": k,
+                      "last_k_mean": round(statistics.fmean(tail), 4), "last_k_std": round(statistics.pstdev(tail), 4)})
     return {
         **extra,
         "method": "acto", "tag": cfg.tag, "seed": cfg.seed, "dataset": cfg.dataset, "backbone": cfg.backbone,
@@ -251,10 +257,6 @@ def summarize(cfg, history: list[dict], data, rtm_plan: str, ntm_plan: str) -> d
         "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
         "epochs": cfg.epochs, "warmup_epochs": cfg.warmup_epochs, "selection_rule": cfg.selection_rule,
         "lr_plan": rtm_plan, "ntm_lr_plan": ntm_plan,
-        "best_acc": max(test_acc), "best_epoch": int(np.argmax(test_acc)) + 1, "last_acc": test_acc[-1],
-        "last_k": k, "last_k_mean": round(statistics.fmean(tail), 4), "last_k_std": round(statistics.pstdev(tail), 4),
-        "test_acc": test_acc, "ntm_test_acc": series("ntm_test_acc"),
-        "ntm_best_acc": max(series("ntm_test_acc")), "ntm_last_acc": history[-1]["ntm_test_acc"],
         "selected_size": series("selected_size"), "selected_frac": series("selected_frac"),
         "selected_precision": series("selected_precision"), "selected_recall": series("selected_recall"),
         "mined_size": series("mined_size"), "mined_share": series("mined_share"),

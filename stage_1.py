@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from dataloader import build_data
 from model import create_model
+from utils.accuracy_keys import acc_key
 from utils.config import STAGE1
 from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
     train_one_epoch
@@ -131,7 +132,7 @@ def save_stage1_outputs(run, data, counts: np.ndarray, wave: LabelWave, history:
         "prediction_change": wave.history, "fingerprint": data.fingerprint,
         # how well the counts alone tell noisy labels from clean ones (fewer events = cleaner); None without truth
         "wrong_event_auc": detection_auc(-counts.astype(np.float64), data.is_noisy),
-        **{f"{name}_acc": [row[f"{name}_acc"] for row in history] for name in data.test_sets},
+        **{acc_key(name): [row[acc_key(name)] for row in history] for name in data.test_sets},
     }
     save_json(meta, run.path("stage1", f"{tag}_wrongevent.json"))
     wrong_event_histogram(counts, run.path("stage1", f"{tag}_wrongevent.png"), is_noisy=data.is_noisy,

@@ -18,6 +18,7 @@ import torch
 from dataloader import Data, build_data
 from model import create_model
 from model.export import export_model
+from utils.accuracy_keys import accuracy_summary, describe_result
 from utils.bmm import BetaMixture, BmmLookup
 from utils.config import STAGE2
 from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
@@ -217,20 +218,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
                         "initial": initial}, fingerprint=data.fingerprint, parts=resumable)
         log.write_metrics([{k: v for k, v in row.items() if k != "bmm"} for row in history])
 
-    test_acc = [row["test_acc"] for row in history]
-    base_acc = base_accs["test"]
     result = {
         "tag": cfg.tag, "bmm": cfg.bmm, "entropy_weight": cfg.entropy_weight, "seed": cfg.seed,
-        "last_acc": test_acc[-1], "best_acc": max(test_acc), "base_acc": round(base_acc, 4),
-        "test_acc": test_acc, "initial": initial,
+        **accuracy_summary(history, data.test_sets, base=base_accs), "initial": initial,
         **{key: [row[key] for row in history] for key in ("auc", "clean_size", "clean_precision", "clean_recall")},
         "bmm_params": [row["bmm"] for row in history], "train_loss": [row["train_loss"] for row in history],
         "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
     }
-    for name in data.extra_tests:  # e.g. WebVision's ILSVRC12 validation accuracy, beside the main one
-        accs = [row[f"{name}_acc"] for row in history]
-        result.update({f"{name}_last_acc": accs[-1], f"{name}_best_acc": max(accs), f"{name}_acc": accs,
-                       f"{name}_base_acc": round(base_accs[name], 4)})
     if runtime.is_main:
         stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
         save_json(result, stem + ".json")
@@ -240,8 +234,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         export_sample_report(run, data, model, stem=stem, wrong_events=counts,
                              label_score=weights.clean_posterior(counts))
         log.info(f"model for predict.py: {export_model(model, cfg=cfg, data=data, path=stem + '_model.pt')}")
-        log.info(f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, base model {base_acc:.2f}): "
-                 f"{stem}.json")
+        log.info(f"{describe_result(result, data.test_sets, base=True)}: {stem}.json")
     return result
 
 

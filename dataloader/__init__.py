@@ -22,7 +22,7 @@ from dataloader.clothing1m import load_clothing1m
 from dataloader.digits import load_digits
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD
 from dataloader.food101n import load_food101n
-from dataloader.own import load_csv, load_imagefolder
+from dataloader.own import HOLDOUT_DATASETS, load_csv, load_imagefolder
 from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels, transition_matrix
 from dataloader.tiny_imagenet import load_tiny_imagenet
 from dataloader.webfg import load_webfg
@@ -69,11 +69,16 @@ class Data:
     std: tuple[float, float, float]
     # further clean test sets evaluated beside ``test`` (WebVision: "imagenet_val"), same transform
     extra_tests: dict[str, NoisyLabelDataset] = field(default_factory=dict)
+    # what ``test`` is: "test" (a clean test set), "val_given_labels" (own data: the val_fraction share held out
+    # of the training images, scored on its given labels) or None (own data without either: no evaluation,
+    # ``test`` is empty and only lends its transform)
+    test_name: str | None = "test"
 
     @property
     def test_sets(self) -> dict[str, NoisyLabelDataset]:
-        """Every clean test set, ``"test"`` first (accuracies are reported as ``{name}_acc`` beside it)."""
-        return {"test": self.test, **self.extra_tests}
+        """Every evaluation set by name, ``test_name`` first; possibly none (accuracy keys:
+        :func:`utils.accuracy_keys.acc_key`)."""
+        return ({self.test_name: self.test} if self.test_name else {}) | self.extra_tests
 
     @property
     def normalise(self) -> DeviceNormaliser:
@@ -129,6 +134,9 @@ def _noisy_labels(cfg, raw: RawData, log) -> tuple[np.ndarray, dict]:
 
 def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     """Load ``cfg.dataset`` with its noisy labels; ``stage`` is "stage1" (one view) or "stage2" (two views)."""
+    if cfg.val_fraction > 0 and cfg.dataset not in HOLDOUT_DATASETS:
+        raise ConfigError(f"config key 'val_fraction' holds out training images of imagefolder or csv data without "
+                          f"a test set; {cfg.dataset} has its test set: remove the key")
     raw = LOADERS[cfg.dataset](cfg, log=log)
     if cfg.num_classes is not None and cfg.num_classes != raw.num_classes:
         raise ConfigError(f"config key 'num_classes' is {cfg.num_classes} but {raw.name} has {raw.num_classes} "
@@ -157,4 +165,4 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     return Data(raw=raw, train=train, test=test, noisy_labels=np.asarray(noisy, dtype=np.int64),
                 clean_labels=None if clean is None else np.asarray(clean, dtype=np.int64),
                 num_classes=raw.num_classes, resolution=resolution, fingerprint=fp, noise_info=noise_info,
-                mean=tuple(mean), std=tuple(std), extra_tests=extra_tests)
+                mean=tuple(mean), std=tuple(std), extra_tests=extra_tests, test_name=raw.extra.get("test_name", "test"))

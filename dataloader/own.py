@@ -7,6 +7,11 @@
   header and the columns ``path,label``; paths relative to the CSV's folder or absolute; labels are
   class names (sorted into indices) or integers (``class_names`` optional, index -> name).
 
+Without a test set, ``val_fraction`` > 0 holds out a seeded, class-stratified share of the training images
+(:func:`dataloader.holdout.stratified_holdout`) as ``Data.test`` named ``"val_given_labels"`` (scored on the
+given labels); ``val_fraction`` 0 leaves the run without evaluation (``Data.test_sets`` empty).  Beside a test
+set ``val_fraction`` > 0 is refused.
+
 Both: ImageNet statistics, the ``large`` transforms (shorter side to 256/224 x resolution, random /
 centre crop), ``noise_mode: real`` trains on the given labels (their truth is unknown), ``sym`` and
 ``idn`` corrupt the given labels for experiments (the given labels then count as the truth);
@@ -24,6 +29,7 @@ import numpy as np
 from dataloader.base import RawData
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, class_folders, list_images, log_skipped, \
     make_images
+from dataloader.holdout import stratified_holdout
 from dataloader.transforms import LargeSpec
 from utils.errors import ConfigError, DataError
 
@@ -31,6 +37,7 @@ from utils.errors import ConfigError, DataError
 OWN_SPEC = LargeSpec(resize_ratio=256 / 224, stage1_resize="shorter", stage2_resize="shorter",
                      test="shorter_center")
 MAX_EXAMPLES = 10  # bad CSV rows quoted in the error line
+HOLDOUT_DATASETS = ("imagefolder", "csv")  # the data sets val_fraction applies to (the others have a test set)
 
 
 def _labels_for_noise(cfg, given: np.ndarray) -> np.ndarray | None:
@@ -43,17 +50,39 @@ def _labels_for_noise(cfg, given: np.ndarray) -> np.ndarray | None:
 
 def _raw(cfg, *, classes: list[str], train: ImageFiles, train_labels: list[int], test: ImageFiles,
          test_labels: list[int], log) -> RawData:
-    if not len(test):
-        raise DataError(f"{cfg.dataset}: no test images under {cfg.data_path}; "
-                        + ("add val/<class>/ or test/<class>/ folders" if cfg.dataset == "imagefolder"
-                           else "set test_csv to a path,label list of test images"))
     given = np.asarray(train_labels, dtype=np.int64)
-    log(f"{cfg.dataset}: {len(train)} training images, {len(test)} test images, {len(classes)} classes")
+    test_labels = np.asarray(test_labels, dtype=np.int64)
+    where = "val/ or test/ folders" if cfg.dataset == "imagefolder" else "test_csv"
+    test_name = "test"
+    if len(test):
+        if cfg.val_fraction > 0:  # refused rather than ignored: a held-out share would silently shrink training
+            raise ConfigError(f"config key 'val_fraction' holds out training images only without a test set; "
+                              f"{cfg.data_path} has {len(test)} test images ({where}): remove the key")
+    elif cfg.val_fraction > 0:
+        kept, held = stratified_holdout(given, fraction=cfg.val_fraction, seed=cfg.seed)
+        if not len(held):
+            raise DataError(f"config key 'val_fraction' {cfg.val_fraction:g} holds out no image of {len(given)} "
+                            f"({len(classes)} classes); raise it or add {where}")
+        test, test_labels = _subset(train, held), given[held]
+        train, given, test_name = _subset(train, kept), given[kept], "val_given_labels"
+        log(f"{cfg.dataset}: no test set; val_fraction {cfg.val_fraction:g} holds out {len(held)} training images "
+            f"(seed {cfg.seed}, per class), not trained on; their accuracy is on the given labels "
+            "(val_acc_given_labels), not a clean accuracy")
+    else:
+        test_name = None
+        log(f"{cfg.dataset}: no test set ({where}) and val_fraction 0: training without evaluation (no accuracy "
+            "in the logs and result files)")
+    log(f"{cfg.dataset}: {len(train)} training images, {len(test)} "
+        f"{'held-out' if test_name == 'val_given_labels' else 'test'} images, {len(classes)} classes")
     return RawData(
         name=cfg.dataset, num_classes=len(classes), train_images=train, train_labels=_labels_for_noise(cfg, given),
-        test_images=test, test_labels=np.asarray(test_labels, dtype=np.int64),
+        test_images=test, test_labels=test_labels,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, native_size=224, family="large", given_labels=given,
-        extra={"root": cfg.data_path, "classes": list(classes), "large": OWN_SPEC})
+        extra={"root": cfg.data_path, "classes": list(classes), "large": OWN_SPEC, "test_name": test_name})
+
+
+def _subset(images: ImageFiles, index: np.ndarray) -> ImageFiles:
+    return ImageFiles([images.paths[i] for i in index], keys=[images.keys[i] for i in index])
 
 
 # ------------------------------------------------------------------------------------------- imagefolder

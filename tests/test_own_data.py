@@ -133,7 +133,6 @@ def test_csv_unknown_test_class(tmp_path, capsys):
                   "tif, tiff, webp)"),
     ("unknown_test_class", "error: imagefolder: test class 'bird' ({root}/val/bird) is not a training class; rename "
                            "it to one of the folders in {root}/train or remove it"),
-    ("no_test", "error: imagefolder: no test images under {root}; add val/<class>/ or test/<class>/ folders"),
     ("asym", "error: config key 'noise_mode': asym needs a class map that imagefolder data do not have; use real "
              "(your labels as given), sym or idn"),
     ("no_header", "error: csv: {root}/train.csv must start with the header path,label, got 'file,class'"),
@@ -148,8 +147,6 @@ def test_bad_input_one_line_exit_2(case, expected, tmp_path, capsys):
     elif case in ("unknown_test_class", "asym"):
         write_tree(root, {"train/cat": ["a.png", "b.png"], "val/bird": ["c.png"]} if case != "asym" else TREE)
         extra = ["--noise_mode", "asym"] if case == "asym" else []
-    elif case == "no_test":
-        write_tree(root, {"train/cat": ["a.png"]})
     elif case == "no_header":
         dataset = "csv"
         write_text(str(root / "train.csv"), ["file,class", "a.png,cat"])

@@ -39,6 +39,7 @@ class Option:
     min: float | None = None
     max: float | None = None
     min_inclusive: bool = True
+    max_inclusive: bool = True
     nullable: bool = False
     scopes: frozenset = ALL_SCOPES
     words: tuple = ()  # strings accepted besides the type (num_workers: "auto")
@@ -76,8 +77,8 @@ class Option:
             raise ConfigError(f"{where} must be one of {allowed}; got {value!r}")
         if self.min is not None and (value < self.min or (value == self.min and not self.min_inclusive)):
             raise ConfigError(f"{where} must be {'>=' if self.min_inclusive else '>'} {self.min}, got {value!r}")
-        if self.max is not None and value > self.max:
-            raise ConfigError(f"{where} must be <= {self.max}, got {value!r}")
+        if self.max is not None and (value > self.max or (value == self.max and not self.max_inclusive)):
+            raise ConfigError(f"{where} must be {'<=' if self.max_inclusive else '<'} {self.max}, got {value!r}")
         return value
 
     def describe(self) -> str:
@@ -137,6 +138,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("export_samples", bool, True, "write {stage}/..._samples.csv, _summary.json and _suspects.png "
          "(one extra evaluation pass over the training set)"),
     _opt("suspects_grid", int, 32, "number of images in the _suspects.png grid", min=1),
+    _opt("val_fraction", float, 0.0, "imagefolder/csv without a test set: share of each class's training images "
+         "held out (seed: seed), scored on their given labels (val_acc_given_labels)", min=0.0, max=0.5,
+         max_inclusive=False),
     # --- model ---
     _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B, act_cnn (ACT's 7-layer CNN, 32 px) or any timm "
          "model name"),

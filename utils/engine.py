@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from utils.accuracy_keys import accuracy_columns, describe_accuracies  # noqa: F401 (the entry points' import)
 from utils.batching import KeepAllBatchSampler
 from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.errors import ConfigError, UsageError
@@ -184,13 +185,3 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision
 def evaluate_all(model: torch.nn.Module, loaders: Mapping[str, DataLoader], **kwargs) -> dict[str, float]:
     """:func:`evaluate` on every test loader: ``{name: accuracy %}``."""
     return {name: evaluate(model, loader, **kwargs) for name, loader in loaders.items()}
-
-
-def accuracy_columns(accuracies: Mapping[str, float]) -> dict[str, float]:
-    """``{"test_acc": ..., "{name}_acc": ...}`` rounded, for history rows and result files."""
-    return {f"{name}_acc": round(acc, 4) for name, acc in accuracies.items()}
-
-
-def describe_accuracies(accuracies: Mapping[str, float]) -> str:
-    """``"test acc 91.20, imagenet_val acc 80.10"`` for the log."""
-    return ", ".join(f"{name} acc {acc:.2f}" for name, acc in accuracies.items())

@@ -1,0 +1,22 @@
+"""A seeded, class-stratified share of the training images held out for validation (``val_fraction``)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def stratified_holdout(labels: np.ndarray, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, held_out)`` sorted int64 index arrays partitioning ``range(len(labels))``.
+
+    Of each class's ``n_c`` samples (``labels`` (N,) int, the given labels) ``round(fraction * n_c)`` are drawn
+    without replacement by ``numpy.random.default_rng(seed)``, classes in ascending order; ``fraction`` < 0.5,
+    so every class keeps at least one training sample.  Both parts keep the dataset order.
+    """
+    if not 0.0 <= fraction < 0.5:
+        raise ValueError(f"fraction must be in [0, 0.5), got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        held[rng.permutation(members)[:int(round(fraction * len(members)))]] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
