@@ -99,6 +99,32 @@ def class_folders(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def class_tree(root: str, split: str, classes: list[str] | None, *,
+               unknown_class: Callable[[str], str]) -> tuple[list[str], list[str], list[int], int]:
+    """A DatasetFolder-style split ``root/split/<class>/...``: ``(classes, keys, labels, skipped)``.
+
+    ``classes`` None: this split's sorted class folders are the classes (training split); otherwise a
+    folder not in ``classes`` raises :class:`DataError` with ``unknown_class(folder)``.  ``keys`` are
+    ``split/<class>/<path below it>`` (images found recursively, sorted), ``labels`` their class index,
+    ``skipped`` the hidden or non-image entries passed over.
+    """
+    base = os.path.join(root, split)
+    folders = class_folders(base)
+    classes = folders if classes is None else classes
+    index = {c: i for i, c in enumerate(classes)}
+    keys: list[str] = []
+    labels: list[int] = []
+    skipped = 0
+    for folder in folders:
+        if folder not in index:
+            raise DataError(unknown_class(folder))
+        names, skip = list_images(os.path.join(base, folder), recursive=True)
+        skipped += skip
+        keys += [f"{split}/{folder}/{n}" for n in names]
+        labels += [index[folder]] * len(names)
+    return classes, keys, labels, skipped
+
+
 def read_lines(path: str) -> list[str]:
     """Non-empty, stripped lines of a text list file."""
     try:

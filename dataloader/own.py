@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from dataloader.base import RawData
-from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, class_folders, list_images, log_skipped, \
+from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, class_folders, class_tree, log_skipped, \
     make_images
 from dataloader.holdout import stratified_holdout
 from dataloader.transforms import LargeSpec
@@ -90,21 +90,12 @@ def _subset(images: ImageFiles, index: np.ndarray) -> ImageFiles:
 def _class_tree(root: str, split: str, classes: list[str] | None, log) -> tuple[list[str], list[str], list[int]]:
     """(classes, keys ``split/<class>/...``, labels) of ``root/split``; ``classes`` None: this split's folders."""
     base = os.path.join(root, split)
-    folders = class_folders(base)
-    if classes is None:
-        if not folders:
-            raise DataError(f"imagefolder: {base} has no class folders; expected {base}/<class>/<image>")
-        classes = folders
-    index = {c: i for i, c in enumerate(classes)}
-    keys, labels, skipped = [], [], 0
-    for folder in folders:
-        if folder not in index:
-            raise DataError(f"imagefolder: test class {folder!r} ({os.path.join(base, folder)}) is not a training "
-                            f"class; rename it to one of the folders in {root}/train or remove it")
-        names, skip = list_images(os.path.join(base, folder), recursive=True)
-        skipped += skip
-        keys += [f"{split}/{folder}/{n}" for n in names]
-        labels += [index[folder]] * len(names)
+    if classes is None and not class_folders(base):
+        raise DataError(f"imagefolder: {base} has no class folders; expected {base}/<class>/<image>")
+    classes, keys, labels, skipped = class_tree(
+        root, split, classes,
+        unknown_class=lambda folder: f"imagefolder: test class {folder!r} ({os.path.join(base, folder)}) is not a "
+                                     f"training class; rename it to one of the folders in {root}/train or remove it")
     log_skipped(log, "imagefolder", skipped, base)
     return classes, keys, labels
 

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from dataloader.base import RawData
-from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, class_folders, list_images, log_skipped, make_images
+from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, class_folders, class_tree, log_skipped, make_images
 from dataloader.transforms import LargeSpec
 from utils.errors import DataError
 
@@ -32,23 +32,17 @@ def _folder_split(name: str, root: str, split: str, classes: list[str] | None, l
     base = os.path.join(root, split)
     if not os.path.isdir(base):
         raise DataError(f"{name} not found: {base} does not exist; {layout(name, root)}")
-    folders = class_folders(base)
-    if not folders:
+    if not class_folders(base):
         raise DataError(f"{name}: {base} has no class folders; {layout(name, root)}")
-    if classes is None:
-        classes = folders
-    index = {c: i for i, c in enumerate(classes)}
-    keys, labels, skipped = [], [], 0
-    for folder in folders:
-        if folder not in index:
-            raise DataError(f"{name}: {os.path.join(base, folder)} has no training folder {root}/train/{folder}; "
-                            "train/ and val/ must use the same class folder names")
-        names, skip = list_images(os.path.join(base, folder), recursive=True)
-        skipped += skip
-        if not names and split == "train":
-            raise DataError(f"{name}: {os.path.join(base, folder)} holds no images; {layout(name, root)}")
-        keys += [f"{split}/{folder}/{n}" for n in names]
-        labels += [index[folder]] * len(names)
+    classes, keys, labels, skipped = class_tree(
+        root, split, classes,
+        unknown_class=lambda folder: f"{name}: {os.path.join(base, folder)} has no training folder "
+                                     f"{root}/train/{folder}; train/ and val/ must use the same class folder names")
+    if split == "train":
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+        if (counts == 0).any():
+            empty = classes[int(np.argmin(counts))]
+            raise DataError(f"{name}: {os.path.join(base, empty)} holds no images; {layout(name, root)}")
     log_skipped(log, name, skipped, base)
     return classes, keys, labels
 
