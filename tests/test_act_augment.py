@@ -11,6 +11,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from dataloader import act_augment as aa
+from dataloader.device_normalise import DeviceNormaliser
 from dataloader.transforms import LargeSpec, TwoViews
 
 # AutoAugment's CIFAR-10 policy as ACT's pip ``randaugment`` 1.0.2 lists it (SubPolicy(p1, op1, bin1,
@@ -196,8 +197,9 @@ def test_pipelines_shapes_and_normalisation():
     small = aa.act_views(family="small", resolution=32, native_size=32, mean=mean, std=std)
     img = random_image(3)
     test = small.test(img)
+    assert test.dtype == torch.uint8  # normalised on the device, like every view (dataloader.device_normalise)
     expected = (TF.to_tensor(img) - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    assert torch.allclose(test, expected, atol=1e-6)  # the image as is, ImageNet statistics
+    assert torch.allclose(DeviceNormaliser(mean, std)(test), expected, atol=1e-6)  # the image as is, ImageNet stats
     assert isinstance(small.pair, TwoViews)
     assert any(isinstance(t, aa.Cifar10Policy) for t in small.pair.strong.transforms)
     crop = [t for t in small.weak.transforms if isinstance(t, T.RandomCrop)][0]
