@@ -80,7 +80,7 @@ def test_rtm_summary_is_acts_table1_metric():
                 **dict.fromkeys(keys)} for i, a in enumerate(accs)]
     cfg = SimpleNamespace(tag="t", seed=0, dataset="d", backbone="act_cnn", noise_mode="sym", noise_ratio=0.2,
                           noise_convention="act", epochs=13, warmup_epochs=3, selection_rule="paper_fig2")
-    result = acto.summarize(cfg, history, SimpleNamespace(extra_tests={}, noise_info={}), "p", "q")
+    result = acto.summarize(cfg, history, SimpleNamespace(test_sets={"test": None}, noise_info={}), "p", "q")
     assert (result["last_acc"], result["best_acc"], result["best_epoch"], result["last_k"]) == (70.0, 70.0, 13, 10)
     assert result["last_k_mean"] == pytest.approx(60.1)          # epochs 4..13
     assert result["last_k_std"] == pytest.approx(8.3120, abs=1e-4)  # population std (the sample std is 8.762)
