@@ -95,6 +95,18 @@ def test_saving_the_same_state_twice_gives_the_same_bytes(tmp_path):
     assert torch.equal(torch.load(second, weights_only=True)["w"], state["w"])
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_files_get_the_mode_of_a_plain_open(tmp_path, umask):
+    """Not mkstemp's 0600: 0666 less the umask, like any file the user's tools write."""
+    old = os.umask(umask)
+    try:
+        paths = [utils.io.save_json({"a": 1}, str(tmp_path / "r.json")),
+                 utils.io.save_torch({"w": torch.zeros(2)}, str(tmp_path / "m.pt"))]
+    finally:
+        os.umask(old)
+    assert [os.stat(p).st_mode & 0o777 for p in paths] == [0o666 & ~umask] * 2
+
+
 def test_non_finite_loss_names_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real_step = stage_1.stage1_step
     calls = {"n": 0}

@@ -19,6 +19,12 @@ import torch
 from utils.signals import STOP_SIGNALS, raise_for
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
@@ -28,6 +34,9 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 less the umask), so
+        # weights, reports and logs stay readable by the other users of a shared cluster
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
