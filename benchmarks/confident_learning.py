@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,7 +35,7 @@ from dataloader import build_data  # noqa: E402
 from dataloader.base import NoisyLabelDataset  # noqa: E402
 from model import create_model  # noqa: E402
 from utils.config import STAGE1  # noqa: E402
-from utils.engine import evaluate, make_loaders, seed_epoch, to_device, train_one_epoch  # noqa: E402
+from utils.engine import evaluate, make_loaders, predict_probabilities, seed_epoch, train_one_epoch  # noqa: E402
 from utils.errors import ConfigError, run_main  # noqa: E402
 from utils.io import save_json  # noqa: E402
 from utils.metrics import detection_auc, split_quality  # noqa: E402
@@ -77,18 +77,6 @@ def train_model(run: Run, data, train_set, *, epochs: int, seed: int, desc: str,
     return model, accuracies
 
 
-@torch.no_grad()
-def predict_probs(model, dataset, run: Run, normalise: Callable) -> np.ndarray:
-    """(len(dataset), C) softmax probabilities in dataset order (eval mode); ``normalise``: Data.normalise."""
-    model.eval()
-    loader = DataLoader(dataset, batch_size=run.cfg.test_batch_size, shuffle=False, num_workers=run.cfg.num_workers)
-    out = []
-    for images, _, _ in loader:
-        _, logits = model(normalise(to_device(images, run.runtime.device)))
-        out.append(F.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(out)
-
-
 def cross_validated_probs(run: Run, data, *, folds: int) -> np.ndarray:
     """Out-of-sample (N, C) predicted probabilities of every training sample by stratified k-fold."""
     from sklearn.model_selection import StratifiedKFold
@@ -100,7 +88,9 @@ def cross_validated_probs(run: Run, data, *, folds: int) -> np.ndarray:
     for k, (fit_idx, held_idx) in enumerate(splitter.split(np.zeros(len(data.noisy_labels)), data.noisy_labels)):
         model, _ = train_model(run, data, Subset(data.train, fit_idx.tolist()), epochs=cfg.epochs,
                                seed=cfg.seed * 1000 + k, desc=f"fold {k + 1}/{folds}")
-        probs[held_idx] = predict_probs(model, Subset(eval_view, held_idx.tolist()), run, data.normalise)
+        probs[held_idx] = predict_probabilities(
+            model, Subset(eval_view, held_idx.tolist()), batch_size=cfg.test_batch_size, num_workers=cfg.num_workers,
+            precision=run.precision, device=run.runtime.device, normalise=data.normalise)
         run.log.info(f"fold {k + 1}/{folds}: {len(fit_idx)} samples fitted, {len(held_idx)} predicted")
     return probs
 

@@ -182,6 +182,23 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision
     return 100.0 * float(correct) / max(int(total), 1)
 
 
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, dataset, *, batch_size: int, num_workers: int,
+                          precision: Precision, device: torch.device, normalise: Callable[[Any], Any],
+                          channels_last: bool = False) -> np.ndarray:
+    """Softmax ``(len(dataset), C)`` float32 of ``model`` (eval mode) over ``dataset`` in its order, on this
+    process alone (no sharding): the report's pass over the training set, confident learning's held-out folds."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    model.eval()
+    out = []
+    for images, _, _ in loader:
+        with precision.autocast():
+            _, logits = model(normalise(to_device(images, device, channels_last)))
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
 def evaluate_all(model: torch.nn.Module, loaders: Mapping[str, DataLoader], **kwargs) -> dict[str, float]:
     """:func:`evaluate` on every test loader: ``{name: accuracy %}``."""
     return {name: evaluate(model, loader, **kwargs) for name, loader in loaders.items()}

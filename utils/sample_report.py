@@ -26,7 +26,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from utils.bmm import BetaMixture
 from utils.io import save_json, save_text
@@ -186,23 +185,16 @@ def sample_paths(images) -> list[str]:
     return list(keys) if keys is not None else [f"train/{i}" for i in range(len(images))]
 
 
-@torch.no_grad()
 def training_set_probabilities(model: torch.nn.Module, data, run) -> np.ndarray:
     """Softmax (N, C) of ``model`` over the training images in dataset order, with the test transform."""
     from dataloader.base import NoisyLabelDataset
-    from utils.engine import to_device
+    from utils.engine import predict_probabilities
 
-    cfg, device = run.cfg, run.runtime.device
+    cfg = run.cfg
     dataset = NoisyLabelDataset(data.raw.train_images, data.noisy_labels, data.test.transform)
-    loader = DataLoader(dataset, batch_size=cfg.test_batch_size, shuffle=False, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda")
-    model.eval()
-    out = []
-    for images, _, _ in loader:
-        with run.precision.autocast():
-            _, logits = model(data.normalise(to_device(images, device, cfg.channels_last)))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(out).numpy()
+    return predict_probabilities(model, dataset, batch_size=cfg.test_batch_size, num_workers=cfg.num_workers,
+                                 precision=run.precision, device=run.runtime.device, normalise=data.normalise,
+                                 channels_last=cfg.channels_last)
 
 
 def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_events: np.ndarray | None = None,
