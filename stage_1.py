@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from dataloader import build_data
 from model import create_model
+from model.export import state_for_saving
 from utils.accuracy_keys import acc_key
 from utils.config import STAGE1
 from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
@@ -38,11 +39,6 @@ def stage1_step(wrong_events: WrongEvents, predictions: EpochPredictions):
         predictions.record(index, predicted)
         return F.cross_entropy(logits.float(), labels)
     return step
-
-
-def state_for_saving(model: torch.nn.Module) -> dict:
-    """A deep copy of the weights on the CPU (not a live reference to them: bug B1)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -46,6 +46,7 @@ from dataloader import Data  # noqa: E402
 from dataloader import transforms as tfm  # noqa: E402
 from dataloader.base import ArrayImages, NoisyLabelDataset, RawData  # noqa: E402
 from model import timm_name  # noqa: E402
+from model.export import state_for_saving  # noqa: E402
 from utils.config import STAGE1  # noqa: E402
 from utils.engine import make_loaders  # noqa: E402
 from utils.errors import ConfigError, run_main  # noqa: E402
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                   test_loader=tests["test"], log_epochs=True)
     seconds = round(time.perf_counter() - started, 1)
     cpu_seconds = round(time.process_time() - cpu_started, 1)  # wall time alone misleads on a shared machine
-    state = {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.state_dict().items()}
+    state = state_for_saving(model.backbone)
     result = {
         "weights": extra.weights, "backbone": cfg.backbone, "timm_name": timm_name(cfg.backbone),
         "resolution": cfg.resolution, "mean": list(raw.mean), "std": list(raw.std), "seed": cfg.seed,

@@ -26,6 +26,11 @@ KEYS = ("format", "model", "backbone", "timm_name", "num_classes", "class_names"
         "test_transform", "dataset")
 
 
+def state_for_saving(model: torch.nn.Module) -> dict:
+    """A deep copy of the weights on the CPU (not a live reference to them: bug B1)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def transform_spec(*, family: str, resolution: int, large: LargeSpec | None) -> dict:
     """The evaluation transform as plain values (``family``, ``resolution`` and, for ``large``, the
     :class:`LargeSpec` fields)."""
@@ -41,7 +46,7 @@ def export_model(model: torch.nn.Module, *, cfg, data, path: str) -> str:
     classes = raw.extra.get("classes")
     payload = {
         "format": FORMAT,
-        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "model": state_for_saving(model),
         "backbone": cfg.backbone, "timm_name": timm_name(cfg.backbone), "num_classes": int(data.num_classes),
         "class_names": None if classes is None else [str(c) for c in classes],
         "resolution": int(data.resolution), "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
