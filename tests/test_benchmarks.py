@@ -242,8 +242,9 @@ def test_pretrain_mnist_writes_backbone_weights_that_load_strictly(mnist_weights
     assert saved["held_out_acc"] > 15.0
 
 
-def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path):
+def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path, monkeypatch):
     pytest.importorskip("cleanlab")
+    monkeypatch.setattr(nr, "IDO_EPOCHS", (1, 1))  # the from-scratch stage 1 it runs for the comparison
     out, _ = mnist_weights
     report = tmp_path / "bench.md"
     report.write_text(f"{nr.TITLE}\n\nold scratch tables\n\n{nr.READING_MARK}\nreading\n")
@@ -252,16 +253,24 @@ def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path):
                        "--out", str(report), "--scratch_dir", str(tmp_path / "none")])
     cell = tmp_path / "w" / "sym_0.4_seed0"
     assert "pretrained_path=" + str(out / "a.pth") in (cell / "ido_stage1.done.json").read_text()
-    # the noisy labels are the from-scratch grid's file (written there, as that grid has not run)
-    assert (tmp_path / "none" / "sym_0.4_seed0" / "noise_file" / "digits_sym_0.4_seed0_ido.json").is_file()
+    # it ran the from-scratch grid's own stage-1 job in that grid's folder (so that grid reuses it) ...
+    scratch_cell = tmp_path / "none" / "sym_0.4_seed0"
+    scratch_job = next(job for job in nr.build_cell("sym", 0.4, 0, str(tmp_path / "none"),
+                                                    ido_epochs=nr.IDO_EPOCHS).jobs
+                       if job.name == "ido_stage1")
+    assert nr.is_done(str(tmp_path / "none"), scratch_job) and not (scratch_cell / "standard.done.json").exists()
+    # ... and the noisy labels of both grids are the from-scratch grid's file
+    assert (scratch_cell / "noise_file" / "digits_sym_0.4_seed0_ido.json").is_file()
     assert not (cell / "noise_file").exists()
+    scratch_auc = json.loads((scratch_cell / "ido" / "stage1" /
+                              "test_resnet_scratch_digits_sym_0.4_wrongevent.json").read_text())["wrong_event_auc"]
     stage1 = summary["table"]["sym:0.4"]["ido_stage1"]
     meta = json.loads((cell / "ido" / "stage1" / "test_resnet_pretrained_digits_sym_0.4_wrongevent.json").read_text())
     assert stage1["wrong_event_auc"] == (meta["wrong_event_auc"], 0.0) and 0.0 <= meta["wrong_event_auc"] <= 1.0
     text = report.read_text()
     assert "old scratch tables" in text and text.endswith(f"{nr.READING_MARK}\nreading\n")
     assert "## Pretrained on MNIST" in text and "--init mnist" in text
-    assert f"| sym 0.4 | {meta['wrong_event_auc']:.3f} ± 0.000 | – |" in text  # no from-scratch grid to compare
+    assert f"| sym 0.4 | {meta['wrong_event_auc']:.3f} ± 0.000 | {scratch_auc:.3f} ± 0.000 |" in text
     assert (tmp_path / "bench_mnist.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "w" / "summary.json").read_text())["init"] == "mnist"
 
