@@ -3,7 +3,8 @@
     pip install -r requirements-bench.txt
     python benchmarks/noise_robustness.py            # the full grid: 5 noise settings x 3 seeds
     python benchmarks/noise_robustness.py --quick    # 1 seed, 2 settings (a smoke run, ~13.5 min on 2 cores)
-    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist   # pretrained
+    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist   # pretrained, ~40 min
+    python benchmarks/noise_robustness.py --quick --init mnist   # 1 seed, 2 settings, pretrained (~5 min)
 
 For every (noise setting, seed) cell, all methods train on the same noisy-label file (one
 ``noise_dir`` per cell) with the digits defaults of the real entry points:
