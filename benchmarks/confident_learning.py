@@ -13,7 +13,8 @@
 
 The command line is stage_1.py's (same config files, keys and validation), so the data set, the
 noisy-label file (``noise_dir``) and the network are exactly those of the IDO runs it is compared
-with.  Writes ``cleanlab/{tag}.json``: ``last_acc``, ``best_acc``, ``test_acc`` per epoch, the
+with.  Writes ``cleanlab/{tag}.json``: ``last_acc``, ``best_acc``, ``test_acc`` per epoch (own data: the
+keys of its evaluation set, ``val_last_acc_given_labels`` ..., or none without one; utils/accuracy_keys.py), the
 noise-detection AUC of the self-confidence ``p[given label]`` and the size, precision and recall of
 the kept (clean) split where the true labels are known.  Needs ``pip install -r requirements-bench.txt``.
 """
@@ -34,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataloader import build_data  # noqa: E402
 from dataloader.base import NoisyLabelDataset  # noqa: E402
 from model import create_model  # noqa: E402
+from utils.accuracy_keys import acc_key, describe_result  # noqa: E402
 from utils.config import STAGE1  # noqa: E402
 from utils.engine import evaluate, make_loaders, predict_probabilities, seed_epoch, train_one_epoch  # noqa: E402
 from utils.errors import ConfigError, run_main  # noqa: E402
@@ -51,7 +53,8 @@ def cross_entropy_step(model, batch):
 
 def train_model(run: Run, data, train_set, *, epochs: int, seed: int, desc: str, test_loader=None,
                 log_epochs: bool = False) -> tuple:
-    """A fresh model trained with cross-entropy on ``train_set``; returns (model, test accuracy per epoch).
+    """A fresh model trained with cross-entropy on ``train_set``; returns (model, accuracy (%) on ``test_loader``
+    per epoch; [] without one).
 
     ``log_epochs``: log every epoch's test accuracy (progress of a long run)."""
     cfg, runtime = run.cfg, run.runtime
@@ -128,19 +131,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
     log.info(f"cleanlab flags {int(issues.sum())} of {len(issues)} labels; kept split precision "
              f"{split['precision']} recall {split['recall']}, AUC {auc}")
 
+    # the first evaluation set: "test", or own data's "val_given_labels"; None (own data without either): none
+    name = data.test_name
     _, tests = make_loaders(data.train, data.test_sets, cfg, run.runtime)
-    _, test_acc = train_model(run, data, Subset(data.train, kept.tolist()), epochs=retrain_epochs,
-                              seed=cfg.seed, desc="retrain", test_loader=tests["test"])
+    _, accs = train_model(run, data, Subset(data.train, kept.tolist()), epochs=retrain_epochs,
+                          seed=cfg.seed, desc="retrain", test_loader=tests[name] if name else None)
     result = {
         "method": "cleanlab", "tag": cfg.tag, "seed": cfg.seed, "folds": extra.folds, "cv_epochs": cfg.epochs,
         "retrain_epochs": retrain_epochs, "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
         "num_flagged": int(issues.sum()), "auc": auc, "clean_size": split["size"],
         "clean_precision": split["precision"], "clean_recall": split["recall"],
-        "last_acc": test_acc[-1], "best_acc": max(test_acc), "test_acc": test_acc,
     }
+    if name:
+        result.update({acc_key(name, "last"): accs[-1], acc_key(name, "best"): max(accs), acc_key(name): accs})
     if run.runtime.is_main:
         path = save_json(result, run.path("cleanlab", f"{cfg.tag}.json"))
-        log.info(f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}): {path}")
+        log.info(f"{describe_result(result, [name] if name else [])}: {path}")
     return result
 
 

@@ -157,6 +157,35 @@ def test_every_entry_point_reads_own_data(dataset, tmp_path):
     assert all((r["is_label_issue"] == "True") == (r["predicted_label"] != r["given_label"]) for r in rows)
 
 
+@pytest.mark.parametrize("evaluation", ["test", "val_fraction", "none"])
+def test_confident_learning_baseline_reads_own_data(evaluation, tmp_path):
+    pytest.importorskip("cleanlab")
+    import shutil
+    import sys
+    if os.path.join(REPO_ROOT, "benchmarks") not in sys.path:
+        sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    import confident_learning
+
+    root, out = tmp_path / "data", tmp_path / "out"
+    write_small(root, "imagefolder")
+    extra = []
+    if evaluation != "test":
+        shutil.rmtree(root / "test")
+    if evaluation == "val_fraction":
+        extra = ["--set", "val_fraction=0.34"]  # 2 of each class's 6 images
+    result = confident_learning.main(["--folds", "2", "--retrain_epochs", "2", *own_argv(
+        "stage1", "imagefolder", root, out, "--epochs", "1", "--batch_size", "6", *extra)])
+    accuracy_keys = {k for k in result if "acc" in k}
+    expected = {"test": {"last_acc", "best_acc", "test_acc"},
+                "val_fraction": {"val_last_acc_given_labels", "val_best_acc_given_labels", "val_acc_given_labels"},
+                "none": set()}[evaluation]
+    assert accuracy_keys == expected
+    if expected:
+        per_epoch = next(k for k in expected if k.endswith(("test_acc", "val_acc_given_labels")))
+        assert len(result[per_epoch]) == 2
+    assert result["clean_size"] + result["num_flagged"] == (12 if evaluation == "val_fraction" else 18)
+
+
 @pytest.mark.parametrize("which", ["missing", "foreign"])
 def test_predict_refuses_a_missing_or_foreign_model_one_line_exit_2(demo, which, tmp_path):
     import subprocess
