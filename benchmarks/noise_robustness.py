@@ -3,8 +3,8 @@
     pip install -r requirements-bench.txt
     python benchmarks/noise_robustness.py            # the full grid: 5 noise settings x 3 seeds
     python benchmarks/noise_robustness.py --quick    # 1 seed, 2 settings (a smoke run, ~13.5 min on 2 cores)
-    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist   # pretrained, ~40 min
-    python benchmarks/noise_robustness.py --quick --init mnist   # 1 seed, 2 settings, pretrained (~5 min)
+    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist   # pretrained, ~46 min
+    python benchmarks/noise_robustness.py --quick --init mnist   # 1 seed, 2 settings (~5 min after the sweep's 7)
 
 For every (noise setting, seed) cell, all methods train on the same noisy-label file (one
 ``noise_dir`` per cell) with the digits defaults of the real entry points:
@@ -18,8 +18,7 @@ For every (noise setting, seed) cell, all methods train on the same noisy-label 
 
 ``--init mnist`` runs the same comparison in IDO's own regime, fine-tuning a pretrained backbone:
 every method starts from the MNIST weights of ``benchmarks/pretrain_mnist.py`` (``pretrained_path``,
-``--weights``), on the from-scratch grid's very noisy-label files, with one learning rate for all methods (``--lr``,
-default ``PRETRAINED_LR``, chosen by ``--sweep``).  IDO keeps the official
+``--weights``), on the from-scratch grid's very noisy-label files, with one learning rate for all methods (chosen by the sweep below, or ``--lr``).  IDO keeps the official
 pretrained schedule shape (IDO.md §1.2/§1.3): a short stage 1 at a constant learning rate (5 epochs),
 then stage 2 (10 epochs, cosine); standard training gets the 15 epochs with a cosine schedule, ACTO the
 15 with 3 of warm-up (ACT's 20 %), confident learning 4 folds of 5 epochs (IDO's stage 1) and 15 on the
@@ -29,11 +28,13 @@ wrong events of both inits (their AUC for noisy-label detection and the label-wa
 comparison it first runs the from-scratch grid's IDO stage 1 of its cells, in that grid's folder
 (``--scratch_dir``), where the from-scratch grid reuses them; they also write the noisy-label files.
 
-``--sweep`` (with ``--init mnist``) chooses that learning rate once for all methods: the five methods on
-sym 0.4 with a seed no grid uses (``SWEEP_SEED``), once per rate of ``--sweep_lrs``; the rate with the
-best mean last-epoch accuracy over the methods wins (digits has no validation split: the choice reads the
-test accuracy of a seed that no reported cell uses).  Nothing is tuned per setting or per method.  It
-writes ``{work_dir}/sweep/sweep.{json,md}``; put the winner into ``PRETRAINED_LR`` (or pass ``--lr``).
+The learning rate is chosen once for all methods by a sweep that ``--init mnist`` runs first (unless ``--lr``
+is given; ``--sweep`` runs the sweep alone): the five methods on sym 0.4 with a seed no grid uses
+(``SWEEP_SEED``), once per rate of ``--sweep_lrs``; the rate with the best mean last-epoch accuracy over the
+methods wins (digits has no validation split: the choice reads the test accuracy of a seed that no reported
+cell uses).  Nothing is tuned per setting or per method.  It writes
+``runs/noise_robustness_mnist/sweep/sweep.{json,md}`` (under ``--work_dir`` if given), which the full and
+the ``--quick`` grid share and, like every finished job, do not run again.
 
 IDO's split of the 40 epochs (``--ido_epochs``, default 10 + 30) is the one setting adapted to a
 model trained from scratch: its label-wave minimum (the base model) comes at epoch 4-10, and stage 2
@@ -76,9 +77,6 @@ TAG = "test_resnet_{init}_digits_{mode}_{ratio}"
 INITS = ("scratch", "mnist")
 # IDO's official pretrained shape (IDO.md §1.2): stage 1 of 5 epochs at a constant rate, stage 2 of 10
 PRETRAINED_EPOCHS = (5, 10)
-# one rate for every method of the pretrained grid, chosen by --sweep (runs/noise_robustness_mnist/sweep:
-# mean last-epoch accuracy over the five methods 96.78 / 97.89 / 98.04 at 3e-4 / 1e-3 / 3e-3)
-PRETRAINED_LR = 3e-3
 SWEEP_LRS = (3e-4, 1e-3, 3e-3)
 SWEEP_SEED = 100  # no grid uses it
 SWEEP_SETTING = "sym:0.4"
@@ -479,13 +477,12 @@ def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: 
 
 
 def sweep_lines(sweep: dict | None, lr: float | None) -> list[str]:
-    """Where the pretrained grid's learning rate comes from (the sweep's table, when it has been run)."""
+    """Where the pretrained grid's learning rate comes from: the sweep's table, or ``--lr`` (``sweep`` None)."""
     if not sweep:
-        return [f"Learning rate {lr:g}: not chosen by a sweep (run `--init mnist --sweep`).", ""]
-    chosen = sweep["chosen_lr"]
-    lines = [f"Learning rate chosen once for all methods by `--sweep`: sym 0.4, seed {sweep['seed']} (no grid cell "
-             "uses it), every method at each rate; the rate with the best mean last-epoch test accuracy over the "
-             f"methods wins: {chosen:g}" + ("" if lr == chosen else f" (this grid ran at {lr:g} instead)") + ".", "",
+        return [f"Learning rate {lr:g}, given by `--lr` (not chosen by the sweep).", ""]
+    lines = ["Learning rate chosen once for all methods by the sweep that `--init mnist` runs first: sym 0.4, seed "
+             f"{sweep['seed']} (no grid cell uses it), every method at each rate; the rate with the best mean "
+             f"last-epoch test accuracy over the methods wins: {sweep['chosen_lr']:g}.", "",
              "| lr | " + " | ".join(LABELS[m] for m in METHODS) + " | mean |", "|---|" + "---|" * (len(METHODS) + 1)]
     for row in sweep["rows"]:
         lines.append(f"| {row['lr']:g} | " + " | ".join(f"{row['last_acc'][m]:.2f}" for m in METHODS) +
@@ -572,8 +569,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--weights", default=None, help="--init mnist: the backbone weights (default "
                         "runs/pretrain_mnist/test_resnet_mnist.pth, written by benchmarks/pretrain_mnist.py)")
     parser.add_argument("--lr", type=float, default=None,
-                        help=f"--init mnist: the learning rate of every method (default {PRETRAINED_LR:g})")
-    parser.add_argument("--sweep", action="store_true", help="--init mnist: choose the learning rate (see above)")
+                        help="--init mnist: the learning rate of every method (default: the sweep's choice)")
+    parser.add_argument("--sweep", action="store_true", help="--init mnist: run the learning-rate sweep alone")
     parser.add_argument("--sweep_lrs", nargs="+", type=float, default=list(SWEEP_LRS), metavar="LR")
     parser.add_argument("--scratch_dir", default=None, help="--init mnist: the from-scratch grid's work folder, "
                         "whose noisy-label files it shares and whose stage 1 it compares with (default that of "
@@ -600,16 +597,22 @@ def main(argv=None) -> dict:
             parser.error(f"--init mnist: weights file {weights} does not exist; run python "
                          "benchmarks/pretrain_mnist.py first (or pass --weights)")
         weights_info = read_optional_json(os.path.splitext(weights)[0] + ".json")
-        lr = args.lr if args.lr is not None else PRETRAINED_LR
-        if lr <= 0 or min(args.sweep_lrs) <= 0:
+        if (args.lr is not None and args.lr <= 0) or min(args.sweep_lrs) <= 0:
             parser.error("learning rates must be > 0")
     suffix = ("_mnist" if pretrained else "") + ("_quick" if args.quick else "")
     work_dir = os.path.abspath(args.work_dir or os.path.join(REPO, "runs", f"noise_robustness{suffix}"))
     scratch_dir = os.path.abspath(args.scratch_dir or os.path.join(
         REPO, "runs", "noise_robustness" + ("_quick" if args.quick else "")))
     started = time.perf_counter()
-    if args.sweep:
-        return run_sweep(args, work_dir=work_dir, weights=weights, ido_epochs=ido_epochs)
+    sweep = None
+    if pretrained and (args.sweep or args.lr is None):
+        # one sweep for the full and the quick grid: the choice does not depend on the grid's cells
+        sweep_root = os.path.abspath(args.work_dir or os.path.join(REPO, "runs", "noise_robustness_mnist"))
+        sweep = run_sweep(args, work_dir=sweep_root, weights=weights, ido_epochs=ido_epochs)
+        if args.sweep:
+            return sweep
+    if pretrained:
+        lr = args.lr if args.lr is not None else sweep["chosen_lr"]
     settings = args.settings or [parse_setting(s) for s in (QUICK_SETTINGS if args.quick else SETTINGS)]
     seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     # both inits' quick runs report into one file beside the from-scratch quick runs
@@ -636,11 +639,8 @@ def main(argv=None) -> dict:
         command += " --seeds " + " ".join(map(str, seeds))
     if ido_epochs != default_epochs:
         command += " --ido_epochs {} {}".format(*ido_epochs)
-    if pretrained and lr != PRETRAINED_LR:
+    if pretrained and args.lr is not None:
         command += f" --lr {lr:g}"
-    sweep = None
-    if pretrained:
-        sweep = read_optional_json(os.path.join(work_dir, "sweep", "sweep.json"))
     section = report(summary, names, command=command, out=out, jobs=args.jobs, ido_epochs=ido_epochs, init=args.init,
                      lr=lr, weights_info=weights_info, scratch=scratch, sweep=sweep)
     previous = None
@@ -669,7 +669,7 @@ def run_sweep(args, *, work_dir: str, weights: str, ido_epochs: tuple[int, int])
     save_text("\n".join(sweep_lines(result, result["chosen_lr"])), os.path.join(sweep_dir, "sweep.md"))
     print(f"learning rate {result['chosen_lr']:g} (mean last-epoch accuracy "
           + ", ".join(f"{row['lr']:g}: {row['mean']:.2f}" for row in result["rows"])
-          + f"); set PRETRAINED_LR or pass --lr: {os.path.join(sweep_dir, 'sweep.md')}")
+          + f"): {os.path.join(sweep_dir, 'sweep.md')}")
     return result
 
 

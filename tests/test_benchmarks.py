@@ -250,9 +250,12 @@ def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path, monkeypat
     report.write_text(f"{nr.TITLE}\n\nold scratch tables\n\n{nr.READING_MARK}\nreading\n")
     summary = nr.main(["--init", "mnist", "--weights", str(out / "a.pth"), "--settings", "sym:0.4", "--seeds", "0",
                        "--ido_epochs", "1", "1", "--jobs", "2", "--work_dir", str(tmp_path / "w"),
-                       "--out", str(report), "--scratch_dir", str(tmp_path / "none")])
+                       "--out", str(report), "--scratch_dir", str(tmp_path / "none"), "--sweep_lrs", "2e-3"])
     cell = tmp_path / "w" / "sym_0.4_seed0"
     assert "pretrained_path=" + str(out / "a.pth") in (cell / "ido_stage1.done.json").read_text()
+    # no --lr: the sweep ran first (here over one rate) and the grid trains at its choice
+    assert json.loads((tmp_path / "w" / "sweep" / "sweep.json").read_text())["chosen_lr"] == 2e-3
+    assert all("lr=0.002" in (cell / f"{job}.done.json").read_text() for job in ("standard", "ido_stage1", "acto"))
     # it ran the from-scratch grid's own stage-1 job in that grid's folder (so that grid reuses it) ...
     scratch_cell = tmp_path / "none" / "sym_0.4_seed0"
     scratch_job = next(job for job in nr.build_cell("sym", 0.4, 0, str(tmp_path / "none"),
@@ -269,7 +272,7 @@ def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path, monkeypat
     assert stage1["wrong_event_auc"] == (meta["wrong_event_auc"], 0.0) and 0.0 <= meta["wrong_event_auc"] <= 1.0
     text = report.read_text()
     assert "old scratch tables" in text and text.endswith(f"{nr.READING_MARK}\nreading\n")
-    assert "## Pretrained on MNIST" in text and "--init mnist" in text
+    assert "## Pretrained on MNIST" in text and "--init mnist" in text and "methods wins: 0.002." in text
     assert f"| sym 0.4 | {meta['wrong_event_auc']:.3f} ± 0.000 | {scratch_auc:.3f} ± 0.000 |" in text
     assert (tmp_path / "bench_mnist.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "w" / "summary.json").read_text())["init"] == "mnist"
@@ -285,8 +288,9 @@ def test_sweep_chooses_the_rate_with_the_best_mean_over_methods(tmp_path):
     assert result["chosen_lr"] == 1e-3 and result["seed"] == nr.SWEEP_SEED
     # offsets -10, +1, +2, 0, -1 around the accuracy: the mean over the five methods is 1.6 below it
     assert [row["mean"] for row in result["rows"]] == pytest.approx([88.4, 83.4])
-    lines = "\n".join(nr.sweep_lines(result, 3e-3))
-    assert "wins: 0.001 (this grid ran at 0.003 instead)." in lines and "| 0.003 | 75.00 | 86.00 |" in lines
+    lines = "\n".join(nr.sweep_lines(result, 1e-3))
+    assert "wins: 0.001." in lines and "| 0.003 | 75.00 | 86.00 |" in lines
+    assert nr.sweep_lines(None, 3e-3)[0] == "Learning rate 0.003, given by `--lr` (not chosen by the sweep)."
 
 
 def test_pretrained_options_refuse_bad_input(tmp_path, capsys):
