@@ -51,6 +51,7 @@ with ``--quick``) and a plot beside it; a hand-written reading below the line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -59,6 +60,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -183,9 +185,33 @@ def is_done(work_dir: str, job: Job) -> bool:
     return read_json(path).get("argv") == job.argv[1:]
 
 
+@contextlib.contextmanager
+def _stopping_jobs(running: dict, bar) -> Iterator[None]:
+    """On the way out of :func:`run_grid` (an error, Ctrl-C, SIGTERM): stop the jobs still running and wait
+    for them, so that none outlives the grid."""
+    try:
+        yield
+    finally:
+        for _, proc, _, _ in running.values():
+            proc.terminate()
+        for _, proc, _, log in running.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+        bar.close()
+
+
 def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
-    """Run every unfinished job, ``jobs`` at a time, respecting each cell's order."""
+    """Run every unfinished job, ``jobs`` at a time, respecting each cell's order.
+
+    Ctrl-C or SIGTERM (a scheduler's stop) stops the running jobs too (they exit as the entry points do on
+    SIGTERM) before it ends the grid; finished jobs stay done."""
     from tqdm import tqdm
+
+    from utils.signals import stop_signals_raise
 
     by_key = {job.key: job for cell in cells for job in cell.jobs}
     pending = [job for job in by_key.values() if not is_done(work_dir, job)]
@@ -195,7 +221,7 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
     running: dict[str, tuple[Job, subprocess.Popen, float, object]] = {}
     bar = tqdm(total=total, initial=total - len(pending), desc="grid", unit="job", dynamic_ncols=True)
     shown = ""
-    try:
+    with stop_signals_raise(), _stopping_jobs(running, bar):
         while pending or running:
             for job in list(pending):
                 if len(running) >= jobs:
@@ -223,11 +249,6 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
                           done_path(work_dir, job))
                 bar.update(1)
                 bar.write(f"done {key} in {seconds:.0f} s")
-    finally:
-        for job, proc, _, log in running.values():
-            proc.terminate()
-            log.close()
-        bar.close()
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -674,4 +695,10 @@ def run_sweep(args, *, work_dir: str, weights: str, ido_epochs: tuple[int, int])
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: run_grid has stopped the running jobs
+        from utils.signals import Terminated
+        print("noise_robustness.py: stopped; the finished jobs are kept, the same command continues the grid",
+              file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)

@@ -305,3 +305,30 @@ def test_pretrained_options_refuse_bad_input(tmp_path, capsys):
             nr.main([*argv, "--work_dir", str(tmp_path / "w")])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # nothing written
+
+
+def test_sigterm_stops_the_grid_and_the_jobs_it_runs(tmp_path):
+    """A scheduler's SIGTERM to the grid runner: its running jobs are stopped (not left training as orphans),
+    none is marked done, and the runner ends with one line and exit status 143."""
+    import signal
+    import subprocess
+    import time
+    pytest.importorskip("cleanlab")
+    work = tmp_path / "w"
+    grid = subprocess.Popen([sys.executable, "benchmarks/noise_robustness.py", "--settings", "sym:0.4", "--seeds", "0",
+                             "--jobs", "2", "--work_dir", str(work), "--out", str(tmp_path / "bench.md")],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = [work / "sym_0.4_seed0" / f"{job}.log" for job in ("standard", "ido_stage1")]
+    deadline = time.monotonic() + 120
+    # both jobs have started training (their config is logged: their own SIGTERM handling is in place)
+    while not all(log.is_file() and "resume:" in log.read_text() for log in logs):
+        assert time.monotonic() < deadline and grid.poll() is None, grid.communicate()
+        time.sleep(0.2)
+    grid.send_signal(signal.SIGTERM)
+    _, err = grid.communicate(timeout=120)
+    assert grid.returncode == 143
+    assert err.strip().splitlines()[-1] == ("noise_robustness.py: stopped; the finished jobs are kept, the same "
+                                            "command continues the grid")
+    for log in logs:  # each job ended the way an entry point ends on SIGTERM (it had exited when the grid did)
+        assert log.read_text().strip().splitlines()[-1].startswith("stage_1.py: stopped by SIGTERM")
+    assert not list(work.glob("*/*.done.json"))
