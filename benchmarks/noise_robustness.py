@@ -18,9 +18,9 @@ For every (noise setting, seed) cell, all methods train on the same noisy-label 
 
 ``--init mnist`` runs the same comparison in IDO's own regime, fine-tuning a pretrained backbone:
 every method starts from the MNIST weights of ``benchmarks/pretrain_mnist.py`` (``pretrained_path``,
-``--weights``), on the from-scratch grid's very noisy-label files, with one learning rate for all methods (chosen by the sweep below, or ``--lr``).  IDO keeps the official
-pretrained schedule shape (IDO.md §1.2/§1.3): a short stage 1 at a constant learning rate (5 epochs),
-then stage 2 (10 epochs, cosine); standard training gets the 15 epochs with a cosine schedule, ACTO the
+``--weights``), on the from-scratch grid's very noisy-label files, with one learning rate for all
+methods (chosen by the sweep below, or ``--lr``).  IDO keeps the official pretrained schedule shape
+(IDO.md §1.2/§1.3): a short stage 1 at a constant learning rate (5 epochs), then stage 2 (10 epochs, cosine); standard training gets the 15 epochs with a cosine schedule, ACTO the
 15 with 3 of warm-up (ACT's 20 %), confident learning 4 folds of 5 epochs (IDO's stage 1) and 15 on the
 samples it keeps.  Its runs go to ``runs/noise_robustness_mnist[_quick]`` and its tables to their own
 section of the report, so neither init overwrites the other; that section also compares the stage-1
@@ -300,7 +300,7 @@ def stage1_results(cell: Cell, work_dir: str) -> dict:
 
 def run_scratch_stage1(settings: list[tuple[str, float]], seeds: list[int], *, scratch_dir: str, jobs: int) -> dict:
     """Run (or reuse) the from-scratch grid's IDO stage 1 of every cell, for the pretrained section's stage-1
-    comparison; ``{"table": {setting: {"ido_stage1": {metric: (mean, std)}}}}`` like ``summarise``.
+    comparison; summarised like :func:`summarise` (method ``ido_stage1`` alone).
 
     The jobs are the from-scratch grid's own (same command, same folder), so that grid reuses them and
     they write the noisy-label files both grids train on."""
@@ -310,12 +310,7 @@ def run_scratch_stage1(settings: list[tuple[str, float]], seeds: list[int], *, s
         cell.jobs = [job for job in cell.jobs if job.name == "ido_stage1"]
         os.makedirs(os.path.join(scratch_dir, cell.name), exist_ok=True)
     run_grid(cells, work_dir=scratch_dir, jobs=jobs)
-    per_setting: dict[str, dict[str, list]] = {}
-    for cell in cells:
-        for metric, value in stage1_results(cell, scratch_dir).items():
-            per_setting.setdefault(cell.setting, {}).setdefault(metric, []).append(value)
-    return {"table": {s: {"ido_stage1": {k: mean_std(v) for k, v in metrics.items()}}
-                      for s, metrics in per_setting.items()}}
+    return summarise(cells, scratch_dir, results=lambda cell, root: {"ido_stage1": stage1_results(cell, root)})
 
 
 def mean_std(values: list) -> tuple[float, float] | None:
@@ -325,12 +320,13 @@ def mean_std(values: list) -> tuple[float, float] | None:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(cells: list[Cell], work_dir: str) -> dict:
-    """``{setting: {method: {metric: (mean, std) | None}}}`` over seeds, plus the seeds used."""
+def summarise(cells: list[Cell], work_dir: str, *, results=None) -> dict:
+    """``{setting: {method: {metric: (mean, std) | None}}}`` over seeds, plus the seeds used.  ``results``:
+    what one cell gave, ``{method: {metric: value}}`` (default :func:`cell_results`)."""
     per_setting: dict[str, dict[str, dict[str, list]]] = {}
     seeds: dict[str, list[int]] = {}
     for cell in cells:
-        res = cell_results(cell, work_dir)
+        res = (results or cell_results)(cell, work_dir)
         seeds.setdefault(cell.setting, []).append(cell.seed)
         for method, metrics in res.items():
             slot = per_setting.setdefault(cell.setting, {}).setdefault(method, {})
@@ -436,8 +432,8 @@ def report(summary: dict, settings: list[str], *, command: str, out: str, jobs: 
            ido_epochs: tuple[int, int], init: str = "scratch", lr: float | None = None,
            weights_info: dict | None = None, scratch: dict | None = None, sweep: dict | None = None) -> str:
     """The report section of one init (``## From scratch`` or ``## Pretrained on MNIST``).  ``scratch``: the
-    from-scratch stage 1 of ``run_scratch_stage1``, for the stage-1 comparison of the pretrained section; ``sweep``: the
-    learning-rate sweep's result."""
+    from-scratch stage 1 of :func:`run_scratch_stage1`, for the stage-1 comparison of the pretrained section;
+    ``sweep``: the learning-rate sweep's result."""
     table = summary["table"]
     seeds = sorted({s for v in summary["seeds"].values() for s in v})
     heading = "## From scratch" if init == "scratch" else "## Pretrained on MNIST, fine-tuned (IDO's own regime)"
