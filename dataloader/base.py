@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -9,6 +10,14 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+
+DIGEST_BYTES = 16  # content digests: blake2b, 128 bit
+
+
+def content_digest(content: bytes) -> bytes:
+    """The :data:`DIGEST_BYTES`-byte blake2b digest of ``content`` (equal digests: identical content)."""
+    return hashlib.blake2b(content, digest_size=DIGEST_BYTES).digest()
 
 
 class ArrayImages:
@@ -24,6 +33,11 @@ class ArrayImages:
 
     def load(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index])
+
+    def load_with_digest(self, index: int) -> tuple[Image.Image, bytes]:
+        """The image and :func:`content_digest` of its pixels."""
+        pixels = np.ascontiguousarray(self.images[index])
+        return Image.fromarray(pixels), content_digest(pixels.tobytes())
 
     def digest(self) -> str:
         """sha256 of the pixels: identifies the sample order of an in-memory set."""
@@ -48,6 +62,13 @@ class FileImages:
     def load(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as img:
             return img.convert("RGB")
+
+    def load_with_digest(self, index: int) -> tuple[Image.Image, bytes]:
+        """The image and :func:`content_digest` of its file's bytes, from one read of the file."""
+        with open(self.paths[index], "rb") as f:
+            content = f.read()
+        with Image.open(io.BytesIO(content)) as img:
+            return img.convert("RGB"), content_digest(content)
 
     def digest(self) -> str:
         h = hashlib.sha256()

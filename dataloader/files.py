@@ -7,13 +7,14 @@ index of every image is the same on every machine (IDO.md B7).
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from dataloader.base import FileImages
+from dataloader.base import FileImages, content_digest
 from utils.errors import DataError
 
 # torchvision's IMG_EXTENSIONS (what DatasetFolder accepts), compared case-insensitively
@@ -32,9 +33,24 @@ class ImageFiles(FileImages):
     """:class:`FileImages` whose read errors name the file (DataError instead of a PIL traceback)."""
 
     def load(self, index: int) -> Image.Image:
+        return self._decode(self.paths[index], self.paths[index])
+
+    def load_with_digest(self, index: int) -> tuple[Image.Image, bytes]:
+        """The image and :func:`content_digest` of its file's bytes, from one read of the file (the
+        report's evaluation pass finds identical files under different labels with it)."""
         path = self.paths[index]
         try:
-            with Image.open(path) as img:
+            with open(path, "rb") as f:
+                content = f.read()
+        except FileNotFoundError:
+            raise DataError(f"image {path} does not exist (it was there when the data set was listed)") from None
+        return self._decode(io.BytesIO(content), path), content_digest(content)
+
+    @staticmethod
+    def _decode(source, path: str) -> Image.Image:
+        """``source`` (the file ``path`` or its bytes) decoded to RGB; errors name ``path``."""
+        try:
+            with Image.open(source) as img:
                 return img.convert("RGB")
         except FileNotFoundError:
             raise DataError(f"image {path} does not exist (it was there when the data set was listed)") from None

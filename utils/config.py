@@ -138,6 +138,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("export_samples", bool, True, "write {stage}/..._samples.csv, _summary.json and _suspects.png "
          "(one extra evaluation pass over the training set)"),
     _opt("suspects_grid", int, 32, "number of images in the _suspects.png grid", min=1),
+    _opt("review_samples", int, 1000, "number of flagged samples (most suspect first) shown as thumbnails on "
+         "the _review.html page", min=0),
     _opt("val_fraction", float, 0.0, "imagefolder/csv without a test set: share of each class's training images "
          "held out (seed: seed), scored on their given labels (val_acc_given_labels)", min=0.0, max=0.5,
          max_inclusive=False),

@@ -22,7 +22,7 @@ RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persi
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
                               "noisy_label_file", "check_images", "train_csv", "test_csv", "export_samples",
-                              "suspects_grid"})
+                              "suspects_grid", "review_samples"})
 
 
 @dataclass
