@@ -158,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     validate(cfg)
     hp = ActoHParams.from_config(cfg)
     data = build_data(cfg, stage="stage2", log=log.info)
+    run.claim_outputs(run.path("acto", f"{cfg.tag}.json"), fingerprint=data.fingerprint)
     run.check_images(data)
     n = len(data.train)
     log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, resolution "
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log.write_metrics(history)
         run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
 
-    result = summarize(cfg, history, data, rtm_plan, ntm_plan)
+    result = {**summarize(cfg, history, data, rtm_plan, ntm_plan), "fingerprint": data.fingerprint}
     if runtime.is_main:
         path = save_json(result, run.path("acto", f"{cfg.tag}.json"))
         export_sample_report(run, data, rtm, stem=run.path("acto", cfg.tag))

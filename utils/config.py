@@ -189,6 +189,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written"),
     _opt("run_name", str, None, "name of checkpoint/{run} (null: from the stage and tag)", nullable=True),
     _opt("resume", bool, False, "continue from checkpoint/{run}/last.pt"),
+    _opt("overwrite", bool, False, "replace the outputs in output_dir of a run on other data, noisy labels or seed "
+         "(refused otherwise)"),
     # --- ACTO (ACTO.md §1; docs/acto.md) ---
     _opt("warmup_epochs", int, 2, "ACTO warm-up epochs W (both models on all samples, RTM with the "
          "confidence penalty); must be < epochs", min=0, scopes=SA),

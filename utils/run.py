@@ -1,6 +1,7 @@
 """What every entry point does first: parse the config, pick the device, open the run directory."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -22,7 +23,22 @@ RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persi
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
                               "noisy_label_file", "check_images", "train_csv", "test_csv", "export_samples",
-                              "suspects_grid", "review_samples"})
+                              "suspects_grid", "review_samples", "overwrite"})
+
+
+def training_settings(cfg) -> dict:
+    """The keys of ``cfg`` that decide what is trained (all but :data:`RESUME_FREE_KEYS`)."""
+    return {k: v for k, v in cfg.items() if k not in RESUME_FREE_KEYS}
+
+
+def outputs_conflict(meta: dict, *, fingerprint: str, seed: int) -> str | None:
+    """What makes the run recorded in ``meta`` (a result JSON) another run than one on data ``fingerprint``
+    with ``seed``: None when it is the same, else a few words for the refusal."""
+    if meta.get("fingerprint", fingerprint) != fingerprint:
+        return "other data or noisy labels"
+    if meta.get("seed", seed) != seed:
+        return f"seed {meta.get('seed')}, this run seed {seed}"
+    return None
 
 
 @dataclass
@@ -37,7 +53,30 @@ class Run:
         return os.path.join(self.cfg.output_dir, *parts)
 
     def training_settings(self) -> dict:
-        return {k: v for k, v in self.cfg.items() if k not in RESUME_FREE_KEYS}
+        return training_settings(self.cfg)
+
+    def claim_outputs(self, meta_path: str, *, fingerprint: str) -> None:
+        """Refuse, before training, to overwrite the outputs of a run on other data, noisy labels or seed.
+
+        ``meta_path`` is the result JSON the run writes at its end (stage1/{tag}_wrongevent.json,
+        stage2/{tag}_{bmm}.json, acto/{tag}.json).  The tag names the setting, not the data or seed, so a
+        second folder or seed in the same output_dir would silently replace the first run's files (and
+        orphan its stage 2); re-running or resuming the same run is allowed, and ``overwrite: true``
+        replaces on purpose.
+        """
+        if self.cfg.overwrite or not os.path.isfile(meta_path):
+            return
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            meta = {"fingerprint": "<unreadable>"}
+        conflict = outputs_conflict(meta if isinstance(meta, dict) else {}, fingerprint=fingerprint,
+                                    seed=self.cfg.seed)
+        if conflict:
+            raise DataError(f"{meta_path} holds the outputs of another run ({conflict}), which this run would "
+                            f"overwrite; use another --output_dir (e.g. {self.cfg.output_dir.rstrip('/')}_seed"
+                            f"{self.cfg.seed}), or --set overwrite=true to replace them")
 
     def save_state(self, state: dict, *, fingerprint: str, parts: Mapping[str, Any] = {}) -> None:
         """Write checkpoint/{run}/last.pt: ``state``, the ``state_dict()`` of every object in ``parts``
