@@ -208,7 +208,9 @@ the decisions applied and removed samples left out; train on it with <code>datas
 <script type="application/json" id="review-data">__DATA__</script>
 <script>
 "use strict";
+performance.mark("review-script");
 const D = JSON.parse(document.getElementById("review-data").textContent);
+performance.mark("review-parsed");
 const S = D.shown, C = D.classes, N = S.index.length;
 const KEYS = {k: "keep", p: "predicted", r: "remove", u: "unsure"};
 let decisions = {};
@@ -233,11 +235,19 @@ function newLabel(pos) {  // class index after the decision, -1 removed
   if (d[0] === "remove") return -1;
   return S.given[pos];
 }
+function fillClasses(select) {  // C options per card would cost seconds on a page of thousands of cards
+  if (select.options.length > 1) return;
+  const frag = document.createDocumentFragment();
+  C.forEach((name, c) => frag.appendChild(el("option", {value: String(c)}, name)));
+  select.appendChild(frag);
+}
 function paint(pos) {
   const card = cards[pos], d = decisions[S.index[pos]];
   card.className = "card" + (d ? " d-" + d[0] : "") + (pos === focus ? " focus" : "");
   card.querySelectorAll("button[data-d]").forEach(b => b.classList.toggle("on", !!d && b.dataset.d === d[0]));
-  card.querySelector("select").value = d && d[0] === "other" ? String(d[1]) : "";
+  const select = card.querySelector("select");
+  if (d && d[0] === "other") fillClasses(select);
+  select.value = d && d[0] === "other" ? String(d[1]) : "";
   card.querySelector(".decision").textContent = d ? "decision: " + d[0] + (d[0] === "other" || d[0] === "predicted"
     ? " \u2192 " + C[newLabel(pos)] : "") : "";
 }
@@ -271,21 +281,20 @@ function build() {
   const grid = document.getElementById("grid"), frag = document.createDocumentFragment();
   for (let pos = 0; pos < N; pos++) {
     const card = el("div", {"class": "card", "data-pos": pos, "data-index": S.index[pos]});
-    card.appendChild(el("img", {src: D.thumbnails[pos], alt: S.key[pos]}));
+    card.appendChild(el("img", {src: D.thumbnails[pos], alt: S.key[pos], loading: "lazy", decoding: "async"}));
     card.appendChild(el("div", {"class": "path"}, S.key[pos]));
     const labels = el("div", {"class": "labels"});
     labels.appendChild(document.createTextNode("given " + C[S.given[pos]] + " \u2192 predicted "));
     labels.appendChild(el("b", {}, C[S.predicted[pos]]));
     labels.appendChild(document.createTextNode(" (" + S.prob[pos].toFixed(2) + ")"));
     card.appendChild(labels);
-    card.appendChild(el("div", {"class": "score"}, "label score " + S.score[pos]));
+    card.appendChild(el("div", {"class": "score"}, "label score " + S.score[pos].toPrecision(2)));
     if (S.index[pos] in dupOf) card.appendChild(el("div", {"class": "dup"}, "identical file under another label (group " + (dupOf[S.index[pos]] + 1) + ")"));
     const buttons = el("div", {"class": "buttons"});
     [["keep", "keep"], ["predicted", "predicted"], ["remove", "remove"], ["unsure", "unsure"]].forEach(([d, t]) =>
       buttons.appendChild(el("button", {"data-d": d, type: "button"}, t)));
-    const select = el("select", {"aria-label": "another class"});
+    const select = el("select", {"aria-label": "another class"});  // its classes are added when it is used
     select.appendChild(el("option", {value: ""}, "other class\u2026"));
-    C.forEach((name, c) => select.appendChild(el("option", {value: String(c)}, name)));
     buttons.appendChild(select);
     card.appendChild(buttons);
     card.appendChild(el("div", {"class": "decision"}));
@@ -300,6 +309,8 @@ function build() {
     if (e.target.dataset.d) { decide(pos, e.target.dataset.d); }
     if (e.target.tagName !== "SELECT") setFocus(pos);
   });
+  ["focusin", "mousedown"].forEach(kind => grid.addEventListener(kind, e => {
+    if (e.target.tagName === "SELECT") fillClasses(e.target); }));
   grid.addEventListener("change", e => {
     if (e.target.tagName !== "SELECT") return;
     const pos = +e.target.closest(".card").dataset.pos;
@@ -334,7 +345,12 @@ function applyFilters() {
     if (ok) n++;
   }
   document.getElementById("visible").textContent = n + " of " + N + " shown samples match";
-  if (focus >= 0 && !visible(focus)) { const old = focus; focus = -1; paint(old); }
+  if (focus < 0 || !visible(focus)) {  // the keys act on the first card the filters show
+    let first = -1;
+    for (let pos = 0; pos < N && first < 0; pos++) if (visible(pos)) first = pos;
+    if (focus >= 0) { const old = focus; focus = -1; paint(old); }
+    if (first >= 0) setFocus(first);
+  }
 }
 function bytesOf(b64) { const s = atob(b64), out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i); return out; }
@@ -401,7 +417,7 @@ document.addEventListener("keydown", e => {
   if (focus < 0) return;
   if (KEYS[e.key]) { decide(focus, KEYS[e.key]); step(1); }
   else if (e.key === "x") { decide(focus, null); }
-  else if (e.key === "c") { e.preventDefault(); cards[focus].querySelector("select").focus(); }
+  else if (e.key === "c") { e.preventDefault(); const s = cards[focus].querySelector("select"); fillClasses(s); s.focus(); }
 });
 document.getElementById("export-labels").addEventListener("click", exportLabels);
 document.getElementById("export-decisions").addEventListener("click", exportDecisions);
@@ -414,7 +430,7 @@ document.getElementById("shown-note").textContent = D.num_flagged + " of " + D.n
   " training labels flagged; the " + N + " most suspect are shown" + (D.num_flagged > N ? " (" + (D.num_flagged - N) +
   " flags not shown: raise the config key review_samples)" : "") + ". Unflagged and undecided samples keep their label.";
 build(); filters(); applyFilters(); counts(); duplicatesSection();
-if (N) setFocus(0);
+performance.mark("review-ready");
 document.body.dataset.ready = "1";
 </script>
 </body></html>
