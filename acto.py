@@ -153,7 +153,7 @@ def fmt(value, spec=".3f") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    run: Run = start_run(argv, prog="acto.py", scope=ACTO, run_name="acto_{tag}")
+    run: Run = start_run(argv, prog="acto.py", scope=ACTO, run_name="acto_{tag}", claims_outputs=True)
     cfg, runtime, log = run.cfg, run.runtime, run.log
     validate(cfg)
     hp = ActoHParams.from_config(cfg)

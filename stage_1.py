@@ -42,7 +42,7 @@ def stage1_step(wrong_events: WrongEvents, predictions: EpochPredictions):
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    run = start_run(argv, prog="stage_1.py", scope=STAGE1, run_name="stage1_{tag}")
+    run = start_run(argv, prog="stage_1.py", scope=STAGE1, run_name="stage1_{tag}", claims_outputs=True)
     cfg, runtime, log = run.cfg, run.runtime, run.log
     tag = cfg.tag
     data = build_data(cfg, stage="stage1", log=log.info)

@@ -171,12 +171,13 @@ def load_base_model(run: Run, data: Data) -> torch.nn.Module:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
          forced: Mapping[str, Any] | None = None) -> dict:
-    run = start_run(argv, prog=prog, scope=STAGE2, run_name="stage2_{tag}_{bmm}", forced=forced)
+    run = start_run(argv, prog=prog, scope=STAGE2, run_name="stage2_{tag}_{bmm}", forced=forced,
+                    claims_outputs=True)
     cfg, runtime, log = run.cfg, run.runtime, run.log
     data = build_data(cfg, stage="stage2", log=log.info)
-    run.check_images(data)
     stage1_counts, stage1_meta = load_stage1(run, data)
     run.claim_outputs(run.path("stage2", f"{cfg.tag}_{cfg.bmm}.json"), fingerprint=data.fingerprint)
+    run.check_images(data)
     model = load_base_model(run, data)
     train_model = place_model(model, run)
     settings = optim_settings(cfg)

@@ -54,7 +54,9 @@ def test_another_seed_in_the_same_output_dir_is_refused_before_anything_is_writt
     write_small(root, "imagefolder")
     stage_1.main(own_argv("stage1", "imagefolder", root, out, *TINY[len(FAST):]))
     meta = out / "stage1" / f"{TAG}_wrongevent.json"
-    files = {p: p.stat().st_mtime_ns for p in (meta, out / "base_model" / f"{TAG}.pt")}
+    run_dir = out / "checkpoint" / f"stage1_{TAG}"
+    files = {p: p.stat().st_mtime_ns for p in (meta, out / "base_model" / f"{TAG}.pt", run_dir / "train.log",
+                                               run_dir / "config.yaml", run_dir / "last.pt")}
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         run_main(clean_labels.main, [str(root), "--output_dir", str(out), *TINY, "--seed", "1"])

@@ -47,6 +47,7 @@ class Run:
     runtime: Runtime
     log: RunLog
     precision: Precision
+    config_as_given: Config | None = None  # written to config.yaml (num_workers not yet resolved)
 
     def path(self, *parts: str) -> str:
         """A path under output_dir."""
@@ -64,19 +65,20 @@ class Run:
         orphan its stage 2); re-running or resuming the same run is allowed, and ``overwrite: true``
         replaces on purpose.
         """
-        if self.cfg.overwrite or not os.path.isfile(meta_path):
-            return
-        try:
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
-        except (OSError, ValueError):
-            meta = {"fingerprint": "<unreadable>"}
-        conflict = outputs_conflict(meta if isinstance(meta, dict) else {}, fingerprint=fingerprint,
-                                    seed=self.cfg.seed)
+        conflict = None
+        if not self.cfg.overwrite and os.path.isfile(meta_path):
+            try:
+                with open(meta_path, encoding="utf-8") as f:
+                    meta = json.load(f)
+            except (OSError, ValueError):
+                meta = {"fingerprint": "<unreadable>"}
+            conflict = outputs_conflict(meta if isinstance(meta, dict) else {}, fingerprint=fingerprint,
+                                        seed=self.cfg.seed)
         if conflict:
             raise DataError(f"{meta_path} holds the outputs of another run ({conflict}), which this run would "
                             f"overwrite; use another --output_dir (e.g. {self.cfg.output_dir.rstrip('/')}_seed"
                             f"{self.cfg.seed}), or --set overwrite=true to replace them")
+        self.log.open(self.config_as_given, fresh=not self.cfg.resume)
 
     def save_state(self, state: dict, *, fingerprint: str, parts: Mapping[str, Any] = {}) -> None:
         """Write checkpoint/{run}/last.pt: ``state``, the ``state_dict()`` of every object in ``parts``
@@ -118,29 +120,29 @@ class Run:
 
 
 def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: str,
-              forced: Mapping[str, Any] | None = None) -> Run:
+              forced: Mapping[str, Any] | None = None, claims_outputs: bool = False) -> Run:
     """Parse and validate the command line, set up devices/processes, and write config.yaml.
 
     ``run_name`` is the default name of ``checkpoint/{run}``, a format string over ``tag`` and the
-    config keys (the config's own run_name wins).
+    config keys (the config's own run_name wins).  ``claims_outputs``: the entry point calls
+    :meth:`Run.claim_outputs` once its data are known; until then config.yaml and train.log of an
+    earlier run in ``checkpoint/{run}`` are left as they are (the log lines are held).
     """
     cfg = parse_config(argv, prog=prog, scope=scope, forced=forced)
     runtime = setup_runtime(cfg.device)
     name = cfg.run_name or run_name.format(tag=cfg.tag, **cfg)
-    log = RunLog(os.path.join(cfg.output_dir, "checkpoint", name), enabled=runtime.is_main)
-    if runtime.is_main and not cfg.resume:
-        stale = os.path.join(log.run_dir, "train.log")
-        if os.path.exists(stale):  # a fresh run starts a fresh log
-            os.remove(stale)
-    log.write_config(cfg)
+    log = RunLog(os.path.join(cfg.output_dir, "checkpoint", name), enabled=runtime.is_main, held=claims_outputs)
+    if not claims_outputs:
+        log.open(cfg, fresh=not cfg.resume)
     log.info(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
     log.info("config:\n" + cfg.to_yaml().rstrip())
+    given = cfg  # config.yaml keeps num_workers "auto"
     workers, note = resolve_num_workers(cfg.num_workers)
     if note:  # config.yaml keeps "auto"; the loaders get the number
         cfg = cfg.replace(num_workers=workers)
         log.info(note)
     seed_everything(cfg.seed)
-    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device))
+    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), config_as_given=given)
 
 
 def place_model(model: torch.nn.Module, run: Run) -> torch.nn.Module:
