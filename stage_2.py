@@ -120,7 +120,7 @@ def stage1_command(cfg) -> str:
     """The stage-1 command of this stage-2 config: every key that names the data and the model, with the
     values this run has (own data: or the one command clean_labels.py, which runs both stages)."""
     sets = [f"{key}={cfg[key]}" for key in ("data_path", "train_csv", "test_csv", "pretrained_path", "resolution")
-            if cfg[key] is not None and key in cfg]
+            if cfg.get(key) is not None]
     sets += [f"pretrained={str(cfg.pretrained).lower()}", f"seed={cfg.seed}"]
     command = (f"python stage_1.py --config config/stage1/{cfg.dataset}.yaml --noise_mode {cfg.noise_mode} "
                f"--noise_ratio {cfg.noise_ratio:g} --backbone {cfg.backbone} --output_dir {cfg.output_dir} "

@@ -110,3 +110,16 @@ def test_set_keys_reach_only_the_stages_that_have_them_and_data_kinds(tmp_path):
         "csv", [f"data_path={tmp_path}", f"train_csv={tmp_path / 'labels.csv'}"])
     with pytest.raises(ConfigError, match="is neither a folder"):
         clean_labels.data_settings(str(tmp_path / "missing"))
+
+
+def test_stage2_without_its_stage1_suggests_a_complete_stage1_command(tmp_path):
+    from stage_2 import stage1_command
+    from utils.config import parse_config
+
+    cfg = parse_config(["--config", "config/stage2/imagefolder.yaml", "--set", "data_path=/my/images", "--output_dir",
+                        "runs/x", "--set", "resolution=64", "--set", "pretrained=false", "--seed", "3"],
+                       prog="stage_2.py", scope="stage2")
+    assert stage1_command(cfg) == (
+        "python stage_1.py --config config/stage1/imagefolder.yaml --noise_mode real --noise_ratio 0 --backbone "
+        "resnet50 --output_dir runs/x --set data_path=/my/images --set resolution=64 --set pretrained=false --set "
+        "seed=3; or both stages in one: python clean_labels.py DATA --output_dir runs/x")
