@@ -62,6 +62,21 @@ def test_identical_content_is_grouped_only_where_the_labels_differ():
         conflicting_duplicates(d, given[:3])
 
 
+def test_the_digest_comes_with_the_same_image_as_load(tmp_path):
+    from dataloader.base import ArrayImages, content_digest
+    from dataloader.files import ImageFiles
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).convert("RGBA").save(path)
+    files = ImageFiles([str(path)])
+    image, digest = files.load_with_digest(0)
+    assert np.array_equal(np.asarray(image), np.asarray(files.load(0))) and image.mode == "RGB"
+    assert digest == content_digest(path.read_bytes()) and len(digest) == 16
+    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    image, digest = ArrayImages(pixels).load_with_digest(1)
+    assert np.array_equal(np.asarray(image), pixels[1]) and digest == content_digest(pixels[1].tobytes())
+
+
 def test_paths_are_front_coded_losslessly_and_the_page_is_self_contained():
     paths = ["/d/train/ant/0.png", "/d/train/ant/01.png", "/d/train/bée/ü 😀.png", "/d/train/bée/ü 😁.png",
              "/e/a,b\"c</script>.png", "/e"]
