@@ -162,7 +162,8 @@ h1{font-size:17px;margin:0 0 4px}
 .bar{display:flex;flex-wrap:wrap;gap:10px;align-items:center;margin-top:4px}
 .note{color:#555}
 #grid{display:flex;flex-wrap:wrap;gap:8px;padding:12px}
-.card{width:190px;background:#fff;border:2px solid #ddd;border-radius:6px;padding:6px;box-sizing:border-box}
+.card{width:190px;background:#fff;border:2px solid #ddd;border-radius:6px;padding:6px;box-sizing:border-box;
+content-visibility:auto;contain-intrinsic-size:190px 232px}
 .card.focus{border-color:#1a66d6;box-shadow:0 0 0 2px #9cc0f5}
 .card img{width:96px;height:96px;object-fit:contain;display:block;margin:0 auto;background:#eee;image-rendering:pixelated}
 .card .path{font-size:11px;color:#666;word-break:break-all}
