@@ -11,7 +11,9 @@
     1. EXIF orientation applied (:func:`PIL.ImageOps.exif_transpose`; orientations 2-8 flip / rotate).
     2. 16-bit greyscale (modes ``I;16``, ``I;16L``, ``I;16B``, ``I;16N`` and ``I``, as PNG and TIFF
        decode to) scaled to 8 bit: ``round(v * 255 / 65535)`` per pixel (``I`` first clipped to
-       0..65535), never clipped at 255.
+       0..65535), never clipped at 255.  (16-bit colour PNGs reach this module as 8-bit RGB / RGBA:
+       Pillow's decoder keeps the high byte of each value, ``v // 256``, at most 1 below the rounded
+       scaling; not clipped either.)
     3. Transparency (modes ``RGBA``, ``LA``, ``PA``, ``RGBa``, and ``P`` / ``L`` / ``RGB`` with a
        ``transparency`` entry, e.g. a palette PNG with a transparent index) composited onto the
        background colour ``bg``: per channel ``round((a * c + (255 - a) * bg) / 255)`` with the alpha ``a``

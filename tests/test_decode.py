@@ -5,6 +5,8 @@ module docstring, in exact integer / fraction arithmetic (never by calling the c
 """
 from __future__ import annotations
 
+import struct
+import zlib
 from fractions import Fraction
 
 import numpy as np
@@ -105,6 +107,38 @@ def test_palette_png_with_a_transparent_index(tmp_path):
     colours[0] = (1, 2, 3)
     expected = np.array([[colours[i] for i in row] for row in index], dtype=np.uint8)
     np.testing.assert_array_equal(viewer(path, "#010203"), expected)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_greyscale_and_rgb_png_with_a_transparent_colour(tmp_path, mode):
+    """PNG's tRNS chunk for L and RGB: the one stated colour is transparent, the others opaque."""
+    grey = np.array([[0, 50, 200]], dtype=np.uint8)
+    path = tmp_path / f"{mode}.png"
+    if mode == "L":
+        Image.fromarray(grey, mode="L").save(path, transparency=50)
+    else:
+        Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(path, transparency=(50, 50, 50))
+    assert Image.open(path).mode == mode and "transparency" in Image.open(path).info
+    assert viewer(path, "#010203").tolist() == [[[0, 0, 0], [1, 2, 3], [200, 200, 200]]]
+
+
+def png_16_bit_rgb(path, pixels) -> None:
+    """A 16-bit-per-channel RGB PNG written byte by byte (Pillow cannot write one)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + b"".join(struct.pack(">HHH", *p) for p in row) for row in pixels)
+    header = struct.pack(">IIBBBBB", len(pixels[0]), len(pixels), 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_png_keeps_pillows_high_byte(tmp_path):
+    """What the module docstring states: Pillow hands over v // 256 (not clipped, at most 1 below rounding)."""
+    pixels = [[(65535, 32768, 255), (257, 128, 40000)]]
+    path = tmp_path / "rgb16.png"
+    png_16_bit_rgb(path, pixels)
+    assert viewer(path).tolist() == [[[v // 256 for v in p] for p in row] for row in pixels]
+    assert viewer(path).tolist() == [[[255, 128, 0], [1, 0, 156]]]
 
 
 SIXTEEN = np.array([[0, 1, 128, 129], [257, 1000, 32767, 32768], [65280, 65534, 65535, 40000]], dtype=np.uint16)
