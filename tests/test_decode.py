@@ -168,8 +168,8 @@ def test_16_bit_big_endian_and_32_bit_modes_in_memory():
     assert shown[..., 0].tolist() == [[0, 0, 255, 255]] and shown.shape == (1, 4, 3)
 
 
-CMYK = np.array([[(0, 0, 0, 0), (255, 0, 0, 0), (0, 0, 0, 255)], [(100, 50, 200, 30), (10, 20, 30, 40), (255, 255, 255, 255)]],
-                dtype=np.uint8)
+CMYK = np.array([[(0, 0, 0, 0), (255, 0, 0, 0), (0, 0, 0, 255)],
+                 [(100, 50, 200, 30), (10, 20, 30, 40), (255, 255, 255, 255)]], dtype=np.uint8)
 
 
 def cmyk_expected(cmyk) -> np.ndarray:
@@ -227,9 +227,17 @@ def test_image_files_decode_officially_unless_told(tmp_path):
 
 def test_pixel_limit_default_is_pillows_and_config_agrees():
     assert DEFAULT_MAX_PIXELS == Image.MAX_IMAGE_PIXELS == 89_478_485 == OPTION_BY_NAME["max_image_pixels"].default
-    assert make_cfg(max_image_pixels=0).max_image_pixels == 0 and make_cfg(max_image_pixels=None).max_image_pixels is None
+    assert make_cfg(max_image_pixels=0).max_image_pixels == 0
+    assert make_cfg(max_image_pixels=None).max_image_pixels is None
     with pytest.raises(ConfigError, match=r"^config key 'max_image_pixels' \(from test\) must be >= 0, got -1$"):
         make_cfg(max_image_pixels=-1)
+
+
+def test_background_is_a_training_setting_the_pixel_limit_is_not():
+    """--resume refuses another decode_background (other training input), accepts a raised pixel limit."""
+    from utils.run import RESUME_FREE_KEYS
+
+    assert "decode_background" not in RESUME_FREE_KEYS and "max_image_pixels" in RESUME_FREE_KEYS
 
 
 @pytest.mark.parametrize("value", ["white", "black", "#A0b1C2"])
