@@ -14,12 +14,20 @@ import pytest
 from PIL import Image
 
 from dataloader.decode import DEFAULT_MAX_PIXELS, OFFICIAL, VIEWER, Decoding, ImageTooLarge, decode_file, \
-    viewer_rgb
+    open_image, viewer_rgb
 from dataloader.files import ImageFiles, UnreadableImage
 from dataloader.image_check import find_unreadable
 from fixtures_data import make_cfg
 from utils.config import OPTION_BY_NAME
 from utils.errors import ConfigError
+
+@pytest.fixture(autouse=True)
+def pillow_limit():
+    """Decoding sets Pillow's process-wide pixel limit; the tests after these find it as it was."""
+    saved = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = saved
+
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
@@ -264,13 +272,23 @@ def test_a_default_limit_image_of_90_megapixels_is_too_large(tmp_path):
     with pytest.raises(ImageTooLarge) as err:
         viewer(path)
     assert (err.value.width, err.value.height, err.value.limit) == (10000, 9000, 89_478_485)
-    assert viewer(path, max_pixels=None).shape == (9000, 10000, 3)
+    with open_image(str(path), None) as img:  # the header only: decoding 90 megapixels is not the point here
+        assert img.size == (10000, 9000)
     assert Image.MAX_IMAGE_PIXELS is None  # Pillow's own limit is lifted with ours ...
-    viewer(path, max_pixels=90_000_000)
+    open_image(str(path), 90_000_000).close()
     assert Image.MAX_IMAGE_PIXELS == 90_000_000  # ... raised with it ...
     with pytest.raises(ImageTooLarge):
         viewer(path, max_pixels=1000)
     assert Image.MAX_IMAGE_PIXELS == DEFAULT_MAX_PIXELS  # ... and never lowered below its default
+
+
+def test_the_reported_14000_square_png_is_too_large_not_a_traceback(tmp_path):
+    """The issue's file: above twice Pillow's limit, where Pillow raises DecompressionBombError on open."""
+    path = tmp_path / "poster.png"
+    Image.new("1", (14000, 14000)).save(path)
+    with pytest.raises(UnreadableImage) as err:
+        ImageFiles([str(path)], decoding=Decoding(VIEWER)).load(0)
+    assert err.value.reason == "too large: 14000x14000 pixels, above the limit of 89,478,485"
 
 
 def test_too_large_message_names_file_size_and_key_also_above_twice_the_limit(tmp_path):

@@ -23,6 +23,14 @@ from utils.config import REPO_ROOT
 from utils.errors import run_main
 from utils.io import save_torch
 
+@pytest.fixture(autouse=True)
+def pillow_limit():
+    """Decoding sets Pillow's process-wide pixel limit; the tests after these find it as it was."""
+    saved = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = saved
+
+
 CLASSES = ("ant", "bee", "cat")
 
 
