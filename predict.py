@@ -34,9 +34,7 @@ from utils.errors import ConfigError, DataError, run_main
 from utils.io import save_text
 
 TOP_K = 5
-
-
-MISSING = "no such file or folder"
+MISSING = "no such file or folder"  # the error of a named input path that does not exist
 
 
 class ImageInputs(Dataset):
@@ -54,8 +52,7 @@ class ImageInputs(Dataset):
         except FileNotFoundError:
             return torch.empty(0), MISSING
         except ImageTooLarge as err:
-            return torch.empty(0), (f"too large: {err.width}x{err.height} pixels, above the limit of {err.limit:,} "
-                                    "(--max_image_pixels raises it, 0: no limit)")
+            return torch.empty(0), f"{err.reason} (--max_image_pixels raises it, 0: no limit)"
         except (OSError, ValueError, SyntaxError) as err:  # PIL's UnidentifiedImageError is an OSError
             return torch.empty(0), f"{type(err).__name__}: {err}".replace("\n", " ")
 

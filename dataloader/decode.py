@@ -84,8 +84,13 @@ class ImageTooLarge(Exception):
     """An image with more pixels than the limit (its header was read, its pixels were not)."""
 
     def __init__(self, path: str, width: int, height: int, limit: int):
-        super().__init__(f"{path}: {width}x{height} pixels, above the limit of {limit:,}")
         self.path, self.width, self.height, self.limit = path, width, height, limit
+        super().__init__(f"{path}: {self.reason}")
+
+    @property
+    def reason(self) -> str:
+        """``too large: WxH pixels, above the limit of N`` (what check_images and predict.py's rows say)."""
+        return f"too large: {self.width}x{self.height} pixels, above the limit of {self.limit:,}"
 
 
 def pixel_limit(value: int | None) -> int | None:

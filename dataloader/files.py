@@ -42,10 +42,6 @@ class UnreadableImage(DataError):
 CHECK_HINT = "--set check_images=true lists every unreadable file before training"
 
 
-def too_large_reason(err: ImageTooLarge) -> str:
-    return f"too large: {err.width}x{err.height} pixels, above the limit of {err.limit:,}"
-
-
 class ImageFiles(FileImages):
     """:class:`FileImages` decoded as ``decoding`` says (:mod:`dataloader.decode`: ``official`` for the paper
     data sets, ``viewer`` for own data), whose read errors name the file (DataError, not a PIL traceback)."""
@@ -63,9 +59,9 @@ class ImageFiles(FileImages):
                                   path=path, reason="missing") from None
         except ImageTooLarge as err:
             raise UnreadableImage(
-                f"image {path} is {too_large_reason(err)} (config key max_image_pixels: --set "
+                f"image {path} is {err.reason} (config key max_image_pixels: --set "
                 f"max_image_pixels={err.width * err.height} reads it, 0 reads any size; {CHECK_HINT})",
-                path=path, reason=too_large_reason(err)) from None
+                path=path, reason=err.reason) from None
         except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError is an OSError
             reason = f"{type(err).__name__}: {err}".replace("\n", " ")
             raise UnreadableImage(f"cannot decode image {path} ({reason}); replace or delete the file ({CHECK_HINT})",
