@@ -55,8 +55,8 @@ class ImageFiles(FileImages):
         try:
             return decode_file(path, self.decoding)
         except FileNotFoundError:
-            raise UnreadableImage(f"image {path} does not exist (it was there when the data set was listed)",
-                                  path=path, reason="missing") from None
+            raise UnreadableImage(f"image {path} does not exist (it was there when the data set was listed; "
+                                  f"{CHECK_HINT})", path=path, reason="missing") from None
         except ImageTooLarge as err:
             raise UnreadableImage(
                 f"image {path} is {err.reason} (config key max_image_pixels: --set "

@@ -319,3 +319,13 @@ def test_check_images_gives_the_reason_per_file(tmp_path):
     assert bad[1][0] == str(broken) and bad[1][1].startswith("cannot be decoded: UnidentifiedImageError: cannot "
                                                             "identify image file")
     assert bad[2] == (gone, "missing") and len(bad) == 3
+    with pytest.raises(UnreadableImage) as err:
+        images.load(3)
+    assert str(err.value) == (f"image {gone} does not exist (it was there when the data set was listed; --set "
+                              "check_images=true lists every unreadable file before training)")
+    with pytest.raises(UnreadableImage) as err:
+        images.load(2)
+    assert str(err.value).startswith(f"cannot decode image {broken} (UnidentifiedImageError: cannot identify image "
+                                     "file ")
+    assert str(err.value).endswith("); replace or delete the file (--set check_images=true lists every unreadable "
+                                   "file before training)")
