@@ -21,8 +21,8 @@ from utils.workers import resolve_num_workers
 RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persistent_workers", "output_dir",
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
-                              "noisy_label_file", "check_images", "train_csv", "test_csv", "export_samples",
-                              "suspects_grid"})
+                              "noisy_label_file", "check_images", "max_image_pixels", "train_csv", "test_csv",
+                              "export_samples", "suspects_grid"})
 
 
 @dataclass
