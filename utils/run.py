@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from dataloader.image_check import check_images
-from utils.config import Config, parse_config
+from utils.config import OPTION_BY_NAME, Config, parse_config
 from utils.distributed import Runtime, setup_runtime
 from utils.engine import Precision, seed_everything
 from utils.errors import DataError
@@ -67,6 +67,8 @@ class Run:
             raise DataError(f"--resume: {path} was written for other data or noisy labels; start without --resume "
                             "or set another run_name")
         saved, current = state.get("settings") or {}, self.training_settings()
+        # a key added to the project after the checkpoint was written trained at its default then
+        saved = {k: OPTION_BY_NAME[k].default for k in current if k not in saved and k in OPTION_BY_NAME} | saved
         differ = [k for k in current if saved.get(k, "<missing>") != current[k]]
         if differ:
             shown = ", ".join(f"{k}: {saved.get(k, '<missing>')!r} there, {current[k]!r} here" for k in differ[:3])
