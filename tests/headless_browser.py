@@ -84,7 +84,11 @@ class Browser:
             session = self.session
         if session:
             message["sessionId"] = session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:
+            raise BrowserError(f"chromium is not running (exit status {self.process.poll()}); {method} not sent") \
+                from None
         deadline = time.monotonic() + self.timeout
         with self._lock:
             while self._next_id not in self._replies:
