@@ -147,7 +147,7 @@ class FolderWalk:
         self.revisits: list[str] = []
         self.dangling: list[str] = []
 
-    def _rel(self, path: str) -> str:
+    def rel(self, path: str) -> str:
         return os.path.relpath(path, self.base)
 
     def claim(self, path: str) -> str | None:
@@ -159,7 +159,7 @@ class FolderWalk:
     def images(self, folder: str, skipped: SkippedFiles, *, recursive: bool, claimed: bool = False) -> list[str]:
         """Sorted image paths relative to ``folder``; other entries are added to ``skipped``."""
         if not claimed and (first := self.claim(folder)) is not None:
-            self.revisits.append(f"{self._rel(folder)} -> {self._rel(first)}")
+            self.revisits.append(f"{self.rel(folder)} -> {self.rel(first)}")
             return []
         found: list[str] = []
         stack = [("", folder)]
@@ -173,20 +173,20 @@ class FolderWalk:
                 name, rel = entry.name, prefix + entry.name
                 if entry.is_dir():  # follows symbolic links
                     if name.startswith(".") or not recursive:
-                        skipped.add(_skip_kind(name, is_dir=True), self._rel(entry.path), is_file=False)
+                        skipped.add(_skip_kind(name, is_dir=True), self.rel(entry.path), is_file=False)
                     elif (first := self.claim(entry.path)) is not None:
-                        self.revisits.append(f"{self._rel(entry.path)} -> {self._rel(first)}")
+                        self.revisits.append(f"{self.rel(entry.path)} -> {self.rel(first)}")
                     else:
                         stack.append((rel + os.sep, entry.path))
                 elif entry.is_file():
                     if is_image_name(name):
                         found.append(rel)
                     else:
-                        skipped.add(_skip_kind(name), self._rel(entry.path))
+                        skipped.add(_skip_kind(name), self.rel(entry.path))
                 elif entry.is_symlink() and not os.path.exists(entry.path):
-                    self.dangling.append(self._rel(entry.path))
+                    self.dangling.append(self.rel(entry.path))
                 else:  # a socket, fifo or device
-                    skipped.add("other", self._rel(entry.path), is_file=False)
+                    skipped.add("other", self.rel(entry.path), is_file=False)
         found.sort()
         return found
 
@@ -239,7 +239,7 @@ class ClassTree:
 
 
 def class_tree(root: str, split: str, classes: list[str] | None, *,
-               unknown_class: Callable[[str], str]) -> ClassTree:
+               unknown_class: Callable[[str], str], name: str = "data") -> ClassTree:
     """A DatasetFolder-style split ``root/split/<class>/...``.
 
     ``classes`` None: this split's sorted class folders are the classes (training split); otherwise a
@@ -247,13 +247,14 @@ def class_tree(root: str, split: str, classes: list[str] | None, *,
     matched as :func:`class_name` (NFC).  ``keys`` are ``split/<folder>/<path below it>`` (the names on
     disk; images found recursively, sorted), ``labels`` their class index.  The data root, the split and
     every class folder are claimed before any is walked, so a link back into the tree is never entered.
-    A symbolic link to nothing raises DataError (one line naming all of them).
+    A symbolic link to nothing raises DataError (one line naming all of them, starting ``name:``).
+    Paths in messages are relative to ``root`` (``train/gifs/x.gif``).
     """
     base = os.path.join(root, split)
     folders = class_folders(base)
     classes = [class_name(f) for f in folders] if classes is None else classes
     index = {c: i for i, c in enumerate(classes)}
-    walk = FolderWalk(base)
+    walk = FolderWalk(root)
     for top in (root, base):
         walk.claim(top)
     keys: list[str] = []
@@ -271,12 +272,12 @@ def class_tree(root: str, split: str, classes: list[str] | None, *,
         if owners[folder] is None:
             names = walk.images(os.path.join(base, folder), skipped, recursive=True, claimed=True)
         else:
-            walk.revisits.append(f"{folder} -> {os.path.relpath(owners[folder], base)}")
+            walk.revisits.append(f"{walk.rel(os.path.join(base, folder))} -> {walk.rel(owners[folder])}")
         keys += [f"{split}/{folder}/{n}" for n in names]
         labels += [index[class_name(folder)]] * len(names)
         total.merge(skipped)
         per_class[class_name(folder)] = (len(names), skipped)
-    walk.raise_dangling(split)
+    walk.raise_dangling(name)
     return ClassTree(classes, keys, labels, total, per_class, walk)
 
 

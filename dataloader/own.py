@@ -137,8 +137,8 @@ def _class_tree(root: str, split: str, classes: list[str] | None, log) -> ClassT
         unknown_class=lambda folder: f"imagefolder: {'test ' if split != 'train' else ''}class {folder!r} "
                                      f"({os.path.join(base, folder)}) is not {unknown}; rename it to one of "
                                      f"{'the folders in ' + root + '/train' if split != 'train' else 'those'} "
-                                     "or remove it")
-    log_skipped(log, "imagefolder", tree.skipped, base)
+                                     "or remove it", name="imagefolder")
+    log_skipped(log, "imagefolder", tree.skipped, root)
     tree.walk.log_revisits(log, "imagefolder")
     return tree
 
@@ -218,7 +218,9 @@ def _resolve_classes(cfg, train_labels: list[str]) -> tuple[list[str], bool]:
         _refuse_empty("csv", {str(g): "no training row" for g in gaps}, False, None,
                       f"the integer labels run 0..{top} with gaps: number the classes 0..{len(values) - 1}")
         return [str(i) for i in range(top + 1)], True
-    _refuse_lookalikes("csv", {t for t in train_labels if t.strip()}, "the label column of the training CSV")
+    # a label is text: its Unicode forms are one class (NFC); case or surrounding space are refused as ambiguous
+    _refuse_lookalikes("csv", {class_name(t) for t in train_labels if t.strip()},
+                       "the label column of the training CSV")
     if names is not None:
         return names, False
     return sorted({class_name(t) for t in present}), False

@@ -120,7 +120,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("noise_ratio", float, 0.4, "fraction of samples given a synthetic noisy label", min=0.0, max=1.0),
     _opt("noise_convention", str, "ido", "ido: IDO/DivideMix noise; act: ACT noise", choices=("ido", "act")),
     _opt("noise_seed", int, None, "seed of the noise generator (null: seed)", nullable=True, min=0),
-    _opt("noise_dir", str, None, "cache of noisy-label files (null: {output_dir}/noise_file)", nullable=True, path=True),
+    _opt("noise_dir", str, None, "cache of noisy-label files (null: {output_dir}/noise_file)", nullable=True,
+         path=True),
     _opt("resolution", int, None, "network input side in px (null: 224 if pretrained else native)",
          nullable=True, min=8),
     _opt("hflip", bool, True, "random horizontal flips in training views"),
@@ -146,7 +147,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("train_csv", str, None, "csv: path,label list of the training images (null: {data_path}/train.csv)",
          nullable=True, path=True),
     _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True, path=True),
-    _opt("class_names", list, None, "csv with integer labels: class names in index order (null: the integers)",
+    _opt("class_names", list, None, "the class list, named explicitly: csv with integer labels: names in index order "
+         "(null: the integers); imagefolder: the class folders in index order (null: train/'s folders, sorted); "
+         "named classes may have no training image",
          nullable=True),
     _opt("export_samples", bool, True, "write {stage}/..._samples.csv, _summary.json and _suspects.png "
          "(one extra evaluation pass over the training set)"),
@@ -191,7 +194,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("randaug_m", int, 10, "RandAugment maximum magnitude (0-10)", min=0, max=10, scopes=S2A),
     _opt("cutout", float, 0.15, "side of the strong view's grey square, fraction of the image", min=0.0, max=1.0,
          scopes=S2A),
-    _opt("base_model", str, None, "stage-1 base model file (null: base_model/{tag}.pt)", nullable=True, scopes=S2, path=True),
+    _opt("base_model", str, None, "stage-1 base model file (null: base_model/{tag}.pt)", nullable=True, scopes=S2,
+         path=True),
     _opt("wrong_events", str, None, "stage-1 wrong-event file (null: stage1/{tag}_wrongevent.npy)",
          nullable=True, scopes=S2, path=True),
     # --- run ---
