@@ -170,19 +170,19 @@ class FolderWalk:
             except OSError as err:
                 raise DataError(f"cannot list {path}: {err.strerror}") from None
             for entry in entries:
-                name, rel = entry.name, prefix + entry.name
-                if entry.is_dir():  # follows symbolic links
+                name = entry.name
+                if entry.is_file():  # follows symbolic links; no stat for a plain file (most entries)
+                    if is_image_name(name):
+                        found.append(prefix + name)
+                    else:
+                        skipped.add(_skip_kind(name), self.rel(entry.path))
+                elif entry.is_dir():
                     if name.startswith(".") or not recursive:
                         skipped.add(_skip_kind(name, is_dir=True), self.rel(entry.path), is_file=False)
                     elif (first := self.claim(entry.path)) is not None:
                         self.revisits.append(f"{self.rel(entry.path)} -> {self.rel(first)}")
                     else:
-                        stack.append((rel + os.sep, entry.path))
-                elif entry.is_file():
-                    if is_image_name(name):
-                        found.append(rel)
-                    else:
-                        skipped.add(_skip_kind(name), self.rel(entry.path))
+                        stack.append((prefix + name + os.sep, entry.path))
                 elif entry.is_symlink() and not os.path.exists(entry.path):
                     self.dangling.append(self.rel(entry.path))
                 else:  # a socket, fifo or device

@@ -192,8 +192,15 @@ def _read_rows(path: str) -> list[tuple[int, str, str]]:
             header = [h.strip() for h in next(reader, [])]
             if header[:2] != ["path", "label"]:
                 raise DataError(f"csv: {path} must start with the header path,label, got {','.join(header)!r}")
-            return [(number, (row[0] if row else "").strip(), (row[1] if len(row) > 1 else ""))
-                    for number, row in enumerate(reader, start=2) if any(cell.strip() for cell in row)]
+            rows = []
+            for number, row in enumerate(reader, start=2):
+                if len(row) >= 2:
+                    path, label = row[0].strip(), row[1]
+                    if path or label.strip() or any(cell.strip() for cell in row[2:]):
+                        rows.append((number, path, label))
+                elif row and row[0].strip():
+                    rows.append((number, row[0].strip(), ""))
+            return rows
     except UnicodeDecodeError:
         raise DataError(f"csv: {path} is not a UTF-8 text file") from None
 
@@ -208,7 +215,8 @@ def _resolve_classes(cfg, train_labels: list[str]) -> tuple[list[str], bool]:
     ``train_labels`` are the label cells as written; names are compared stripped and NFC.
     """
     names = _explicit_classes(cfg)
-    present = {t.strip() for t in train_labels if t.strip()}
+    written = set(train_labels)
+    present = {t.strip() for t in written if t.strip()}
     if present and all(_is_int(t) for t in present):
         values = {int(t) for t in present}
         if names is not None:
@@ -219,34 +227,25 @@ def _resolve_classes(cfg, train_labels: list[str]) -> tuple[list[str], bool]:
                       f"the integer labels run 0..{top} with gaps: number the classes 0..{len(values) - 1}")
         return [str(i) for i in range(top + 1)], True
     # a label is text: its Unicode forms are one class (NFC); case or surrounding space are refused as ambiguous
-    _refuse_lookalikes("csv", {class_name(t) for t in train_labels if t.strip()},
+    _refuse_lookalikes("csv", {class_name(t) for t in written if t.strip()},
                        "the label column of the training CSV")
     if names is not None:
         return names, False
     return sorted({class_name(t) for t in present}), False
 
 
-def _normal_path(rel: str, folder: str) -> str:
-    """Absolute normalised path of a CSV cell (backslashes read as folder separators); normpath only if needed."""
-    if os.sep == "/" and "\\" in rel:  # a CSV written on Windows
-        rel = rel.replace("\\", "/")
-    full = rel if os.path.isabs(rel) else folder + os.sep + rel
-    if "//" in full or "/." in full or full.endswith("/"):
-        full = os.path.normpath(full)
-    return full
-
-
 def _check_rows(csv_path: str, rows, classes: list[str], integer: bool, kind: str, data_root: str
-                ) -> tuple[list[str], list[str], list[int], list[str]]:
-    """(absolute paths, keys, labels, problems) of one CSV's rows.
+                ) -> tuple[ImageFiles, list[int], list[str]]:
+    """(images, labels, problems) of one CSV's rows; image keys are paths relative to ``data_root`` where below it.
 
-    Files are checked by listing each folder the rows name once (:func:`existing_files`), not one
-    ``stat`` per row; problems are in row order.
+    Cells are read as paths relative to the CSV's folder (or absolute), backslashes as folder separators
+    (a CSV written on Windows); files are checked by listing each folder the rows name once
+    (:func:`existing_files`), not one ``stat`` per row; problems are in row order.
     """
-    folder = os.path.normpath(os.path.dirname(os.path.abspath(csv_path)))
+    folder = os.path.normpath(os.path.dirname(os.path.abspath(csv_path))) + os.sep
     index = {c: i for i, c in enumerate(classes)}
-    root = os.path.normpath(os.path.abspath(data_root))
-    under_root = root + os.sep
+    under_root = os.path.normpath(os.path.abspath(data_root)) + os.sep
+    backslash_separates = os.sep == "/"  # on POSIX a backslash in a CSV path comes from Windows
     problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
     candidates: list[tuple[int, str, str, str]] = []
@@ -259,14 +258,19 @@ def _check_rows(csv_path: str, rows, classes: list[str], integer: bool, kind: st
         if not label:
             problems.append((number, f"{name} line {number}: empty label"))
             continue
-        full = _normal_path(rel, folder)
+        full = rel.replace("\\", "/") if backslash_separates and "\\" in rel else rel
+        if full[0] != os.sep:
+            full = folder + full
+        if "//" in full or "/." in full or full[-1] == os.sep:  # normpath only where it changes something
+            full = os.path.normpath(full)
         first = seen.setdefault(full, number)
         if first != number:
             problems.append((number, f"{name} line {number}: duplicate path {rel} (also line {first})"))
             continue
         candidates.append((number, rel, full, label))
+    del seen
     present = existing_files([c[2] for c in candidates])
-    paths, keys, labels = [], [], []
+    keys, labels = [], []
     for (number, rel, full, label), exists in zip(candidates, present):
         if not exists:
             problems.append((number, f"{name} line {number}: missing file {full}"))
@@ -275,17 +279,22 @@ def _check_rows(csv_path: str, rows, classes: list[str], integer: bool, kind: st
             value = int(label)
             ok = 0 <= value < len(classes)
         else:
-            value = index.get(class_name(label), -1)
+            value = index.get(label)
+            if value is None:
+                value = index.get(class_name(label), -1)
             ok = value >= 0
         if not ok:
             what = "test class" if kind == "test" else "label"
             problems.append((number, f"{name} line {number}: unknown {what} {label!r}"))
             continue
-        paths.append(full)
         keys.append(full[len(under_root):] if full.startswith(under_root) else full)
         labels.append(value)
     problems.sort(key=lambda p: p[0])
-    return paths, keys, labels, [text for _, text in problems]
+    if all(k[:1] != os.sep for k in keys):  # all below data_root: paths are data_root/key
+        images = make_images(under_root, keys)
+    else:
+        images = ImageFiles([k if k[:1] == os.sep else under_root + k for k in keys], keys=keys)
+    return images, labels, [text for _, text in problems]
 
 
 def _list_csv(cfg, log) -> tuple:
@@ -294,18 +303,17 @@ def _list_csv(cfg, log) -> tuple:
     if not train_rows:
         raise DataError(f"csv: {train_csv} has no rows below its header path,label")
     classes, integer = _resolve_classes(cfg, [label for _, _, label in train_rows])
-    paths, keys, labels, problems = _check_rows(train_csv, train_rows, classes, integer, "train", cfg.data_path)
-    test_paths, test_keys, test_labels = [], [], []
+    train, labels, problems = _check_rows(train_csv, train_rows, classes, integer, "train", cfg.data_path)
+    test, test_labels = ImageFiles([]), []
     if cfg.test_csv is not None:
-        test_paths, test_keys, test_labels, test_problems = _check_rows(
+        test, test_labels, test_problems = _check_rows(
             cfg.test_csv, _read_rows(cfg.test_csv), classes, integer, "test", cfg.data_path)
         problems += test_problems
     if problems:
         shown = "; ".join(problems[:MAX_EXAMPLES])
         more = f" (and {len(problems) - MAX_EXAMPLES} more)" if len(problems) > MAX_EXAMPLES else ""
         raise DataError(f"csv: {len(problems)} bad rows: {shown}{more}; fix or remove them")
-    return (classes, ImageFiles(paths, keys=keys), np.asarray(labels, dtype=np.int64),
-            ImageFiles(test_paths, keys=test_keys), np.asarray(test_labels, dtype=np.int64))
+    return (classes, train, np.asarray(labels, dtype=np.int64), test, np.asarray(test_labels, dtype=np.int64))
 
 
 def load_csv(cfg, log=print) -> RawData:

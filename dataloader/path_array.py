@@ -29,11 +29,19 @@ class PathArray(Sequence):
         if isinstance(paths, PathArray):
             self.data, self.offsets = paths.data, paths.offsets
             return
-        encoded = [p.encode("utf-8", "surrogateescape") for p in paths]
-        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
-        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=self.offsets[1:])
-        self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+        paths = paths if isinstance(paths, (list, tuple)) else list(paths)
+        # one encode of all paths joined by NUL (which no path holds), then the NULs are the boundaries
+        joined = np.frombuffer("\0".join(paths).encode("utf-8", "surrogateescape"), dtype=np.uint8)
+        ends = np.flatnonzero(joined == 0)
+        self.offsets = np.zeros(len(paths) + 1, dtype=np.int64)
+        if len(ends) == max(len(paths) - 1, 0):
+            self.offsets[1:-1] = ends - np.arange(len(ends))
+            self.offsets[-1] = len(joined) - len(ends)
+            self.data = joined[joined != 0] if len(ends) else joined.copy()
+        else:  # a string with a NUL in it (not a path): encode one by one
+            encoded = [p.encode("utf-8", "surrogateescape") for p in paths]
+            np.cumsum([len(b) for b in encoded], out=self.offsets[1:])
+            self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
 
     @classmethod
     def from_arrays(cls, data: np.ndarray, offsets: np.ndarray) -> "PathArray":
