@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dataloader.path_array import PathArray
+from dataloader.path_array import PathArray, RootedPaths
 
 
 class ArrayImages:
@@ -40,14 +40,18 @@ class FileImages:
     """Images read from files, in a fixed order of paths (sorted by the family's loader).
 
     ``paths`` and ``keys`` are held as :class:`~dataloader.path_array.PathArray` (two numpy arrays,
-    no Python object per sample, so forked DataLoader workers do not copy them); both index like a
-    list of ``str``.
+    no Python object per sample, so forked DataLoader workers do not copy them), ``paths`` as
+    :class:`~dataloader.path_array.RootedPaths` (root + the keys) where all share a root; both index
+    like a list of ``str``.
     """
 
     def __init__(self, paths: "Sequence[str] | PathArray", keys: "Sequence[str] | PathArray | None" = None):
-        self.paths = PathArray(paths)
+        self.paths = paths if isinstance(paths, RootedPaths) else PathArray(paths)
         # keys identify samples independently of where the data set is mounted (relative paths)
-        self.keys = PathArray(keys) if keys is not None else self.paths
+        if keys is None:
+            self.keys = self.paths.keys if isinstance(paths, RootedPaths) else self.paths
+        else:
+            self.keys = PathArray(keys)
         if len(self.keys) != len(self.paths):
             raise ValueError(f"{len(self.paths)} paths but {len(self.keys)} keys")
 

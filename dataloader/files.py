@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from dataloader.base import FileImages
-from dataloader.path_array import PathArray
+from dataloader.path_array import PathArray, RootedPaths
 from utils.errors import DataError
 
 # torchvision's IMG_EXTENSIONS (what DatasetFolder accepts), compared case-insensitively
@@ -65,10 +65,7 @@ class ImageFiles(FileImages):
 
 def make_images(root: str, keys: "Sequence[str] | PathArray") -> ImageFiles:
     """Images ``root/key`` identified by their relative ``key`` (independent of the mount point)."""
-    keys = PathArray(keys)
-    if not root or any(k.startswith("/") for k in keys[:1]):  # not the usual relative keys: join one by one
-        return ImageFiles([os.path.join(root, k) for k in keys], keys=keys)
-    return ImageFiles(keys.prefixed(root if root.endswith("/") else root + "/"), keys=keys)
+    return ImageFiles(RootedPaths(root, keys))
 
 
 def require_dir(path: str, message: str) -> None:

@@ -4,8 +4,15 @@
   image extensions, hidden entries skipped, sorted order); the test set is ``data_path/val/<class>/``
   or, without it, ``data_path/test/<class>/`` (classes matched to train by name).
 * ``csv``: ``train_csv`` (default ``data_path/train.csv``) and optional ``test_csv``, each with a
-  header and the columns ``path,label``; paths relative to the CSV's folder or absolute; labels are
-  class names (sorted into indices) or integers (``class_names`` optional, index -> name).
+  header and the columns ``path,label``; paths relative to the CSV's folder or absolute (backslashes
+  read as ``/``); labels are class names (sorted into indices) or integers (``class_names`` optional,
+  index -> name).
+
+Class names are compared as Unicode NFC.  Refused with one line: class names that differ only by case,
+surrounding space or Unicode form, and training classes without a usable image (empty folder, only
+skipped files, integer labels with gaps) unless ``class_names`` names every class (for ``imagefolder``:
+the class folders in index order).  Listing happens once per job: rank 0 lists, the other DDP ranks
+receive the result (:func:`utils.distributed.on_rank0_then_share`).
 
 Without a test set, ``val_fraction`` > 0 holds out a seeded, class-stratified share of the training images
 (:func:`dataloader.holdout.stratified_holdout`) as ``Data.test`` named ``"val_given_labels"`` (scored on the
@@ -30,6 +37,7 @@ from dataloader.base import RawData
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ClassTree, ImageFiles, class_folders, class_name, \
     class_tree, existing_files, log_skipped, make_images
 from dataloader.holdout import stratified_holdout
+from dataloader.path_array import RootedPaths
 from dataloader.transforms import LargeSpec
 from utils.distributed import on_rank0_then_share
 from utils.errors import ConfigError, DataError
@@ -83,6 +91,8 @@ def _raw(cfg, *, classes: list[str], train: ImageFiles, train_labels: list[int],
 
 
 def _subset(images: ImageFiles, index: np.ndarray) -> ImageFiles:
+    if isinstance(images.paths, RootedPaths):
+        return ImageFiles(images.paths.take(index))
     return ImageFiles(images.paths.take(index), keys=images.keys.take(index))
 
 
@@ -290,11 +300,8 @@ def _check_rows(csv_path: str, rows, classes: list[str], integer: bool, kind: st
         keys.append(full[len(under_root):] if full.startswith(under_root) else full)
         labels.append(value)
     problems.sort(key=lambda p: p[0])
-    if all(k[:1] != os.sep for k in keys):  # all below data_root: paths are data_root/key
-        images = make_images(under_root, keys)
-    else:
-        images = ImageFiles([k if k[:1] == os.sep else under_root + k for k in keys], keys=keys)
-    return images, labels, [text for _, text in problems]
+    # path = data_root/key, or the key itself where absolute (a file outside data_root)
+    return make_images(under_root, keys), labels, [text for _, text in problems]
 
 
 def _list_csv(cfg, log) -> tuple:

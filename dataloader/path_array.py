@@ -9,6 +9,7 @@ slice, and nothing per sample is written to in the worker, so its pages stay sha
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -105,21 +106,57 @@ class PathArray(Sequence):
         source = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
         return PathArray.from_arrays(self.data[source], offsets)
 
-    def prefixed(self, prefix: str) -> "PathArray":
-        """``prefix + path`` for every path (e.g. a root folder and ``/``), vectorised."""
-        head = np.frombuffer(prefix.encode("utf-8", "surrogateescape"), dtype=np.uint8)
-        lengths = np.diff(self.offsets) + len(head)
-        offsets = np.zeros(len(self) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        data = np.empty(offsets[-1], dtype=np.uint8)
-        # positions of the original bytes: every byte shifted by len(head) per row before it
-        rows = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.offsets))
-        data[np.arange(len(self.data), dtype=np.int64) + (rows + 1) * len(head)] = self.data
-        for k in range(len(head)):  # prefix bytes of every row (a prefix is a few dozen bytes)
-            data[offsets[:-1] + k] = head[k]
-        return PathArray.from_arrays(data, offsets)
-
     def sha256_lines(self) -> str:
         """sha256 of ``path + "\\n"`` for every path in order (what hashing a list of str line by line gives)."""
         with_newlines = np.insert(self.data, self.offsets[1:], np.uint8(10))
         return hashlib.sha256(with_newlines.data).hexdigest()
+
+
+class RootedPaths(Sequence):
+    """``os.path.join(root, key)`` for every key of a :class:`PathArray`, computed when read.
+
+    The paths of a folder data set share their root: holding only the keys halves the memory and what
+    rank 0 sends to the other ranks.  An absolute key is its own path (``os.path.join`` semantics).
+    """
+
+    __slots__ = ("root", "keys", "prefix")
+
+    def __init__(self, root: str, keys: "Iterable[str] | PathArray"):
+        self.root, self.keys = root, PathArray(keys)
+        self.prefix = root if not root or root.endswith(os.sep) else root + os.sep
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        key = self.keys[index]
+        return key if key[:1] == os.sep else self.prefix + key
+
+    def __iter__(self) -> Iterator[str]:
+        prefix = self.prefix
+        return (key if key[:1] == os.sep else prefix + key for key in self.keys)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, PathArray, RootedPaths)):
+            return len(other) == len(self) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __add__(self, other) -> list[str]:
+        return list(self) + list(other)
+
+    def __radd__(self, other) -> list[str]:
+        return list(other) + list(self)
+
+    def __repr__(self) -> str:
+        return f"RootedPaths({self.root!r}, {self.keys!r})"
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes
+
+    def take(self, index: np.ndarray) -> "RootedPaths":
+        return RootedPaths(self.root, self.keys.take(index))
