@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fixtures_data import make_cfg, write_text
+from test_distributed import _free_port
 from test_own_data import TREE, write_tree
 
 
@@ -32,12 +32,6 @@ def _list(rank: int, world_size: int, port: int, roots: list[str], out: str) -> 
             json.dump(results, f)
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="needs gloo")
