@@ -2,11 +2,15 @@
 
     python predict.py --model stage2/<tag>_class_model.pt IMAGE_OR_FOLDER... [--out predictions.csv]
 
-Folders are searched recursively for image files (hidden entries skipped), in sorted order.  Writes a
-CSV (standard output by default) with ``path, predicted_label, prob``, the top 5 (``top{k}_label``,
-``top{k}_prob``) and ``error``.  A file that is not a readable image gets a row with only its
-``error`` and a line on standard error; the other files are still predicted, and the exit status is 1.
-A missing or foreign model file: one line, exit status 2.
+Folders are searched recursively for image files (hidden entries skipped), in sorted order.  Images are
+decoded as the model's training decoded its images (recorded in the model file: ``viewer`` for own data,
+``official`` for the paper sets; :mod:`dataloader.decode`).  Writes a CSV (standard output by default)
+with ``path, predicted_label, prob``, the top 5 (``top{k}_label``, ``top{k}_prob``) and ``error``.  A file
+that is not a readable image, is above ``--max_image_pixels``, or a named path that does not exist gets a
+row with only its ``error`` and a line on standard error; the other files are still predicted, and the
+exit status is 1.  ``--model`` and ``--out`` are checked before anything is predicted: a missing or
+foreign model file, or an ``--out`` that cannot be written (a directory, a path under a file, a folder
+without write permission): one line, exit status 2.  The CSV is written to a temporary name and renamed.
 """
 from __future__ import annotations
 
@@ -21,28 +25,34 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dataloader.decode import DEFAULT_MAX_PIXELS, Decoding, ImageTooLarge, pixel_limit
 from dataloader.files import list_images
-from dataloader.inference import input_normaliser, input_transform, load_input
+from dataloader.inference import input_decoding, input_normaliser, input_transform, load_input
 from model.export import load_exported
 from utils.config import DEVICE_PATTERN
 from utils.errors import ConfigError, DataError, run_main
 from utils.io import save_text
 
 TOP_K = 5
+MISSING = "no such file or folder"  # the error of a named input path that does not exist
 
 
 class ImageInputs(Dataset):
     """``(input tensor or an empty tensor, error message or "")`` per image file."""
 
-    def __init__(self, paths: Sequence[str], transform):
-        self.paths, self.transform = list(paths), transform
+    def __init__(self, paths: Sequence[str], transform, decoding: Decoding):
+        self.paths, self.transform, self.decoding = list(paths), transform, decoding
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return load_input(self.paths[i], self.transform), ""
+            return load_input(self.paths[i], self.transform, self.decoding), ""
+        except FileNotFoundError:
+            return torch.empty(0), MISSING
+        except ImageTooLarge as err:
+            return torch.empty(0), f"{err.reason} (--max_image_pixels raises it, 0: no limit)"
         except (OSError, ValueError, SyntaxError) as err:  # PIL's UnidentifiedImageError is an OSError
             return torch.empty(0), f"{type(err).__name__}: {err}".replace("\n", " ")
 
@@ -54,20 +64,38 @@ def collate(items):
 
 
 def collect_paths(inputs: Sequence[str]) -> list[str]:
-    """Image files named or found (recursively) in the named folders; a missing path is an error."""
+    """Image files named or found (recursively) in the named folders, in input order.  A named path that
+    does not exist stays in the list (it gets an error row); only when nothing exists is it an error."""
     paths: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
             names, _ = list_images(item, recursive=True, dangling="list")
             paths += [os.path.join(item, n) for n in names]
-        elif os.path.isfile(item):
-            paths.append(item)
         else:
-            raise DataError(f"{item} is neither an image file nor a folder")
+            paths.append(item)
+    if not any(os.path.isfile(p) for p in paths):
+        missing = [p for p in inputs if not os.path.exists(p)]
+        if missing:
+            others = "" if len(missing) == len(inputs) else ", and the other paths hold no image files"
+            raise DataError(f"{', '.join(missing)}: {MISSING}{others}")
     if not paths:
         raise DataError(f"no image files in {', '.join(inputs)} (extensions: jpg, jpeg, png, ppm, bmp, pgm, tif, "
                         "tiff, webp)")
     return paths
+
+
+def check_out(path: str) -> None:
+    """Refuse (one line) an ``--out`` that cannot be written: a directory, a path below a regular file, or
+    a folder without write permission (checked before anything is predicted)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"--out {path} is a directory; name a CSV file, e.g. {os.path.join(path, 'predictions.csv')}")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # missing folders are created; the nearest existing one must be a folder
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--out {path}: {folder} is a file, not a folder; name a CSV file in a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path}: no permission to write in {folder}; name a CSV file in a writable folder")
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -93,20 +121,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"images with more pixels get an error row (default {DEFAULT_MAX_PIXELS:,}, Pillow's "
+                             "limit; 0: no limit)")
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.num_workers < 0:
-        raise ConfigError("--batch_size must be >= 1 and --num_workers >= 0")
+    if args.batch_size < 1 or args.num_workers < 0 or args.max_image_pixels < 0:
+        raise ConfigError("--batch_size must be >= 1, --num_workers and --max_image_pixels >= 0")
     return args
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, device: torch.device,
-            batch_size: int, num_workers: int) -> list[dict]:
+def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, decoding: Decoding,
+            device: torch.device, batch_size: int, num_workers: int) -> list[dict]:
     """One row per path (input order): label names, probabilities of the top k, or the error."""
     names = exported["class_names"] or [str(c) for c in range(exported["num_classes"])]
     k = min(TOP_K, len(names))
     normalise = input_normaliser(exported)
-    loader = DataLoader(ImageInputs(paths, input_transform(exported)), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(ImageInputs(paths, input_transform(exported), decoding), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate, pin_memory=device.type == "cuda")
     # autocast where the device has a fast half type (bf16 on CUDA, fp16 on GPUs without bf16); fp32 on the CPU
     if device.type == "cuda":
@@ -141,9 +172,14 @@ def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, dev
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = pick_device(args.device)
+    if args.out:
+        check_out(args.out)
     model, exported = load_exported(args.model)
+    decoding, note = input_decoding(exported, max_pixels=pixel_limit(args.max_image_pixels))
+    if note:
+        print(f"predict.py: note: {args.model}: {note}", file=sys.stderr)
     paths = collect_paths(args.paths)
-    rows = predict(model.to(device), paths, exported, device=device, batch_size=args.batch_size,
+    rows = predict(model.to(device), paths, exported, decoding=decoding, device=device, batch_size=args.batch_size,
                    num_workers=args.num_workers)
     k = min(TOP_K, exported["num_classes"])
     columns = ["path", "predicted_label", "prob"] + [f"top{r + 1}_{c}" for r in range(k) for c in ("label", "prob")] \

@@ -6,6 +6,7 @@ items are ``(image_or_views, noisy_label, index)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,7 +21,8 @@ from dataloader.cifar80 import load_cifar80
 from dataloader.device_normalise import DeviceNormaliser
 from dataloader.clothing1m import load_clothing1m
 from dataloader.digits import load_digits
-from dataloader.files import IMAGENET_MEAN, IMAGENET_STD
+from dataloader.decode import pixel_limit, set_pillow_limit
+from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from dataloader.food101n import load_food101n
 from dataloader.own import HOLDOUT_DATASETS, load_csv, load_imagefolder
 from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels, transition_matrix
@@ -132,12 +134,24 @@ def _noisy_labels(cfg, raw: RawData, log) -> tuple[np.ndarray, dict]:
     return noisy, info
 
 
+def limit_pixels(raw: RawData, max_image_pixels: int | None) -> None:
+    """Every image file of ``raw`` (and Pillow in this process) refuses images above ``max_image_pixels``
+    (0 or None: no limit); the images objects carry the limit into DataLoader workers."""
+    limit = pixel_limit(max_image_pixels)
+    set_pillow_limit(limit)
+    sources = [raw.train_images, raw.test_images, *(images for images, _ in raw.extra.get("extra_tests", {}).values())]
+    for images in sources:
+        if isinstance(images, ImageFiles):
+            images.decoding = dataclasses.replace(images.decoding, max_pixels=limit)
+
+
 def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     """Load ``cfg.dataset`` with its noisy labels; ``stage`` is "stage1" (one view) or "stage2" (two views)."""
     if cfg.val_fraction > 0 and cfg.dataset not in HOLDOUT_DATASETS:
         raise ConfigError(f"config key 'val_fraction' holds out training images of imagefolder or csv data without "
                           f"a test set; {cfg.dataset} has its test set: remove the key")
     raw = LOADERS[cfg.dataset](cfg, log=log)
+    limit_pixels(raw, cfg.max_image_pixels)
     if cfg.num_classes is not None and cfg.num_classes != raw.num_classes:
         raise ConfigError(f"config key 'num_classes' is {cfg.num_classes} but {raw.name} has {raw.num_classes} "
                           "classes; remove the key")

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from dataloader.base import FileImages
+from dataloader.decode import Decoding, ImageTooLarge, decode_file
 from dataloader.path_array import PathArray, RootedPaths
 from utils.errors import DataError
 
@@ -33,19 +34,43 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+class UnreadableImage(DataError):
+    """An image file that cannot be read: ``path``, the ``reason`` (``cannot be decoded: ...`` or
+    ``too large: WxH pixels ...``, what ``check_images`` lists per file) and the one line for the user."""
+
+    # one positional argument: torch re-raises a DataLoader worker's exception as ``type(message)``
+    def __init__(self, message: str, path: str = "", reason: str = ""):
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
+CHECK_HINT = "--set check_images=true lists every unreadable file before training"
+
+
 class ImageFiles(FileImages):
-    """:class:`FileImages` whose read errors name the file (DataError instead of a PIL traceback)."""
+    """:class:`FileImages` decoded as ``decoding`` says (:mod:`dataloader.decode`: ``official`` for the paper
+    data sets, ``viewer`` for own data), whose read errors name the file (DataError, not a PIL traceback)."""
+
+    def __init__(self, paths: Sequence[str], keys: Sequence[str] | None = None, *, decoding: Decoding = Decoding()):
+        super().__init__(paths, keys)
+        self.decoding = decoding
 
     def load(self, index: int) -> Image.Image:
         path = self.paths[index]
         try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
+            return decode_file(path, self.decoding)
         except FileNotFoundError:
-            raise DataError(f"image {path} does not exist (it was there when the data set was listed)") from None
+            raise UnreadableImage(f"image {path} does not exist (it was there when the data set was listed; "
+                                  f"{CHECK_HINT})", path=path, reason="missing") from None
+        except ImageTooLarge as err:
+            raise UnreadableImage(
+                f"image {path} is {err.reason} (config key max_image_pixels: --set "
+                f"max_image_pixels={err.width * err.height} reads it, 0 reads any size; {CHECK_HINT})",
+                path=path, reason=err.reason) from None
         except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError is an OSError
-            raise DataError(f"cannot decode image {path} ({type(err).__name__}: {err}); replace or delete "
-                            "the file") from None
+            reason = f"{type(err).__name__}: {err}".replace("\n", " ")
+            raise UnreadableImage(f"cannot decode image {path} ({reason}); replace or delete the file ({CHECK_HINT})",
+                                  path=path, reason=f"cannot be decoded: {reason}") from None
 
     def flat_features(self) -> np.ndarray:
         """(N, H*W*3) uint8 raw pixels, HWC order (the idn generator's input for Tiny-ImageNet, IDO.md §3.2).

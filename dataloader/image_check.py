@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dataloader.base import FileImages
+from dataloader.files import UnreadableImage
 from utils.errors import DataError
 from utils.io import save_text
 from utils.signals import worker_init
@@ -23,7 +24,7 @@ SHOWN = 10  # paths named in the error line; the full list goes to bad_images.tx
 
 
 class _Decode(Dataset):
-    """Item ``i``: ``""`` if image ``indices[i]`` decodes to RGB, else its path."""
+    """Item ``i``: ``None`` if image ``indices[i]`` decodes to RGB, else ``(path, reason)``."""
 
     def __init__(self, images: FileImages, indices: Sequence[int]):
         self.images, self.indices = images, list(indices)
@@ -31,13 +32,22 @@ class _Decode(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> str:
+    def __getitem__(self, i: int) -> tuple[str, str] | None:
         index = self.indices[i]
         try:
             self.images.load(index)  # the same decode (to RGB) as training does
-            return ""
-        except Exception:  # any reason (missing, truncated, not an image): the path is what the user needs
-            return self.images.paths[index]
+            return None
+        except Exception as err:  # any reason (missing, truncated, too large, not an image): the user needs them all
+            return self.images.paths[index], unreadable_reason(err)
+
+
+def unreadable_reason(err: Exception) -> str:
+    """``cannot be decoded: <reason>``, ``too large: WxH pixels ...`` or ``missing`` for a failed load."""
+    if isinstance(err, UnreadableImage):
+        return err.reason
+    if isinstance(err, FileNotFoundError):
+        return "missing"
+    return f"cannot be decoded: {type(err).__name__}: {err}".replace("\n", " ")
 
 
 def _as_list(batch: list) -> list:
@@ -45,17 +55,17 @@ def _as_list(batch: list) -> list:
 
 
 def find_unreadable(images: FileImages, *, indices: Sequence[int] | None = None, workers: int = 0,
-                    desc: str = "check images", quiet: bool = False) -> list[str]:
-    """Paths of the images (all, or those at ``indices``) that cannot be decoded, in index order.
+                    desc: str = "check images", quiet: bool = False) -> list[tuple[str, str]]:
+    """``(path, reason)`` of the images (all, or those at ``indices``) that cannot be read, in index order.
 
     Decoding runs in ``workers`` DataLoader processes (0: in this process), with a progress bar.
     """
     indices = range(len(images)) if indices is None else indices
     loader = DataLoader(_Decode(images, indices), batch_size=32, num_workers=workers, collate_fn=_as_list,
                         worker_init_fn=worker_init)
-    bad: list[str] = []
+    bad: list[tuple[str, str]] = []
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, **({"disable": True} if quiet else {})):
-        bad += [path for path in batch if path]
+        bad += [item for item in batch if item is not None]
     return bad
 
 
@@ -66,7 +76,8 @@ def file_image_sources(datasets: Mapping[str, object]) -> dict[str, FileImages]:
 
 def check_images(datasets: Mapping[str, object], *, workers: int, report_path: str,
                  log: Callable[[str], None], rank: int = 0, world_size: int = 1) -> None:
-    """Decode every file image of ``datasets`` once; raise DataError listing all unreadable files.
+    """Decode every file image of ``datasets`` once; raise DataError listing all unreadable files, each
+    with its reason (``cannot be decoded: ...``, ``too large: WxH pixels ...``, ``missing``).
 
     Under torchrun each process decodes every ``world_size``-th image and the lists are gathered, so
     the check takes 1/world_size of the time and every process raises the same error.  The full list
@@ -78,20 +89,22 @@ def check_images(datasets: Mapping[str, object], *, workers: int, report_path: s
         return
     total = sum(len(images) for images in sources.values())
     start = time.perf_counter()
-    bad: list[str] = []
+    bad: list[tuple[str, str]] = []
     for name, images in sources.items():
         bad += find_unreadable(images, indices=range(rank, len(images), world_size), workers=workers,
                                desc=f"check images ({name})", quiet=rank != 0)
     if world_size > 1:
         gathered: list = [None] * world_size
         dist.all_gather_object(gathered, bad)
-        bad = sorted({path for part in gathered for path in part})
+        bad = sorted({tuple(item) for part in gathered for item in part})
     seconds = time.perf_counter() - start
     log(f"check_images: decoded {total} images in {seconds:.1f} s ({total / max(seconds, 1e-9):.0f} images/s, "
         f"{max(workers, 1)} process(es) per rank), {len(bad)} unreadable")
     if bad:
         if rank == 0:
-            save_text("".join(path + "\n" for path in bad), report_path)
+            save_text("".join(f"{path}\t{reason}\n" for path, reason in bad), report_path)
         more = f" (+{len(bad) - SHOWN} more)" if len(bad) > SHOWN else ""
-        raise DataError(f"{len(bad)} of {total} images cannot be decoded: {', '.join(bad[:SHOWN])}{more}; full list "
-                        f"in {report_path}; replace or delete the files (and their entries in the list files)")
+        shown = ", ".join(f"{path} ({reason})" for path, reason in bad[:SHOWN])
+        raise DataError(f"{len(bad)} of {total} images cannot be read: {shown}{more}; full list (path, tab, reason) "
+                        f"in {report_path}; replace or delete the files (and their entries in the list files), or "
+                        "raise max_image_pixels for those too large")

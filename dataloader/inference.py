@@ -1,8 +1,9 @@
 """Image file -> model input tensor for an exported model (``predict.py``): the one route, in one place.
 
-The exported file carries the evaluation transform as plain values (``test_transform``, ``mean``,
-``std``; see :mod:`model.export`); :func:`input_transform` rebuilds exactly the transform the run
-evaluated with (PIL image -> uint8 tensor), :func:`load_input` applies it to one image file, and
+The exported file carries the decoding and the evaluation transform as plain values (``decoding``,
+``test_transform``, ``mean``, ``std``; see :mod:`model.export`); :func:`input_decoding` and
+:func:`input_transform` rebuild exactly how the run decoded image files and evaluated (PIL image ->
+uint8 tensor), :func:`load_input` applies both to one image file, and
 :func:`input_normaliser` turns a batch of those into the model's float input on its device, as training did.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from dataloader import transforms as tfm
+from dataloader.decode import OFFICIAL, Decoding, decode_file
 from dataloader.device_normalise import DeviceNormaliser
 
 LARGE_FIELDS = ("resize_ratio", "stage1_resize", "stage2_resize", "test")
@@ -26,15 +28,26 @@ def input_transform(exported: dict) -> Callable[[Image.Image], torch.Tensor]:
                               std=tuple(exported["std"]), large=large)
 
 
+def input_decoding(exported: dict, *, max_pixels: int | None) -> tuple[Decoding, str | None]:
+    """How training decoded its image files, and a note when the exported file does not say (exported
+    before the decoding was recorded: the official decoding, as every model of that time was trained)."""
+    record = exported.get("decoding")
+    if record is None:
+        return Decoding(OFFICIAL, max_pixels=max_pixels), (
+            "the model file records no image decoding (exported by an older version); decoding as the paper data "
+            "sets do (a plain RGB conversion: no EXIF rotation, transparency not composited, 16 bit clipped)")
+    return Decoding(record["name"], background=record["background"], max_pixels=max_pixels), None
+
+
 def input_normaliser(exported: dict) -> DeviceNormaliser:
     """uint8 (B, 3, res, res) batch -> the model's float32 input, with the run's mean / std, on the batch's device."""
     return DeviceNormaliser(exported["mean"], exported["std"])
 
 
-def load_input(path: str, transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
-    """The uint8 (3, res, res) model input of the image file ``path`` (any mode, converted to RGB).
+def load_input(path: str, transform: Callable[[Image.Image], torch.Tensor], decoding: Decoding) -> torch.Tensor:
+    """The uint8 (3, res, res) model input of the image file ``path``, decoded as ``decoding`` says.
 
-    Raises OSError / ValueError (PIL's) for a file that is not a readable image.
+    Raises :class:`~dataloader.decode.ImageTooLarge`, or OSError / ValueError (PIL's) for a file that is
+    not a readable image.
     """
-    with Image.open(path) as img:
-        return transform(img.convert("RGB"))
+    return transform(decode_file(path, decoding))

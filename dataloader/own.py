@@ -22,7 +22,9 @@ set ``val_fraction`` > 0 is refused.
 Both: ImageNet statistics, the ``large`` transforms (shorter side to 256/224 x resolution, random /
 centre crop), ``noise_mode: real`` trains on the given labels (their truth is unknown), ``sym`` and
 ``idn`` corrupt the given labels for experiments (the given labels then count as the truth);
-``asym`` needs a class map that own data lack and is refused.  The sample keys (paths relative to
+``asym`` needs a class map that own data lack and is refused.  Images are decoded as a viewer shows them
+(:mod:`dataloader.decode`, ``viewer``: EXIF orientation, transparency onto ``decode_background``, 16 bit
+scaled), not with the paper sets' bare ``convert("RGB")``.  The sample keys (paths relative to
 ``data_path``) enter the fingerprint, so stage 2 refuses a stage 1 made on another version of the
 folder.
 """
@@ -34,6 +36,7 @@ import os
 import numpy as np
 
 from dataloader.base import RawData
+from dataloader.decode import VIEWER, Decoding
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ClassTree, ImageFiles, class_folders, class_name, \
     class_tree, existing_files, log_skipped, make_images
 from dataloader.holdout import stratified_holdout
@@ -59,6 +62,8 @@ def _labels_for_noise(cfg, given: np.ndarray) -> np.ndarray | None:
 
 def _raw(cfg, *, classes: list[str], train: ImageFiles, train_labels: list[int], test: ImageFiles,
          test_labels: list[int], log) -> RawData:
+    # own images are decoded as a viewer shows them (EXIF, transparency, 16 bit; dataloader/decode.py)
+    train.decoding = test.decoding = Decoding(VIEWER, background=cfg.decode_background)
     given = np.asarray(train_labels, dtype=np.int64)
     test_labels = np.asarray(test_labels, dtype=np.int64)
     where = "val/ or test/ folders" if cfg.dataset == "imagefolder" else "test_csv"
@@ -92,8 +97,8 @@ def _raw(cfg, *, classes: list[str], train: ImageFiles, train_labels: list[int],
 
 def _subset(images: ImageFiles, index: np.ndarray) -> ImageFiles:
     if isinstance(images.paths, RootedPaths):
-        return ImageFiles(images.paths.take(index))
-    return ImageFiles(images.paths.take(index), keys=images.keys.take(index))
+        return ImageFiles(images.paths.take(index), decoding=images.decoding)
+    return ImageFiles(images.paths.take(index), keys=images.keys.take(index), decoding=images.decoding)
 
 
 def _refuse_lookalikes(name: str, labels, where: str) -> None:

@@ -5,7 +5,11 @@ A plain dict saved with ``torch.save``, loadable with ``torch.load(weights_only=
     {"format": "ido-model/1", "model": <Classifier state dict, keys "backbone.*" and "head.*">,
      "backbone": <config backbone name>, "timm_name": str, "num_classes": int,
      "class_names": [str] | None, "resolution": int, "mean": [3 floats], "std": [3 floats],
-     "test_transform": {"family", "resolution", LargeSpec fields for the large family}, "dataset": str}
+     "test_transform": {"family", "resolution", LargeSpec fields for the large family}, "dataset": str,
+     "decoding": {"name": "official" | "viewer", "background": "white" | "black" | "#RRGGBB"}}
+
+``decoding`` (how training decoded image files, :mod:`dataloader.decode`) is absent from files exported
+before it was recorded; ``predict.py`` then decodes as the paper data sets do (official) and says so.
 
 ``predict.py`` reads it with :func:`load_exported`; ``pretrained_path`` accepts it as well.
 """
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 
 import torch
 
+from dataloader.decode import Decoding
 from dataloader.transforms import LargeSpec
 from model.classifier import Classifier, create_model, timm_name
 from utils.errors import DataError
@@ -52,21 +58,35 @@ def export_model(model: torch.nn.Module, *, cfg, data, path: str) -> str:
         "resolution": int(data.resolution), "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
         "test_transform": transform_spec(family=raw.family, resolution=data.resolution, large=raw.extra.get("large")),
         "dataset": cfg.dataset,
+        "decoding": getattr(raw.train_images, "decoding", Decoding()).record(),
     }
     return save_torch(payload, path)
 
 
+def _unloadable(path: str, err: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in words (torch's own message is long and, for a file that
+    is not a torch file at all, advises weights_only=False)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # a zip archive (torch.save) or a legacy pickle
+        return "not a file written by torch.save"
+    if isinstance(err, pickle.UnpicklingError):
+        return "it holds Python objects that loading without running code refuses"
+    return f"truncated or corrupt: {type(err).__name__}"
+
+
 def read_exported(path: str) -> dict:
     """The exported dict of ``path``; a missing, unreadable or foreign file raises :class:`DataError` (one line)."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise DataError(f"model file {path} does not exist (stage 2 writes stage2/<tag>_<bmm>_model.pt, ACTO "
                         "acto/<tag>_model.pt)")
+    if not os.path.isfile(path):
+        raise DataError(f"model file {path} is not a file; name the _model.pt file that stage 2 or ACTO wrote")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a foreign pickle, a truncated zip, not a torch file at all
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise DataError(f"model file {path} is not an exported model ({first[:120]}); use the _model.pt file "
-                        "that stage 2 or ACTO wrote") from None
+        raise DataError(f"model file {path} is not an exported model ({_unloadable(path, err)}); use the _model.pt "
+                        "file that stage 2 or ACTO wrote") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in KEYS):
         raise DataError(f"model file {path} is not an exported model (no format {FORMAT!r}); use the _model.pt file "
                         "that stage 2 or ACTO wrote (base_model/*.pt and last.pt are not exported models)")

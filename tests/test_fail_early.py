@@ -55,7 +55,8 @@ def test_corrupt_image_inside_a_worker_gives_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"stage_1.py: error: cannot decode image {bad} (")
-    assert lines[0].endswith("; replace or delete the file")
+    assert lines[0].endswith("; replace or delete the file (--set check_images=true lists every unreadable file "
+                             "before training)")
     assert not list(out.rglob("*.tmp")) and not list(out.rglob("last.pt"))
 
 
@@ -76,13 +77,16 @@ def test_check_images_lists_every_unreadable_file_before_training(tmp_path, caps
         run_main(stage_1.main, argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert ": error: 3 of 18 images cannot be decoded: " in err
+    assert ": error: 3 of 18 images cannot be read: " in err
     for path in bad:
-        assert str(path) in err
+        assert f"{path} (cannot be decoded: " in err
     [run_dir] = (out / "checkpoint").iterdir()
     report = run_dir / "bad_images.txt"
-    assert err.endswith(f"full list in {report}; replace or delete the files (and their entries in the list files)")
-    assert sorted(report.read_text().splitlines()) == sorted(str(p) for p in bad)
+    assert err.endswith(f"full list (path, tab, reason) in {report}; replace or delete the files (and their entries "
+                        "in the list files), or raise max_image_pixels for those too large")
+    listed = [line.split("\t") for line in report.read_text().splitlines()]
+    assert sorted(path for path, _ in listed) == sorted(str(p) for p in bad)
+    assert all(reason.startswith("cannot be decoded: ") for _, reason in listed)
 
 
 def test_check_images_passes_a_clean_set_and_logs_its_speed(tmp_path):
@@ -97,13 +101,35 @@ def test_check_images_passes_a_clean_set_and_logs_its_speed(tmp_path):
     assert not list(out.rglob("bad_images.txt"))
 
 
+def test_image_above_the_pixel_limit_inside_a_worker_gives_one_line(tmp_path):
+    """imagefolder, num_workers 2, max_image_pixels 1000: the 40x40 image (1600 pixels) stops the run with one
+    line naming it, its size and the key (exit 2); the 12x12 ones (144 pixels) are read."""
+    root = tmp_path / "data"
+    for c in ("ant", "bee"):
+        for i in range(4):
+            write_image(str(root / "train" / c / f"{i}.png"), size=12, seed=i)
+    big = root / "train" / "bee" / "2.png"
+    write_image(str(big), size=40)
+    out = tmp_path / "out"
+    argv = stage_argv("stage1", "imagefolder", str(root), str(out), "--set", "num_workers=2", "--set",
+                      "max_image_pixels=1000")
+    proc = subprocess.run([sys.executable, "stage_1.py", *argv], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"stage_1.py: error: image {big} is too large: 40x40 pixels, above the limit of 1,000 (config key "
+        "max_image_pixels: --set max_image_pixels=1600 reads it, 0 reads any size; --set check_images=true lists "
+        "every unreadable file before training)"]
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("last.pt"))
+
+
 def test_find_unreadable_in_index_order_over_a_subset(tmp_path):
     paths = [write_image(str(tmp_path / f"{i}.png"), seed=i) for i in range(6)]
     for i in (1, 4):
         open(paths[i], "wb").close()
     images = ImageFiles(paths)
-    assert find_unreadable(images, quiet=True) == [paths[1], paths[4]]
-    assert find_unreadable(images, indices=range(0, 6, 2), quiet=True) == [paths[4]]
+    assert [path for path, _ in find_unreadable(images, quiet=True)] == [paths[1], paths[4]]
+    assert [path for path, _ in find_unreadable(images, indices=range(0, 6, 2), quiet=True)] == [paths[4]]
 
 
 def _stage1(out, *extra):

@@ -43,6 +43,8 @@ class Option:
     nullable: bool = False
     scopes: frozenset = ALL_SCOPES
     words: tuple = ()  # strings accepted besides the type (num_workers: "auto")
+    pattern: str | None = None  # a string value must match this regex as a whole
+    pattern_help: str = ""  # what the pattern accepts, in words (for the error line)
     path: bool = False  # a file or folder: ~ and $VARIABLES are expanded (README: Your own data)
 
     def check(self, value: Any, source: str) -> Any:
@@ -51,7 +53,7 @@ class Option:
         if value is None:
             if self.nullable:
                 return None
-            raise ConfigError(f"{where} must not be null; expected {self.describe()}")
+            raise ConfigError(f"{where} must not be null; expected {self.pattern_help or self.describe()}")
         if isinstance(value, str) and value in self.words:
             return value
         if self.type is bool:
@@ -75,6 +77,8 @@ class Option:
         elif self.type is list:
             if not isinstance(value, list):
                 raise ConfigError(f"{where} must be a list, got {value!r}")
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            raise ConfigError(f"{where} must be {self.pattern_help}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(str(c) for c in self.choices)
             raise ConfigError(f"{where} must be one of {allowed}; got {value!r}")
@@ -154,6 +158,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("export_samples", bool, True, "write {stage}/..._samples.csv, _summary.json and _suspects.png "
          "(one extra evaluation pass over the training set)"),
     _opt("suspects_grid", int, 32, "number of images in the _suspects.png grid", min=1),
+    _opt("decode_background", str, "white", "imagefolder/csv: colour that transparent pixels are composited onto "
+         "(the training input; dataloader/decode.py)", pattern=r"white|black|#[0-9A-Fa-f]{6}",
+         pattern_help="white, black or '#RRGGBB' (quoted: YAML reads # as a comment)"),
+    _opt("max_image_pixels", int, 89_478_485, "images with more pixels stop the run with one line naming them "
+         "(default: Pillow's limit; null or 0: no limit)", nullable=True, min=0),
     _opt("val_fraction", float, 0.0, "imagefolder/csv without a test set: share of each class's training images "
          "held out (seed: seed), scored on their given labels (val_acc_given_labels)", min=0.0, max=0.5,
          max_inclusive=False),

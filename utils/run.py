@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from dataloader.image_check import check_images
-from utils.config import Config, parse_config
+from utils.config import OPTION_BY_NAME, Config, parse_config
 from utils.distributed import Runtime, setup_runtime
 from utils.engine import Precision, seed_everything
 from utils.errors import DataError
@@ -21,8 +21,8 @@ from utils.workers import resolve_num_workers
 RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persistent_workers", "output_dir",
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
-                              "noisy_label_file", "check_images", "train_csv", "test_csv", "export_samples",
-                              "suspects_grid"})
+                              "noisy_label_file", "check_images", "max_image_pixels", "train_csv", "test_csv",
+                              "export_samples", "suspects_grid"})
 
 
 @dataclass
@@ -67,6 +67,8 @@ class Run:
             raise DataError(f"--resume: {path} was written for other data or noisy labels; start without --resume "
                             "or set another run_name")
         saved, current = state.get("settings") or {}, self.training_settings()
+        # a key added to the project after the checkpoint was written trained at its default then
+        saved = {k: OPTION_BY_NAME[k].default for k in current if k not in saved and k in OPTION_BY_NAME} | saved
         differ = [k for k in current if saved.get(k, "<missing>") != current[k]]
         if differ:
             shown = ", ".join(f"{k}: {saved.get(k, '<missing>')!r} there, {current[k]!r} here" for k in differ[:3])
