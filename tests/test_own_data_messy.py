@@ -1,5 +1,5 @@
 """One messy folder and one messy CSV, as people's own data come (issue 23 items 2, 3 and 8, structure):
-exact samples, classes, messages and exit statuses.  Pixel decoding is tested elsewhere."""
+exact samples, classes, pixels, messages and exit statuses (each decoding rule in detail: test_decode.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -47,7 +47,22 @@ def messy(tmp_path, monkeypatch):
     _touch(str(train / "gifs" / "y.heic"))
     _touch(str(train / "gifs" / "z.gif"))
     (train / "empty").mkdir()
+    _write_pixel_cases(train)
     return root
+
+
+def _write_pixel_cases(train):
+    """Files of the tree whose pixels a bare convert("RGB") gets wrong (issue 23 item 1), in the same tree."""
+    from PIL import Image
+    rgba = np.zeros((2, 4, 4), np.uint8)            # transparent, with one opaque dark stroke pixel
+    rgba[0, 0] = (10, 20, 30, 255)
+    Image.fromarray(rgba).save(train / "3" / "a.png")
+    grey16 = np.array([[0, 32768, 65535, 257]], np.uint16)
+    Image.fromarray(grey16).save(train / "7" / "sub" / "d.png")
+    stored = np.zeros((4, 8, 3), np.uint8)           # 8 wide, 4 high; shown 4 wide, 8 high
+    exif = Image.Exif()
+    exif[0x0112] = 6                                  # "rotate 90 degrees clockwise"
+    Image.fromarray(stored).save(train / "Dog" / "f.png", format="JPEG", exif=exif)  # a JPEG named .png
 
 
 def test_messy_folder_step_by_step(messy, tmp_path, capsys):
@@ -98,6 +113,12 @@ def test_messy_folder_step_by_step(messy, tmp_path, capsys):
         "(a loop or a second route): train/3/up -> train",
         "imagefolder: warning: 2 of the classes named in class_names have no training image: 'empty' (empty "
         "folder), 'gifs' (only skipped files: .gif 2, .heic 1)"]
+
+    # pixels as a viewer shows them: transparency onto white, 16 bit scaled (not clipped), EXIF turned
+    images = data.train.images
+    assert np.asarray(images.load(0)).tolist() == [[[10, 20, 30]] + [[255, 255, 255]] * 3, [[255, 255, 255]] * 4]
+    assert np.asarray(images.load(4))[0, :, 0].tolist() == [0, 128, 255, 1]  # round(v * 255 / 65535)
+    assert images.load(5).size == (4, 8)
 
     # a training folder missing from an explicit class list is refused
     with pytest.raises(DataError, match=r"imagefolder: class 'gifs' \(.*/train/gifs\) is not named in class_names"):
