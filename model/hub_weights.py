@@ -86,8 +86,8 @@ def hub_files(name: str) -> HubFiles | None:
     if cfg is None:
         return None
     use_old_cache = os.environ.get("TIMM_USE_OLD_CACHE", "").lower() in ("1", "true")
-    if cfg.hf_hub_id and not (use_old_cache and cfg.url and _torch_hub_file(cfg.url) and
-                              os.path.isfile(_torch_hub_file(cfg.url))):
+    if cfg.hf_hub_id and not (use_old_cache and cfg.url and torch_hub_file(cfg.url) and
+                              os.path.isfile(torch_hub_file(cfg.url))):
         repo_id, revision = _split_revision(cfg.hf_hub_id)
         return HubFiles(name, repo_id, revision, _safe_first(cfg.hf_hub_filename or HF_WEIGHTS_NAME))
     if cfg.url:
@@ -105,7 +105,7 @@ def hub_cache_dir() -> str:
     return constants.HF_HUB_CACHE
 
 
-def _torch_hub_file(url: str) -> str:
+def torch_hub_file(url: str) -> str:
     import torch
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
 
@@ -113,7 +113,7 @@ def _torch_hub_file(url: str) -> str:
 def cached_weights(files: HubFiles, cache_dir: str) -> str | None:
     """The cached weights file timm will read for ``files`` (every config file cached too), or None."""
     if files.repo_id is None:
-        path = _torch_hub_file(files.url)
+        path = torch_hub_file(files.url)
         return path if os.path.isfile(path) else None
     from huggingface_hub import try_to_load_from_cache
 
@@ -202,7 +202,7 @@ def resolve_pretrained(name: str, *, probe: Callable[[str], bool] | None = None)
     """
     probe = probe or reachable
     files = hub_files(name)
-    cache_dir = hub_cache_dir() if files is None or files.repo_id else os.path.dirname(_torch_hub_file(files.url))
+    cache_dir = hub_cache_dir() if files is None or files.repo_id else os.path.dirname(torch_hub_file(files.url))
     if files is None:
         return Resolved(None, cache_dir, None)
     path = cached_weights(files, cache_dir)

@@ -71,7 +71,6 @@ def no_network(monkeypatch, tmp_path, closed_port):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
     connections = []
 
     def refuse(sock, address):
