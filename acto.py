@@ -159,10 +159,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cfg, runtime, log = run.cfg, run.runtime, run.log
     validate(cfg)
     hp = ActoHParams.from_config(cfg)
-    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
     data = build_data(cfg, stage="stage2", log=log.info)
     run.check_images(data)
     n = len(data.train)
+    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
 
     settings = optim_settings(cfg)
     rtm_lrs, ntm_lrs, rtm_plan, ntm_plan = lr_plans(cfg, settings, log.info)

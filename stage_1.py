@@ -47,10 +47,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run = start_run(argv, prog="stage_1.py", scope=STAGE1, run_name="stage1_{tag}")
     cfg, runtime, log = run.cfg, run.runtime, run.log
     tag = cfg.tag
-    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
     data = build_data(cfg, stage="stage1", log=log.info)
     run.check_images(data)
     n = len(data.train)
+    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
 
     model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
                          pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen,

@@ -118,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run = start_run(argv, prog="confident_learning.py", scope=STAGE1, run_name="cleanlab_{tag}")
     cfg, log = run.cfg, run.log
     retrain_epochs = extra.retrain_epochs or 2 * cfg.epochs
-    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
     data = build_data(cfg, stage="stage1", log=log.info)
+    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
     settings = optim_settings(cfg)
     log_summary(run, data, model=weights,
                 optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, schedule "

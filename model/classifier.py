@@ -97,13 +97,16 @@ def _create_act_cnn(*, pretrained: bool, pretrained_path: str | None, img_size: 
 
 def weights_source(backbone: str, *, pretrained: bool, pretrained_path: str | None) -> str:
     """Where ``create_model``'s backbone weights will come from, in words, checked now: a run whose
-    hub weights are neither cached nor downloadable stops here, before its data is loaded
+    hub weights are neither cached nor downloadable stops here at once, with one line
     (:func:`model.hub_weights.resolve_pretrained`)."""
     if pretrained_path is not None:
         return f"weights from pretrained_path {pretrained_path}"
     if not pretrained or backbone == "act_cnn":
         return "random init (pretrained: false)"
-    return f"pretrained, from {resolve_pretrained(timm_name(backbone)).describe()}"
+    source = resolve_pretrained(timm_name(backbone))
+    if source.files is None:  # timm knows no weights for this name: the same line as create_model's, now
+        _build(timm_name(backbone), pretrained=True, img_size=224)
+    return f"pretrained, from {source.describe()}"
 
 
 def create_model(backbone: str, *, num_classes: int, pretrained: bool = False,
