@@ -181,8 +181,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
                 optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, cosine to "
                           f"{cfg.eta_min:g}",
                 method=f"{cfg.bmm} BMM ({cfg.bmm_init_iters} EM iterations, then {refit_iters} per epoch) on the "
-                       f"wrong events of {stage1_meta.get('epochs')} stage-1 epochs, entropy weight "
-                       f"{cfg.entropy_weight:g}",
+                       f"wrong events of {stage1_meta.get('epochs')} stage-1 epochs; entropy term {cfg.entropy_weight}, "
+                       f"noisy weight {cfg.noisy_weight}",
                 outputs=[stem + ".json", stem + "_*"])
 
     wrong_events = WrongEvents(len(data.train), device=runtime.device, initial=torch.as_tensor(stage1_counts))

@@ -57,12 +57,10 @@ class HubFiles:
 
 
 def _safe_first(filename: str) -> tuple[str, ...]:
-    """timm's order: the safetensors twin of a ``.bin``/``.pth`` file first, then the file itself."""
-    if filename == HF_WEIGHTS_NAME:
-        return ("model.safetensors", filename)
-    if filename.endswith(".bin") or filename.endswith(".pth"):
-        return (filename.rsplit(".", 1)[0] + ".safetensors", filename)
-    return (filename,)
+    """timm's order: its safetensors alternatives of ``filename`` (``pytorch_model.bin`` ->
+    ``model.safetensors``), then the file itself."""
+    from timm.models._hub import _get_safe_alternatives  # timm's own rule, so the file found is the one it reads
+    return (*_get_safe_alternatives(filename), filename)
 
 
 def _split_revision(repo: str) -> tuple[str, str | None]:
@@ -85,9 +83,10 @@ def hub_files(name: str) -> HubFiles | None:
         return None
     if cfg is None:
         return None
-    use_old_cache = os.environ.get("TIMM_USE_OLD_CACHE", "").lower() in ("1", "true")
-    if cfg.hf_hub_id and not (use_old_cache and cfg.url and torch_hub_file(cfg.url) and
-                              os.path.isfile(torch_hub_file(cfg.url))):
+    # timm prefers a file in torch hub's cache over the hub repo only with TIMM_USE_OLD_CACHE set
+    from timm.models import _builder
+    old_cache = getattr(_builder, "_USE_OLD_CACHE", False) and bool(cfg.url) and os.path.isfile(torch_hub_file(cfg.url))
+    if cfg.hf_hub_id and not old_cache:
         repo_id, revision = _split_revision(cfg.hf_hub_id)
         return HubFiles(name, repo_id, revision, _safe_first(cfg.hf_hub_filename or HF_WEIGHTS_NAME))
     if cfg.url:
