@@ -40,7 +40,7 @@ def run_summary(run, data, *, model: str, optimiser: str, method: str | None = N
         f"noise      {cfg.noise_mode} {cfg.noise_ratio:g} ({cfg.noise_convention} convention), realised noise rate "
         f"{_fraction(noise.get('realised_noise_rate'))}",
         f"model      {backbone}, {model}",
-        f"optimiser  {optimiser}; {cfg.epochs} epochs, batch {cfg.batch_size}",
+        f"optimiser  {optimiser}; {cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}, batch {cfg.batch_size}",
     ]
     if method:
         lines.append(f"method     {method}")
