@@ -133,12 +133,26 @@ def hub_endpoint(files: HubFiles) -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
+def first_hop(endpoint: str) -> str:
+    """The server a request to ``endpoint`` connects to: the proxy the environment names for it
+    (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, unless ``NO_PROXY`` exempts the host), else ``endpoint``."""
+    import urllib.request
+
+    parsed = urlparse(endpoint)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if proxy and parsed.hostname and not urllib.request.proxy_bypass(parsed.hostname):
+        return proxy if "://" in proxy else f"http://{proxy}"
+    return endpoint
+
+
 def reachable(endpoint: str, *, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether ``endpoint`` (``scheme://host[:port]``) accepts a TCP connection within ``timeout`` seconds.
+    """Whether ``endpoint`` (``scheme://host[:port]``), or the proxy in front of it, accepts a TCP
+    connection within ``timeout`` seconds.
 
     The name lookup runs in a daemon thread, so an unreachable DNS server cannot hold the caller
     longer than ``timeout`` either."""
-    parsed = urlparse(endpoint)
+    parsed = urlparse(first_hop(endpoint))
     host = parsed.hostname
     if not host:
         return False

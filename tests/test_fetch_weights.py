@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save
 import fetch_weights
 from fixtures_data import SUBPROCESS_ENV
 from model import create_model
+from test_hub_weights import PROXY_VARIABLES
 from utils.config import REPO_ROOT
 from utils.errors import ConfigError, DataError
 
@@ -84,6 +85,8 @@ def hub(monkeypatch, tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    for key in PROXY_VARIABLES:  # straight to the stand-in
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "default_cache"))

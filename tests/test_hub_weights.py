@@ -28,6 +28,7 @@ from utils.errors import ConfigError
 TINY = "test_resnet"                 # timm's tiny test model; its pretrained tag: test_resnet.r160_in1k
 TINY_REPO = "timm/test_resnet.r160_in1k"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 def write_hub_cache(cache_dir, *, name: str = TINY, seed: int = 0, filename: str = "model.safetensors") -> dict:
@@ -70,6 +71,8 @@ def no_network(monkeypatch, tmp_path, closed_port):
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for key in PROXY_VARIABLES:  # the probe goes to the refused port itself
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     connections = []
 
@@ -141,7 +144,9 @@ def test_other_sources_need_no_hub(no_network, tmp_path):
     assert no_network["connections"] == []
 
 
-def test_reachable_probe_against_local_ports(closed_port):
+def test_reachable_probe_against_local_ports(closed_port, monkeypatch):
+    for key in PROXY_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -153,6 +158,26 @@ def test_reachable_probe_against_local_ports(closed_port):
     assert not reachable(f"http://127.0.0.1:{closed_port}", timeout=2.0)
     assert time.monotonic() - start < 2.5
     assert not reachable("not a url")
+
+
+def test_behind_a_proxy_the_probe_goes_to_the_proxy(closed_port, monkeypatch):
+    """A login node that reaches the hub through HTTPS_PROXY: the proxy is probed, not the hub."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.delenv("https_proxy", raising=False)
+        assert hub_weights.first_hop("https://huggingface.co") == f"http://127.0.0.1:{listener.getsockname()[1]}"
+        assert reachable("https://huggingface.co", timeout=2.0)
+        monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{closed_port}")
+        assert not reachable("https://huggingface.co", timeout=2.0)
+        monkeypatch.setenv("NO_PROXY", "huggingface.co")  # exempt: the hub itself would be probed
+        assert hub_weights.first_hop("https://huggingface.co") == "https://huggingface.co"
+    finally:
+        listener.close()
 
 
 def test_hub_files_mirror_timms_choice():
@@ -182,7 +207,8 @@ def test_a_run_without_network_or_cached_weights_stops_within_5_s_with_one_line(
     they alone take several seconds); the console before it has only the data's noise line."""
     cache, elapsed = tmp_path / "hub", tmp_path / "elapsed.txt"
     cache.mkdir()
-    env = {k: v for k, v in SUBPROCESS_ENV.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env = {k: v for k, v in SUBPROCESS_ENV.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *PROXY_VARIABLES)}
     env.update(HF_HUB_CACHE=str(cache), HF_ENDPOINT=f"http://127.0.0.1:{closed_port}")
     program = ("import atexit, sys, time\n"
                "import stage_1\n"
