@@ -213,6 +213,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written", path=True),
     _opt("run_name", str, None, "name of checkpoint/{run} (null: from the stage and tag)", nullable=True),
     _opt("resume", bool, False, "continue from checkpoint/{run}/last.pt"),
+    _opt("print_config", bool, False, "print the whole resolved config on the console too (it always goes to "
+         "checkpoint/{run}/config.yaml and train.log)"),
     # --- ACTO (ACTO.md §1; docs/acto.md) ---
     _opt("warmup_epochs", int, 2, "ACTO warm-up epochs W (both models on all samples, RTM with the "
          "confidence penalty); must be < epochs", min=0, scopes=SA),
@@ -333,6 +335,8 @@ def build_arg_parser(prog: str, scope: str) -> argparse.ArgumentParser:
         opt = OPTION_BY_NAME[name]
         parser.add_argument(f"--{name}", default=None, type=str, metavar=name.upper(), help=opt.help)
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint/{run}/last.pt")
+    parser.add_argument("--print_config", action="store_true",
+                        help="print the whole resolved config on the console (always in config.yaml and train.log)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key; the value is parsed as YAML (repeatable)")
     return parser
@@ -404,6 +408,8 @@ def parse_config(argv: Sequence[str] | None, *, prog: str, scope: str,
             named[name] = _yaml_value(text, name)
     if args.resume:
         named["resume"] = True
+    if args.print_config:
+        named["print_config"] = True
     layers.append(("the command line", named))
     sets = {}
     for item in args.overrides:

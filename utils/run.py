@@ -22,7 +22,7 @@ RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persi
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
                               "noisy_label_file", "check_images", "max_image_pixels", "train_csv", "test_csv",
-                              "export_samples", "suspects_grid"})
+                              "export_samples", "suspects_grid", "print_config"})
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Run:
     runtime: Runtime
     log: RunLog
     precision: Precision
+    prog: str = ""
 
     def path(self, *parts: str) -> str:
         """A path under output_dir."""
@@ -96,14 +97,15 @@ def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: st
         if os.path.exists(stale):  # a fresh run starts a fresh log
             os.remove(stale)
     log.write_config(cfg)
-    log.info(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
-    log.info("config:\n" + cfg.to_yaml().rstrip())
+    log.detail(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
+    # the whole config: always in config.yaml and train.log, on the console with --print_config
+    (log.info if cfg.print_config else log.detail)("config:\n" + cfg.to_yaml().rstrip())
     workers, note = resolve_num_workers(cfg.num_workers)
-    if note:  # config.yaml keeps "auto"; the loaders get the number
+    if note:  # config.yaml keeps "auto"; the loaders get the number (the summary shows it)
         cfg = cfg.replace(num_workers=workers)
-        log.info(note)
+        log.detail(note)
     seed_everything(cfg.seed)
-    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device))
+    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), prog)
 
 
 def place_model(model: torch.nn.Module, run: Run) -> torch.nn.Module:

@@ -30,6 +30,12 @@ class RunLog:
         if not self.enabled:
             return
         tqdm.write(message)
+        self.detail(message)
+
+    def detail(self, message: str) -> None:
+        """Append a line, time-stamped, to train.log only (the console shows the run's summary instead)."""
+        if not self.enabled:
+            return
         with open(os.path.join(self.run_dir, "train.log"), "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
