@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dataloader import build_data
-from model import create_model
+from model import create_model, weights_source
 from model.export import export_model
 from timm.optim import create_optimizer_v2
 from utils.acto import ActoHParams, ActoMemory, build_lr_plan, parse_lr_plan, robust_losses, selection_quality, \
@@ -26,10 +26,12 @@ from utils.accuracy_keys import accuracy_summary, describe_result
 from utils.config import ACTO
 from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
     train_one_epoch
+from utils.epoch_clock import EpochClock
 from utils.errors import ConfigError, run_main
 from utils.io import save_json
 from utils.optim import OptimSettings, build_optimizer, optim_settings
 from utils.run import Run, place_model, start_run
+from utils.run_summary import log_summary
 from utils.sample_report import export_sample_report
 
 LAST_K = 10  # ACT's Table 1 metric: mean RTM accuracy over the last min(10, E) epochs
@@ -161,22 +163,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run.claim_outputs(run.path("acto", f"{cfg.tag}.json"), fingerprint=data.fingerprint)
     run.check_images(data)
     n = len(data.train)
-    log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, resolution "
-             f"{data.resolution}, noise {cfg.noise_mode} {cfg.noise_ratio:g} ({cfg.noise_convention} convention, "
-             f"realised {data.noise_info.get('realised_noise_rate')})")
+    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
 
     settings = optim_settings(cfg)
     rtm_lrs, ntm_lrs, rtm_plan, ntm_plan = lr_plans(cfg, settings, log.info)
-    rtm, ntm = build_models(cfg, data.num_classes, data.resolution, log=log.info)
+    rtm, ntm = build_models(cfg, data.num_classes, data.resolution, log=log.detail)
     pair = ModelPair(place_model(rtm, run), place_model(ntm, run))
     opt_rtm = build_acto_optimizer(rtm, settings, cfg.nesterov)
     opt_ntm = build_acto_optimizer(ntm, settings, cfg.nesterov)
-    log.info(f"RTM and NTM: {cfg.backbone} ({'pretrained' if cfg.pretrained or cfg.pretrained_path else 'scratch'})"
-             f"; optimizer {settings.name}{' nesterov' if cfg.nesterov and settings.name == 'sgd' else ''} wd "
-             f"{settings.weight_decay:g}; RTM lr plan {rtm_plan} from {settings.lr:g}; NTM lr plan {ntm_plan} from "
-             f"{cfg.ntm_lr or settings.lr:g}; warm-up lr {cfg.warmup_lr or settings.lr:g}; warm-up {cfg.warmup_epochs} "
-             f"of {cfg.epochs} epochs; selection {hp.selection_rule}, tau {hp.tau:g}, EMA {hp.ema_alpha:g}, "
-             f"weights {hp.selection_weight:g}/{1 - hp.selection_weight:g}, label smoothing {hp.label_smoothing:g}")
+    log_summary(run, data, model=f"RTM and NTM, {weights}",
+                optimiser=f"{settings.name}{' nesterov' if cfg.nesterov and settings.name == 'sgd' else ''} weight "
+                          f"decay {settings.weight_decay:g}; RTM lr plan {rtm_plan} from {settings.lr:g}; NTM lr plan "
+                          f"{ntm_plan} from {cfg.ntm_lr or settings.lr:g}; warm-up lr {cfg.warmup_lr or settings.lr:g}",
+                method=f"warm-up {cfg.warmup_epochs} of {cfg.epochs} epochs; selection {hp.selection_rule}, tau "
+                       f"{hp.tau:g}, EMA {hp.ema_alpha:g}, weights {hp.selection_weight:g}/{1 - hp.selection_weight:g},"
+                       f" label smoothing {hp.label_smoothing:g}",
+                outputs=[run.path("acto", f"{cfg.tag}.json"), run.path("acto", f"{cfg.tag}_*")])
 
     memory = ActoMemory(torch.as_tensor(data.noisy_labels), data.num_classes, device=runtime.device)
     clean = None if data.is_noisy is None else torch.as_tensor(~data.is_noisy, device=runtime.device)
@@ -194,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     phase = {"epoch": start_epoch}
     step = acto_step(memory, hp, phase)
+    clock = EpochClock(cfg.epochs)
     for epoch in range(start_epoch, cfg.epochs):
         seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
         phase["epoch"] = epoch
@@ -216,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     f"{fmt(row['selected_precision'])} recall {fmt(row['selected_recall'])} mined "
                     f"{row['mined_size']} mining on {100 * row['mining_active_frac']:.0f}% of batches, mean M "
                     f"{fmt(row['mean_metric'], '.4f')}")
-        log.info(msg)
+        log.info(f"{msg} | {clock.lap(epoch)}")
         log.write_metrics(history)
         run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
 

@@ -69,7 +69,7 @@ def collect_paths(inputs: Sequence[str]) -> list[str]:
     paths: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            names, _ = list_images(item, recursive=True)
+            names, _ = list_images(item, recursive=True, dangling="list")
             paths += [os.path.join(item, n) for n in names]
         else:
             paths.append(item)

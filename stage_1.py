@@ -13,18 +13,20 @@ import torch
 import torch.nn.functional as F
 
 from dataloader import build_data
-from model import create_model
+from model import create_model, weights_source
 from model.export import state_for_saving
 from utils.accuracy_keys import acc_key
 from utils.config import STAGE1
 from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
     train_one_epoch
+from utils.epoch_clock import EpochClock
 from utils.errors import run_main
 from utils.io import save_json, save_npy, save_torch
 from utils.metrics import detection_auc
 from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind
 from utils.plots import wrong_event_histogram
 from utils.run import place_model, start_run
+from utils.run_summary import log_summary
 from utils.sample_report import export_sample_report, stage1_label_score
 from utils.wrong_events import EpochPredictions, LabelWave, WrongEvents
 
@@ -49,27 +51,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run.claim_outputs(run.path("stage1", f"{tag}_wrongevent.json"), fingerprint=data.fingerprint)
     run.check_images(data)
     n = len(data.train)
-    log.info(f"{cfg.dataset}: {n} training / {len(data.test)} test images, {data.num_classes} classes, "
-             f"resolution {data.resolution}, noise {cfg.noise_mode} {cfg.noise_ratio:g} "
-             f"(realised {data.noise_info['realised_noise_rate']})")
+    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
 
     model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
                          pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen,
-                         log=log.info)
+                         log=log.detail)
     train_model = place_model(model, run)
     settings = optim_settings(cfg)
     optimizer = build_optimizer(model, settings)
     schedule = stage1_schedule_kind(cfg)
     scheduler = build_scheduler(optimizer, kind=schedule, epochs=cfg.epochs, milestones=cfg.step_milestones)
-    log.info(f"optimizer {settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, "
-             f"schedule {schedule}")
+    base_path = run.path("base_model", f"{tag}.pt")
+    log_summary(run, data, model=weights + (" (backbone frozen)" if cfg.frozen else ""),
+                optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, "
+                          f"schedule {schedule}",
+                outputs=[run.path("stage1", f"{tag}_*"), base_path])
 
     wrong_events = WrongEvents(n, device=runtime.device)
     predictions = EpochPredictions(n, device=runtime.device)
     wave = LabelWave()
     history: list[dict] = []
     start_epoch = 0
-    base_path = run.path("base_model", f"{tag}.pt")
     resumable = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": run.precision.scaler,
                  "wrong_events": wrong_events, "label_wave": wave}
     if cfg.resume:
@@ -79,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
     step = stage1_step(wrong_events, predictions)
+    clock = EpochClock(cfg.epochs)
     for epoch in range(start_epoch, cfg.epochs):
         seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
         lr = optimizer.param_groups[0]["lr"]
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         "base_model_epoch": wave.best_epoch + 1})
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} train acc (noisy labels) "
                  f"{train_acc:.2f} {describe_accuracies(accuracies)} prediction change {wave_step.prediction_change}"
-                 + (" -> base model" if wave_step.is_new_minimum else ""))
+                 + (" -> base model" if wave_step.is_new_minimum else "") + f" | {clock.lap(epoch)}")
         run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
         log.write_metrics(history)
 

@@ -23,6 +23,7 @@ from utils.bmm import BetaMixture, BmmLookup
 from utils.config import STAGE2
 from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
     train_one_epoch
+from utils.epoch_clock import EpochClock
 from utils.errors import DataError, run_main
 from utils.io import save_json
 from utils.losses import loss_weights, weighted_dynamic_loss
@@ -30,6 +31,7 @@ from utils.metrics import detection_auc, split_quality
 from utils.optim import build_optimizer, build_scheduler, optim_settings
 from utils.plots import bmm_fit_plot
 from utils.run import Run, place_model, start_run
+from utils.run_summary import log_summary
 from utils.sample_report import export_sample_report
 from utils.wrong_events import WrongEvents
 
@@ -152,9 +154,13 @@ def load_stage1(run: Run, data: Data) -> tuple[np.ndarray, dict]:
     return counts.astype(np.int64), meta
 
 
+def base_model_path(run: Run) -> str:
+    return run.cfg.base_model or run.path("base_model", f"{run.cfg.tag}.pt")
+
+
 def load_base_model(run: Run, data: Data) -> torch.nn.Module:
     cfg = run.cfg
-    path = cfg.base_model or run.path("base_model", f"{cfg.tag}.pt")
+    path = base_model_path(run)
     if not os.path.isfile(path):
         raise DataError(f"base model {path} not found; run stage_1.py with the same settings first "
                         f"(the stage-2 backbone must be the stage-1 backbone, here {cfg.backbone})")
@@ -184,9 +190,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
     optimizer = build_optimizer(model, settings)
     scheduler = build_scheduler(optimizer, kind="cosine", epochs=cfg.epochs, eta_min=cfg.eta_min)
     refit_iters = cfg.bmm_refit_iters if cfg.bmm_refit_iters is not None else (2 if cfg.bmm == "class" else 1)
-    log.info(f"{len(data.train)} training samples, wrong events from {stage1_meta.get('epochs')} stage-1 epochs; "
-             f"{cfg.bmm} BMM ({cfg.bmm_init_iters} EM iterations, then {refit_iters} per epoch); optimizer "
-             f"{settings.name} lr {settings.lr:g} wd {settings.weight_decay:g}, cosine to {cfg.eta_min:g}")
+    stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
+    log_summary(run, data, model=f"from the stage-1 base model {base_model_path(run)}",
+                optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, cosine to "
+                          f"{cfg.eta_min:g}",
+                method=f"{cfg.bmm} BMM ({cfg.bmm_init_iters} EM iterations, then {refit_iters} per epoch) on the "
+                       f"wrong events of {stage1_meta.get('epochs')} stage-1 epochs; entropy term {cfg.entropy_weight}, "
+                       f"noisy weight {cfg.noisy_weight}",
+                outputs=[stem + ".json", stem + "_*"])
 
     wrong_events = WrongEvents(len(data.train), device=runtime.device, initial=torch.as_tensor(stage1_counts))
     weights = SampleWeights(class_wise=cfg.bmm == "class", noisy_labels=data.noisy_labels,
@@ -212,6 +223,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
                  f"{fmt(initial['auc'])}")
 
     step = stage2_step(wrong_events, weights, cfg)
+    clock = EpochClock(cfg.epochs)
     for epoch in range(start_epoch, cfg.epochs):
         seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
         lr = optimizer.param_groups[0]["lr"]
@@ -227,7 +239,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(stats["loss"], 6),
                         **accuracy_columns(accuracies), **detection, "bmm": weights.bmm.describe()})
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} {describe_accuracies(accuracies)} "
-                 f"AUC {fmt(detection['auc'])} BMM {fmt_bmm(weights.bmm)}")
+                 f"AUC {fmt(detection['auc'])} BMM {fmt_bmm(weights.bmm)} | {clock.lap(epoch)}")
         run.save_state({"epoch": epoch, "bmm": weights.state_dict(), "history": history, "base_accs": base_accs,
                         "initial": initial}, fingerprint=data.fingerprint, parts=resumable)
         log.write_metrics([{k: v for k, v in row.items() if k != "bmm"} for row in history])
@@ -240,7 +252,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         "realised_noise_rate": data.noise_info.get("realised_noise_rate"), "fingerprint": data.fingerprint,
     }
     if runtime.is_main:
-        stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
         save_json(result, stem + ".json")
         counts = wrong_events.counts.cpu().numpy()
         bmm_fit_plot(counts, weights.bmm, stem + "_bmm.png", groups=weights.groups_np, is_noisy=data.is_noisy,

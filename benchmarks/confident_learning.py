@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataloader import build_data  # noqa: E402
 from dataloader.base import NoisyLabelDataset  # noqa: E402
-from model import create_model  # noqa: E402
+from model import create_model, weights_source  # noqa: E402
 from utils.accuracy_keys import acc_key, describe_result  # noqa: E402
 from utils.config import STAGE1  # noqa: E402
 from utils.engine import evaluate, make_loaders, predict_probabilities, seed_epoch, train_one_epoch  # noqa: E402
@@ -43,6 +43,7 @@ from utils.io import save_json  # noqa: E402
 from utils.metrics import detection_auc, split_quality  # noqa: E402
 from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind  # noqa: E402
 from utils.run import Run, place_model, start_run  # noqa: E402
+from utils.run_summary import log_summary  # noqa: E402
 
 
 def cross_entropy_step(model, batch):
@@ -118,8 +119,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cfg, log = run.cfg, run.log
     retrain_epochs = extra.retrain_epochs or 2 * cfg.epochs
     data = build_data(cfg, stage="stage1", log=log.info)
-    log.info(f"confident learning: {extra.folds}-fold cross-validation x {cfg.epochs} epochs, then "
-             f"{retrain_epochs} epochs on the kept samples")
+    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+    settings = optim_settings(cfg)
+    log_summary(run, data, model=weights,
+                optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, schedule "
+                          f"{stage1_schedule_kind(cfg)}",
+                method=f"confident learning: {extra.folds}-fold cross-validation x {cfg.epochs} epochs, then "
+                       f"{retrain_epochs} epochs on the kept samples",
+                outputs=[run.path("cleanlab", f"{cfg.tag}.json")])
 
     probs = cross_validated_probs(run, data, folds=extra.folds)
     issues = find_label_issues(labels=data.noisy_labels, pred_probs=probs)

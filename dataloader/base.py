@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dataloader.path_array import PathArray, RootedPaths
+
 
 DIGEST_BYTES = 16  # content digests: blake2b, 128 bit
 
@@ -49,12 +51,23 @@ class ArrayImages:
 
 
 class FileImages:
-    """Images read from files, in a fixed order of paths (sorted by the family's loader)."""
+    """Images read from files, in a fixed order of paths (sorted by the family's loader).
 
-    def __init__(self, paths: Sequence[str], keys: Sequence[str] | None = None):
-        self.paths = list(paths)
+    ``paths`` and ``keys`` are held as :class:`~dataloader.path_array.PathArray` (two numpy arrays,
+    no Python object per sample, so forked DataLoader workers do not copy them), ``paths`` as
+    :class:`~dataloader.path_array.RootedPaths` (root + the keys) where all share a root; both index
+    like a list of ``str``.
+    """
+
+    def __init__(self, paths: "Sequence[str] | PathArray", keys: "Sequence[str] | PathArray | None" = None):
+        self.paths = paths if isinstance(paths, RootedPaths) else PathArray(paths)
         # keys identify samples independently of where the data set is mounted (relative paths)
-        self.keys = list(keys) if keys is not None else self.paths
+        if keys is None:
+            self.keys = self.paths.keys if isinstance(paths, RootedPaths) else self.paths
+        else:
+            self.keys = PathArray(keys)
+        if len(self.keys) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.keys)} keys")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,11 +84,8 @@ class FileImages:
             return img.convert("RGB"), content_digest(content)
 
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for key in self.keys:
-            h.update(key.encode("utf-8"))
-            h.update(b"\n")
-        return h.hexdigest()
+        """sha256 over ``key + "\\n"`` of every sample in order (the sample order in the fingerprint)."""
+        return self.keys.sha256_lines()
 
     def flat_features(self) -> np.ndarray:
         raise NotImplementedError("instance-dependent noise needs in-memory images")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import unicodedata
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -16,12 +18,15 @@ from PIL import Image
 
 from dataloader.base import FileImages, content_digest
 from dataloader.decode import Decoding, ImageTooLarge, decode_file
+from dataloader.path_array import PathArray, RootedPaths
 from utils.errors import DataError
 
 # torchvision's IMG_EXTENSIONS (what DatasetFolder accepts), compared case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 # ImageNet statistics (WebVision everywhere, B10; ACTO's web and food sets)
+MAX_NAMED = 10  # paths named in one error line
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -98,9 +103,9 @@ class ImageFiles(FileImages):
         return out
 
 
-def make_images(root: str, keys: Sequence[str]) -> ImageFiles:
+def make_images(root: str, keys: "Sequence[str] | PathArray") -> ImageFiles:
     """Images ``root/key`` identified by their relative ``key`` (independent of the mount point)."""
-    return ImageFiles([os.path.join(root, k) for k in keys], keys=list(keys))
+    return ImageFiles(RootedPaths(root, keys))
 
 
 def require_dir(path: str, message: str) -> None:
@@ -108,30 +113,149 @@ def require_dir(path: str, message: str) -> None:
         raise DataError(message)
 
 
-def list_images(folder: str, *, recursive: bool = False) -> tuple[list[str], int]:
+def class_name(folder: str) -> str:
+    """The class a folder (or CSV label) names: Unicode NFC, so NFD and NFC spellings are one class."""
+    return unicodedata.normalize("NFC", folder)
+
+
+def _skip_kind(name: str, *, is_dir: bool = False) -> str:
+    if name.startswith("."):
+        return "hidden"
+    if is_dir:
+        return "folder"
+    ext = os.path.splitext(name)[1].lower()
+    return ext if ext else "no extension"
+
+
+class SkippedFiles:
+    """Entries passed over while listing, counted by kind (extension, ``hidden``, ...) with a few examples."""
+
+    EXAMPLES = 3
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
+        self.only_files = True
+
+    def add(self, kind: str, path: str, *, is_file: bool = True) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        shown = self.examples.setdefault(kind, [])
+        if len(shown) < self.EXAMPLES or path < shown[-1]:  # keep the first few in sorted order
+            shown.append(path)
+            shown.sort()
+            del shown[self.EXAMPLES:]
+        self.only_files = self.only_files and is_file
+
+    def merge(self, other: "SkippedFiles") -> None:
+        for kind, count in other.counts.items():
+            self.counts[kind] = self.counts.get(kind, 0) + count
+            self.examples[kind] = sorted(self.examples.get(kind, []) + other.examples[kind])[:self.EXAMPLES]
+        self.only_files = self.only_files and other.only_files
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def kinds(self, *, examples: bool = True) -> str:
+        """``.gif 1 (a/b.gif), .heic 1 (c/d.heic)``: kinds by count (most first), then name."""
+        order = sorted(self.counts, key=lambda k: (-self.counts[k], k))
+        return ", ".join(f"{k} {self.counts[k]}" + (f" ({', '.join(self.examples[k])})" if examples else "")
+                         for k in order)
+
+    def summary(self) -> str:
+        """``skipped 2 files: .gif 1 (a/b.gif), .heic 1 (c/d.heic)`` (empty when nothing was skipped)."""
+        if not self:
+            return ""
+        return f"skipped {len(self)} {'files' if self.only_files else 'entries'}: {self.kinds()}"
+
+
+class FolderWalk:
+    """Lists image files below folders, following symbolic links but entering no real folder twice.
+
+    Every real folder entered (or claimed with :meth:`claim`) is recorded by ``(st_dev, st_ino)``; a
+    symbolic link that leads to a recorded folder (a loop such as ``train/3/up -> ..``, or a second
+    route to a class folder) is not entered and is noted in :attr:`revisits`.  Links whose target does
+    not exist are collected in :attr:`dangling` (see :meth:`raise_dangling`).  Paths in the examples and
+    notes are relative to ``base`` (the listed split or folder).
+    """
+
+    def __init__(self, base: str):
+        self.base = base
+        self.visited: dict[tuple[int, int], str] = {}
+        self.revisits: list[str] = []
+        self.dangling: list[str] = []
+
+    def rel(self, path: str) -> str:
+        return os.path.relpath(path, self.base)
+
+    def claim(self, path: str) -> str | None:
+        """Record the real folder at ``path``; return the path it was first recorded under, if any."""
+        st = os.stat(path)
+        first = self.visited.setdefault((st.st_dev, st.st_ino), path)
+        return None if first == path else first
+
+    def images(self, folder: str, skipped: SkippedFiles, *, recursive: bool, claimed: bool = False) -> list[str]:
+        """Sorted image paths relative to ``folder``; other entries are added to ``skipped``."""
+        if not claimed and (first := self.claim(folder)) is not None:
+            self.revisits.append(f"{self.rel(folder)} -> {self.rel(first)}")
+            return []
+        found: list[str] = []
+        stack = [("", folder)]
+        while stack:
+            prefix, path = stack.pop()
+            try:
+                entries = list(os.scandir(path))
+            except OSError as err:
+                raise DataError(f"cannot list {path}: {err.strerror}") from None
+            for entry in entries:
+                name = entry.name
+                if entry.is_file():  # follows symbolic links; no stat for a plain file (most entries)
+                    if is_image_name(name):
+                        found.append(prefix + name)
+                    else:
+                        skipped.add(_skip_kind(name), self.rel(entry.path))
+                elif entry.is_dir():
+                    if name.startswith(".") or not recursive:
+                        skipped.add(_skip_kind(name, is_dir=True), self.rel(entry.path), is_file=False)
+                    elif (first := self.claim(entry.path)) is not None:
+                        self.revisits.append(f"{self.rel(entry.path)} -> {self.rel(first)}")
+                    else:
+                        stack.append((prefix + name + os.sep, entry.path))
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    self.dangling.append(self.rel(entry.path))
+                else:  # a socket, fifo or device
+                    skipped.add("other", self.rel(entry.path), is_file=False)
+        found.sort()
+        return found
+
+    def raise_dangling(self, name: str) -> None:
+        """One DataError line naming every symbolic link whose target does not exist."""
+        if self.dangling:
+            shown = ", ".join(sorted(self.dangling)[:MAX_NAMED])
+            more = f" (and {len(self.dangling) - MAX_NAMED} more)" if len(self.dangling) > MAX_NAMED else ""
+            raise DataError(f"{name}: {len(self.dangling)} symbolic links in {self.base} point to nothing: "
+                            f"{shown}{more}; remove them or restore their targets")
+
+    def log_revisits(self, log: Callable[[str], None], name: str) -> None:
+        if self.revisits:
+            log(f"{name}: warning: {len(self.revisits)} symbolic links in {self.base} lead to folders already "
+                f"listed, not entered again (a loop or a second route): {', '.join(sorted(self.revisits))}")
+
+
+def list_images(folder: str, *, recursive: bool = False, dangling: str = "error") -> tuple[list[str], int]:
     """Image files in ``folder`` as sorted paths relative to it, and the number of entries skipped.
 
     Hidden entries and files without an image extension are skipped (counted); sub-folders are
-    entered only when ``recursive``.
+    entered only when ``recursive`` (following symbolic links, no real folder twice).  A symbolic link
+    to nothing raises DataError (``dangling="error"``) or is listed like a file (``"list"``: its read
+    fails later, e.g. predict.py's error row).
     """
-    found: list[str] = []
-    skipped = 0
-    if recursive:
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel = os.path.relpath(dirpath, folder)
-            for name in filenames:
-                if is_image_name(name):
-                    found.append(name if rel == "." else os.path.join(rel, name))
-                else:
-                    skipped += 1
+    walk, skipped = FolderWalk(folder), SkippedFiles()
+    found = walk.images(folder, skipped, recursive=recursive)
+    if dangling == "error":
+        walk.raise_dangling(folder)
     else:
-        for entry in os.scandir(folder):
-            if entry.is_file() and is_image_name(entry.name):
-                found.append(entry.name)
-            else:
-                skipped += 1
-    return sorted(found), skipped
+        found = sorted(found + [n for n in walk.dangling if is_image_name(os.path.basename(n))])
+    return found, len(skipped)
 
 
 def class_folders(folder: str) -> list[str]:
@@ -139,30 +263,59 @@ def class_folders(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+@dataclass
+class ClassTree:
+    """One listed split ``root/split/<class>/...`` (see :func:`class_tree`)."""
+
+    classes: list[str]
+    keys: list[str]
+    labels: list[int]
+    skipped: SkippedFiles  # all entries passed over in the split
+    per_class: dict[str, tuple[int, SkippedFiles]]  # class -> (images, skipped entries) of this split
+    walk: FolderWalk
+
+
 def class_tree(root: str, split: str, classes: list[str] | None, *,
-               unknown_class: Callable[[str], str]) -> tuple[list[str], list[str], list[int], int]:
-    """A DatasetFolder-style split ``root/split/<class>/...``: ``(classes, keys, labels, skipped)``.
+               unknown_class: Callable[[str], str], name: str = "data") -> ClassTree:
+    """A DatasetFolder-style split ``root/split/<class>/...``.
 
     ``classes`` None: this split's sorted class folders are the classes (training split); otherwise a
-    folder not in ``classes`` raises :class:`DataError` with ``unknown_class(folder)``.  ``keys`` are
-    ``split/<class>/<path below it>`` (images found recursively, sorted), ``labels`` their class index,
-    ``skipped`` the hidden or non-image entries passed over.
+    folder not in ``classes`` raises :class:`DataError` with ``unknown_class(folder)``.  Folder names are
+    matched as :func:`class_name` (NFC).  ``keys`` are ``split/<folder>/<path below it>`` (the names on
+    disk; images found recursively, sorted), ``labels`` their class index.  The data root, the split and
+    every class folder are claimed before any is walked, so a link back into the tree is never entered.
+    A symbolic link to nothing raises DataError (one line naming all of them, starting ``name:``).
+    Paths in messages are relative to ``root`` (``train/gifs/x.gif``).
     """
     base = os.path.join(root, split)
     folders = class_folders(base)
-    classes = folders if classes is None else classes
+    classes = [class_name(f) for f in folders] if classes is None else classes
     index = {c: i for i, c in enumerate(classes)}
+    walk = FolderWalk(root)
+    for top in (root, base):
+        walk.claim(top)
     keys: list[str] = []
     labels: list[int] = []
-    skipped = 0
+    total = SkippedFiles()
+    per_class: dict[str, tuple[int, SkippedFiles]] = {}
+    owners = {}
     for folder in folders:
-        if folder not in index:
+        if class_name(folder) not in index:
             raise DataError(unknown_class(folder))
-        names, skip = list_images(os.path.join(base, folder), recursive=True)
-        skipped += skip
+        owners[folder] = walk.claim(os.path.join(base, folder))
+    for folder in folders:
+        skipped = SkippedFiles()
+        names = []
+        if owners[folder] is None:
+            names = walk.images(os.path.join(base, folder), skipped, recursive=True, claimed=True)
+        else:
+            walk.revisits.append(f"{walk.rel(os.path.join(base, folder))} -> {walk.rel(owners[folder])}")
         keys += [f"{split}/{folder}/{n}" for n in names]
-        labels += [index[folder]] * len(names)
-    return classes, keys, labels, skipped
+        labels += [index[class_name(folder)]] * len(names)
+        total.merge(skipped)
+        per_class[class_name(folder)] = (len(names), skipped)
+    walk.raise_dangling(name)
+    return ClassTree(classes, keys, labels, total, per_class, walk)
 
 
 def read_lines(path: str) -> list[str]:
@@ -200,6 +353,34 @@ def check_files_exist(root: str, keys: Sequence[str], *, listed_in: str, hint: s
                         f"{first}; {hint}")
 
 
-def log_skipped(log: Callable[[str], None], name: str, skipped: int, where: str) -> None:
-    if skipped:
+def existing_files(paths: Sequence[str], *, listed_from: int = 8) -> list[bool]:
+    """``os.path.isfile`` of every absolute normalised path, by listing folders instead of one stat per path.
+
+    A folder named by at least ``listed_from`` paths is listed once (``os.scandir``, which needs a
+    ``stat`` only for symbolic links); the others are checked one by one.  A name not found in its
+    folder's listing is checked with ``isfile`` too (e.g. a case-insensitive file system).
+    """
+    by_folder: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        by_folder.setdefault(path.rpartition(os.sep)[0], []).append(i)
+    exists = [False] * len(paths)
+    for folder, rows in by_folder.items():
+        names: set[str] = set()
+        if len(rows) >= listed_from:
+            try:
+                with os.scandir(folder or os.sep) as entries:
+                    names = {e.name for e in entries if e.is_file()}
+            except OSError:
+                pass
+        for i in rows:
+            exists[i] = paths[i].rpartition(os.sep)[2] in names or os.path.isfile(paths[i])
+    return exists
+
+
+def log_skipped(log: Callable[[str], None], name: str, skipped: "int | SkippedFiles", where: str) -> None:
+    """One line about the entries a listing passed over (by kind with examples, or a bare count)."""
+    if isinstance(skipped, SkippedFiles):
+        if skipped:
+            log(f"{name}: {skipped.summary()} in {where} (hidden or not an image: {', '.join(IMAGE_EXTENSIONS)})")
+    elif skipped:
         log(f"{name}: skipped {skipped} hidden or non-image entries in {where}")

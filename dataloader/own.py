@@ -4,8 +4,15 @@
   image extensions, hidden entries skipped, sorted order); the test set is ``data_path/val/<class>/``
   or, without it, ``data_path/test/<class>/`` (classes matched to train by name).
 * ``csv``: ``train_csv`` (default ``data_path/train.csv``) and optional ``test_csv``, each with a
-  header and the columns ``path,label``; paths relative to the CSV's folder or absolute; labels are
-  class names (sorted into indices) or integers (``class_names`` optional, index -> name).
+  header and the columns ``path,label``; paths relative to the CSV's folder or absolute (backslashes
+  read as ``/``); labels are class names (sorted into indices) or integers (``class_names`` optional,
+  index -> name).
+
+Class names are compared as Unicode NFC.  Refused with one line: class names that differ only by case,
+surrounding space or Unicode form, and training classes without a usable image (empty folder, only
+skipped files, integer labels with gaps) unless ``class_names`` names every class (for ``imagefolder``:
+the class folders in index order).  Listing happens once per job: rank 0 lists, the other DDP ranks
+receive the result (:func:`utils.distributed.on_rank0_then_share`).
 
 Without a test set, ``val_fraction`` > 0 holds out a seeded, class-stratified share of the training images
 (:func:`dataloader.holdout.stratified_holdout`) as ``Data.test`` named ``"val_given_labels"`` (scored on the
@@ -30,10 +37,12 @@ import numpy as np
 
 from dataloader.base import RawData
 from dataloader.decode import VIEWER, Decoding
-from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, class_folders, class_tree, log_skipped, \
-    make_images
+from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ClassTree, ImageFiles, class_folders, class_name, \
+    class_tree, existing_files, log_skipped, make_images
 from dataloader.holdout import stratified_holdout
+from dataloader.path_array import RootedPaths
 from dataloader.transforms import LargeSpec
+from utils.distributed import on_rank0_then_share
 from utils.errors import ConfigError, DataError
 
 # resize the shorter side to 256/224 x resolution, then a random (train) or centre (test) crop
@@ -87,46 +96,109 @@ def _raw(cfg, *, classes: list[str], train: ImageFiles, train_labels: list[int],
 
 
 def _subset(images: ImageFiles, index: np.ndarray) -> ImageFiles:
-    return ImageFiles([images.paths[i] for i in index], keys=[images.keys[i] for i in index],
-                      decoding=images.decoding)
+    if isinstance(images.paths, RootedPaths):
+        return ImageFiles(images.paths.take(index), decoding=images.decoding)
+    return ImageFiles(images.paths.take(index), keys=images.keys.take(index), decoding=images.decoding)
+
+
+def _refuse_lookalikes(name: str, labels, where: str) -> None:
+    """One DataError line if two distinct class names differ only by case, surrounding space or Unicode form."""
+    groups: dict[str, set[str]] = {}
+    for label in labels:
+        groups.setdefault(class_name(label.strip()).casefold(), set()).add(label)
+    clashes = [sorted(g) for g in groups.values() if len(g) > 1]
+    if clashes:
+        shown = "; ".join(" / ".join(repr(n) for n in group) for group in sorted(clashes))
+        raise DataError(f"{name}: {len(clashes)} groups of class names in {where} differ only by case, surrounding "
+                        f"space or Unicode form: {shown}; give each class one spelling")
+
+
+def _explicit_classes(cfg) -> list[str] | None:
+    """``class_names`` as NFC names (None when the key is not set)."""
+    names = cfg.class_names
+    if names is None:
+        return None
+    names = [class_name(str(n)) for n in names]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError("config key 'class_names' must be a non-empty list of distinct names")
+    return names
+
+
+def _refuse_empty(name: str, empty: dict[str, str], explicit: bool, log, fix: str) -> None:
+    """Classes with no usable training image (class -> why): one DataError line, or a warning when the user
+    named the classes."""
+    if not empty:
+        return
+    shown = ", ".join(f"{c!r} ({why})" for c, why in list(empty.items())[:MAX_EXAMPLES])
+    if len(empty) > MAX_EXAMPLES:
+        shown += f" (and {len(empty) - MAX_EXAMPLES} more)"
+    if explicit:
+        log(f"{name}: warning: {len(empty)} of the classes named in class_names have no training image: {shown}")
+        return
+    raise DataError(f"{name}: {len(empty)} classes have no usable training image: {shown}; {fix}, or list every "
+                    "class in class_names to keep them")
 
 
 # ------------------------------------------------------------------------------------------- imagefolder
 
-def _class_tree(root: str, split: str, classes: list[str] | None, log) -> tuple[list[str], list[str], list[int]]:
-    """(classes, keys ``split/<class>/...``, labels) of ``root/split``; ``classes`` None: this split's folders."""
+def _class_tree(root: str, split: str, classes: list[str] | None, log) -> ClassTree:
+    """The listed ``root/split`` (classes None: this split's folders are the classes); skipped entries logged."""
     base = os.path.join(root, split)
     if classes is None and not class_folders(base):
         raise DataError(f"imagefolder: {base} has no class folders; expected {base}/<class>/<image>")
-    classes, keys, labels, skipped = class_tree(
+    unknown = "a training class" if split != "train" else "named in class_names"
+    tree = class_tree(
         root, split, classes,
-        unknown_class=lambda folder: f"imagefolder: test class {folder!r} ({os.path.join(base, folder)}) is not a "
-                                     f"training class; rename it to one of the folders in {root}/train or remove it")
-    log_skipped(log, "imagefolder", skipped, base)
-    return classes, keys, labels
+        unknown_class=lambda folder: f"imagefolder: {'test ' if split != 'train' else ''}class {folder!r} "
+                                     f"({os.path.join(base, folder)}) is not {unknown}; rename it to one of "
+                                     f"{'the folders in ' + root + '/train' if split != 'train' else 'those'} "
+                                     "or remove it", name="imagefolder")
+    log_skipped(log, "imagefolder", tree.skipped, root)
+    tree.walk.log_revisits(log, "imagefolder")
+    return tree
 
 
-def load_imagefolder(cfg, log=print) -> RawData:
+def _list_imagefolder(cfg, log) -> tuple:
     root = cfg.data_path
-    if not os.path.isdir(os.path.join(root, "train")):
+    train_dir = os.path.join(root, "train")
+    if not os.path.isdir(train_dir):
         raise DataError(f"imagefolder: {root}/train does not exist; expected {root}/train/<class>/<image> "
                         "(and val/<class>/ or test/<class>/ for the test set)")
-    classes, train_keys, train_labels = _class_tree(root, "train", None, log)
-    if not train_keys:
+    _refuse_lookalikes("imagefolder", class_folders(train_dir), train_dir)
+    explicit = _explicit_classes(cfg)
+    tree = _class_tree(root, "train", explicit, log)
+    classes = tree.classes
+    if not tree.keys:
         raise DataError(f"imagefolder: {root}/train holds no images (extensions: jpg, jpeg, png, ppm, bmp, pgm, "
                         "tif, tiff, webp)")
+    empty = {}
+    for c in classes:
+        count, skipped = tree.per_class.get(c, (0, None))
+        if not count:
+            empty[c] = ("no folder" if skipped is None else
+                        f"only skipped files: {skipped.kinds(examples=False)}" if skipped else "empty folder")
+    _refuse_empty("imagefolder", empty, explicit is not None, log, f"add images to those folders in {train_dir} or "
+                  "remove them")
     split = next((s for s in ("val", "test") if os.path.isdir(os.path.join(root, s))), None)
     test_keys, test_labels = [], []
     if split is not None:
-        _, test_keys, test_labels = _class_tree(root, split, classes, log)
-    return _raw(cfg, classes=classes, train=make_images(root, train_keys), train_labels=train_labels,
-                test=make_images(root, test_keys), test_labels=test_labels, log=log)
+        test = _class_tree(root, split, classes, log)
+        test_keys, test_labels = test.keys, test.labels
+    return (classes, make_images(root, tree.keys), np.asarray(tree.labels, dtype=np.int64),
+            make_images(root, test_keys), np.asarray(test_labels, dtype=np.int64))
+
+
+def load_imagefolder(cfg, log=print) -> RawData:
+    """``data_path/train/<class>/...`` listed once per job (rank 0 under DDP; the other ranks receive it)."""
+    classes, train, train_labels, test, test_labels = on_rank0_then_share(lambda: _list_imagefolder(cfg, log))
+    return _raw(cfg, classes=classes, train=train, train_labels=train_labels, test=test, test_labels=test_labels,
+                log=log)
 
 
 # --------------------------------------------------------------------------------------------------- csv
 
 def _read_rows(path: str) -> list[tuple[int, str, str]]:
-    """``(line number, path, label)`` of a ``path,label`` CSV with a header."""
+    """``(line number, path, label)`` of a ``path,label`` CSV with a header (path stripped, label as written)."""
     if not os.path.isfile(path):
         raise DataError(f"csv: {path} does not exist; write a CSV with the header path,label (or set train_csv)")
     try:
@@ -135,8 +207,15 @@ def _read_rows(path: str) -> list[tuple[int, str, str]]:
             header = [h.strip() for h in next(reader, [])]
             if header[:2] != ["path", "label"]:
                 raise DataError(f"csv: {path} must start with the header path,label, got {','.join(header)!r}")
-            return [(number, (row[0] if row else "").strip(), (row[1] if len(row) > 1 else "").strip())
-                    for number, row in enumerate(reader, start=2) if any(cell.strip() for cell in row)]
+            rows = []
+            for number, row in enumerate(reader, start=2):
+                if len(row) >= 2:
+                    path, label = row[0].strip(), row[1]
+                    if path or label.strip() or any(cell.strip() for cell in row[2:]):
+                        rows.append((number, path, label))
+                elif row and row[0].strip():
+                    rows.append((number, row[0].strip(), ""))
+            return rows
     except UnicodeDecodeError:
         raise DataError(f"csv: {path} is not a UTF-8 text file") from None
 
@@ -146,75 +225,111 @@ def _is_int(text: str) -> bool:
 
 
 def _resolve_classes(cfg, train_labels: list[str]) -> tuple[list[str], bool]:
-    """(class names in index order, whether labels are integers)."""
-    names = cfg.class_names
-    if names is not None and (len(set(map(str, names))) != len(names) or not names):
-        raise ConfigError("config key 'class_names' must be a list of distinct names")
-    present = [t for t in train_labels if t]
+    """(class names in index order, whether labels are integers); gaps in integer labels refused.
+
+    ``train_labels`` are the label cells as written; names are compared stripped and NFC.
+    """
+    names = _explicit_classes(cfg)
+    written = set(train_labels)
+    present = {t.strip() for t in written if t.strip()}
     if present and all(_is_int(t) for t in present):
-        top = max(int(t) for t in present)
-        if names is None:
-            return [str(i) for i in range(top + 1)], True
-        return [str(n) for n in names], True
+        values = {int(t) for t in present}
+        if names is not None:
+            return names, True
+        top = max(values)
+        gaps = sorted(set(range(top + 1)) - values)
+        _refuse_empty("csv", {str(g): "no training row" for g in gaps}, False, None,
+                      f"the integer labels run 0..{top} with gaps: number the classes 0..{len(values) - 1}")
+        return [str(i) for i in range(top + 1)], True
+    # a label is text: its Unicode forms are one class (NFC); case or surrounding space are refused as ambiguous
+    _refuse_lookalikes("csv", {class_name(t) for t in written if t.strip()},
+                       "the label column of the training CSV")
     if names is not None:
-        return [str(n) for n in names], False
-    return sorted(set(present)), False
+        return names, False
+    return sorted({class_name(t) for t in present}), False
 
 
 def _check_rows(csv_path: str, rows, classes: list[str], integer: bool, kind: str, data_root: str
-                ) -> tuple[list[str], list[str], list[int], list[str]]:
-    """(absolute paths, keys, labels, problems) of one CSV's rows."""
-    folder = os.path.dirname(os.path.abspath(csv_path))
+                ) -> tuple[ImageFiles, list[int], list[str]]:
+    """(images, labels, problems) of one CSV's rows; image keys are paths relative to ``data_root`` where below it.
+
+    Cells are read as paths relative to the CSV's folder (or absolute), backslashes as folder separators
+    (a CSV written on Windows); files are checked by listing each folder the rows name once
+    (:func:`existing_files`), not one ``stat`` per row; problems are in row order.
+    """
+    folder = os.path.normpath(os.path.dirname(os.path.abspath(csv_path))) + os.sep
     index = {c: i for i, c in enumerate(classes)}
-    paths, keys, labels, problems, seen = [], [], [], [], {}
-    root = os.path.abspath(data_root)
+    under_root = os.path.normpath(os.path.abspath(data_root)) + os.sep
+    backslash_separates = os.sep == "/"  # on POSIX a backslash in a CSV path comes from Windows
+    problems: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    candidates: list[tuple[int, str, str, str]] = []
+    name = os.path.basename(csv_path)
     for number, rel, label in rows:
-        where = f"{os.path.basename(csv_path)} line {number}"
-        full = os.path.normpath(rel if os.path.isabs(rel) else os.path.join(folder, rel))
         if not rel:
-            problems.append(f"{where}: empty path")
+            problems.append((number, f"{name} line {number}: empty path"))
             continue
+        label = label.strip()
         if not label:
-            problems.append(f"{where}: empty label")
+            problems.append((number, f"{name} line {number}: empty label"))
             continue
-        if full in seen:
-            problems.append(f"{where}: duplicate path {rel} (also line {seen[full]})")
+        full = rel.replace("\\", "/") if backslash_separates and "\\" in rel else rel
+        if full[0] != os.sep:
+            full = folder + full
+        if "//" in full or "/." in full or full[-1] == os.sep:  # normpath only where it changes something
+            full = os.path.normpath(full)
+        first = seen.setdefault(full, number)
+        if first != number:
+            problems.append((number, f"{name} line {number}: duplicate path {rel} (also line {first})"))
             continue
-        seen[full] = number
-        if not os.path.isfile(full):
-            problems.append(f"{where}: missing file {full}")
+        candidates.append((number, rel, full, label))
+    del seen
+    present = existing_files([c[2] for c in candidates])
+    keys, labels = [], []
+    for (number, rel, full, label), exists in zip(candidates, present):
+        if not exists:
+            problems.append((number, f"{name} line {number}: missing file {full}"))
             continue
         if integer and _is_int(label):
             value = int(label)
             ok = 0 <= value < len(classes)
         else:
-            value = index.get(label, -1)
+            value = index.get(label)
+            if value is None:
+                value = index.get(class_name(label), -1)
             ok = value >= 0
         if not ok:
             what = "test class" if kind == "test" else "label"
-            problems.append(f"{where}: unknown {what} {label!r}")
+            problems.append((number, f"{name} line {number}: unknown {what} {label!r}"))
             continue
-        paths.append(full)
-        keys.append(os.path.relpath(full, root) if full.startswith(root + os.sep) else full)
+        keys.append(full[len(under_root):] if full.startswith(under_root) else full)
         labels.append(value)
-    return paths, keys, labels, problems
+    problems.sort(key=lambda p: p[0])
+    # path = data_root/key, or the key itself where absolute (a file outside data_root)
+    return make_images(under_root, keys), labels, [text for _, text in problems]
 
 
-def load_csv(cfg, log=print) -> RawData:
+def _list_csv(cfg, log) -> tuple:
     train_csv = cfg.train_csv or os.path.join(cfg.data_path, "train.csv")
     train_rows = _read_rows(train_csv)
     if not train_rows:
         raise DataError(f"csv: {train_csv} has no rows below its header path,label")
     classes, integer = _resolve_classes(cfg, [label for _, _, label in train_rows])
-    paths, keys, labels, problems = _check_rows(train_csv, train_rows, classes, integer, "train", cfg.data_path)
-    test_paths, test_keys, test_labels = [], [], []
+    train, labels, problems = _check_rows(train_csv, train_rows, classes, integer, "train", cfg.data_path)
+    test, test_labels = ImageFiles([]), []
     if cfg.test_csv is not None:
-        test_paths, test_keys, test_labels, test_problems = _check_rows(
+        test, test_labels, test_problems = _check_rows(
             cfg.test_csv, _read_rows(cfg.test_csv), classes, integer, "test", cfg.data_path)
         problems += test_problems
     if problems:
         shown = "; ".join(problems[:MAX_EXAMPLES])
         more = f" (and {len(problems) - MAX_EXAMPLES} more)" if len(problems) > MAX_EXAMPLES else ""
         raise DataError(f"csv: {len(problems)} bad rows: {shown}{more}; fix or remove them")
-    return _raw(cfg, classes=classes, train=ImageFiles(paths, keys=keys), train_labels=labels,
-                test=ImageFiles(test_paths, keys=test_keys), test_labels=test_labels, log=log)
+    return (classes, train, np.asarray(labels, dtype=np.int64), test, np.asarray(test_labels, dtype=np.int64))
+
+
+def load_csv(cfg, log=print) -> RawData:
+    """``train_csv`` (and ``test_csv``) listed once per job (rank 0 under DDP; the other ranks receive it)."""
+    classes, train, train_labels, test, test_labels = on_rank0_then_share(lambda: _list_csv(cfg, log))
+    return _raw(cfg, classes=classes, train=train, train_labels=train_labels, test=test, test_labels=test_labels,
+                log=log)

@@ -34,16 +34,19 @@ def _folder_split(name: str, root: str, split: str, classes: list[str] | None, l
         raise DataError(f"{name} not found: {base} does not exist; {layout(name, root)}")
     if not class_folders(base):
         raise DataError(f"{name}: {base} has no class folders; {layout(name, root)}")
-    classes, keys, labels, skipped = class_tree(
+    tree = class_tree(
         root, split, classes,
         unknown_class=lambda folder: f"{name}: {os.path.join(base, folder)} has no training folder "
-                                     f"{root}/train/{folder}; train/ and val/ must use the same class folder names")
+                                     f"{root}/train/{folder}; train/ and val/ must use the same class folder names",
+        name=name)
+    classes, keys, labels = tree.classes, tree.keys, tree.labels
     if split == "train":
         counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
         if (counts == 0).any():
             empty = classes[int(np.argmin(counts))]
             raise DataError(f"{name}: {os.path.join(base, empty)} holds no images; {layout(name, root)}")
-    log_skipped(log, name, skipped, base)
+    log_skipped(log, name, tree.skipped, root)
+    tree.walk.log_revisits(log, name)
     return classes, keys, labels
 
 

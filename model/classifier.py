@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from model.act_cnn import INPUT_SIZE as ACT_CNN_INPUT, ActCNN
+from model.hub_weights import resolve_pretrained
 from model.weights import load_backbone_weights, required_keys
 from utils.errors import ConfigError
 
@@ -45,12 +46,13 @@ class Classifier(nn.Module):
         return features, self.head(features)
 
 
-def _build(name: str, *, pretrained: bool, img_size: int) -> nn.Module:
+def _build(name: str, *, pretrained: bool, img_size: int, cache_dir: str | None = None) -> nn.Module:
+    hub = {"cache_dir": cache_dir} if cache_dir else {}
     try:
         try:
-            return timm.create_model(name, pretrained=pretrained, img_size=img_size, num_classes=0)
+            return timm.create_model(name, pretrained=pretrained, img_size=img_size, num_classes=0, **hub)
         except TypeError:  # CNNs take any input size and have no img_size argument
-            return timm.create_model(name, pretrained=pretrained, num_classes=0)
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, **hub)
     except RuntimeError as err:
         if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
             raise ConfigError(f"config key 'backbone': {name!r} is not a timm model "
@@ -68,14 +70,16 @@ def _create_backbone(name: str, *, pretrained: bool, pretrained_path: str | None
     if pretrained_path is not None:
         net = _build(name, pretrained=False, img_size=img_size)
         message = load_backbone_weights(net, pretrained_path, name=name)
+    elif not pretrained:
+        return _build(name, pretrained=False, img_size=img_size)
     else:
-        net = _build(name, pretrained=pretrained, img_size=img_size)
-        if not pretrained:
-            return net
+        source = resolve_pretrained(name)  # the cache first; one line at once if neither it nor the hub has them
+        hub_cache = source.cache_dir if source.files is not None and source.files.repo_id else None
+        net = _build(name, pretrained=True, img_size=img_size, cache_dir=hub_cache)
         cfg = getattr(net, "pretrained_cfg", None) or {}
         loaded = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("architecture") and cfg.get("tag") else name
         count = len(required_keys(net.state_dict()))  # timm's hub load is strict: all came from the hub file
-        message = f"backbone {loaded}: {count}/{count} tensors from timm's hub"
+        message = f"backbone {loaded}: {count}/{count} tensors from {source.describe()}"
     if log is not None:
         log(message)
     return net
@@ -89,6 +93,20 @@ def _create_act_cnn(*, pretrained: bool, pretrained_path: str | None, img_size: 
         raise ConfigError("backbone 'act_cnn' has no pretrained weights (ACT trains it from scratch); set "
                           "pretrained: false and pretrained_path: null")
     return ActCNN()
+
+
+def weights_source(backbone: str, *, pretrained: bool, pretrained_path: str | None) -> str:
+    """Where ``create_model``'s backbone weights will come from, in words, checked now: a run whose
+    hub weights are neither cached nor downloadable stops here at once, with one line
+    (:func:`model.hub_weights.resolve_pretrained`)."""
+    if pretrained_path is not None:
+        return f"weights from pretrained_path {pretrained_path}"
+    if not pretrained or backbone == "act_cnn":
+        return "random init (pretrained: false)"
+    source = resolve_pretrained(timm_name(backbone))
+    if source.files is None:  # timm knows no weights for this name: the same line as create_model's, now
+        _build(timm_name(backbone), pretrained=True, img_size=224)
+    return f"pretrained, from {source.describe()}"
 
 
 def create_model(backbone: str, *, num_classes: int, pretrained: bool = False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -100,6 +101,36 @@ def test_wrong_event_file_and_metadata(cli_run):
     assert int(counts.sum()) == sum(wrong_per_epoch)
 
     assert (out / "stage1" / f"{tag}_wrongevent.png").read_bytes()[:8] == PNG_MAGIC
+
+
+DURATION = r"(\d\.\ds|\d+s|\d+m\d\ds|\d+h\d\dm)"
+
+
+def test_console_opens_with_the_summary_and_epoch_lines_give_time_left(cli_run):
+    """The console: the noise line, the run's summary (not the 55-line config), then one line per epoch
+    ending in the time per epoch and the time left; the full config is in train.log."""
+    out, cfg, proc = cli_run
+    lines = proc.stdout.splitlines()
+    run_dir = out / "checkpoint" / f"stage1_{cfg.tag}"
+    assert lines[0].startswith("noisy labels digits sym ratio=0.4 seed=0 convention=ido: realised noise rate ")
+    assert lines[1:8] == [
+        f"stage_1.py: run stage1_{cfg.tag} on cpu (world size 1), fp32, 0 data workers per process, "
+        f"torch {torch.__version__}",
+        "data       digits: 1257 training images (540 test), 10 classes, 32 px",
+        "noise      sym 0.4 (ido convention), realised noise rate 0.3556",
+        "model      test_resnet, random init (pretrained: false)",
+        "optimiser  adamw lr 0.003 weight decay 0.0001, schedule cosine; 3 epochs, batch 64",
+        f"outputs    in {out}: stage1/{cfg.tag}_*, base_model/{cfg.tag}.pt",
+        f"run dir    {run_dir}: train.log, metrics.csv, last.pt, config.yaml (the full config; --print_config "
+        "shows it here)",
+    ]
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 3 and lines[8] == epochs[0]
+    for i, line in enumerate(epochs):
+        assert re.fullmatch(rf"epoch {i + 1}/3 loss .* \| {DURATION}/epoch, {DURATION if i < 2 else '0s'} left",
+                            line), line
+    assert "config:" not in proc.stdout
+    assert "config:\n" + cfg.to_yaml() in (run_dir / "train.log").read_text()
 
 
 def test_run_directory(cli_run):

@@ -186,14 +186,19 @@ def test_pinned_tags_resolve_in_installed_timm():
 
 
 
-def test_hub_weights_are_logged_with_their_tag(monkeypatch):
-    """pretrained: true (timm's hub, offline here: timm's loader is replaced by a no-op) logs the tag."""
+def test_hub_weights_are_logged_with_their_tag(monkeypatch, tmp_path):
+    """pretrained: true (timm's hub, offline here: timm's loader is replaced by a no-op and the hub is
+    said to be reachable) logs the tag and the cache the download goes to."""
     import timm.models._builder as builder
+    from model import hub_weights
 
     monkeypatch.setattr(builder, "load_pretrained", lambda model, *a, **k: None)
+    monkeypatch.setattr(hub_weights, "reachable", lambda endpoint, **k: True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     lines = []
     create_model("resnet18.a1_in1k", num_classes=3, pretrained=True, img_size=32, log=lines.append)
-    assert lines == ["backbone resnet18.a1_in1k: 100/100 tensors from timm's hub"]
+    assert lines == ["backbone resnet18.a1_in1k: 100/100 tensors from timm's hub (timm/resnet18.a1_in1k), "
+                     f"downloaded into {tmp_path}"]
 
 
 def test_vit_position_embedding_is_resized_by_timms_filter(tmp_path):

@@ -45,6 +45,7 @@ class Option:
     words: tuple = ()  # strings accepted besides the type (num_workers: "auto")
     pattern: str | None = None  # a string value must match this regex as a whole
     pattern_help: str = ""  # what the pattern accepts, in words (for the error line)
+    path: bool = False  # a file or folder: ~ and $VARIABLES are expanded (README: Your own data)
 
     def check(self, value: Any, source: str) -> Any:
         """Return ``value`` converted to this option's type, or raise ConfigError."""
@@ -71,6 +72,8 @@ class Option:
         elif self.type is str:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
+            if self.path:
+                value = expand_path(value, where)
         elif self.type is list:
             if not isinstance(value, list):
                 raise ConfigError(f"{where} must be a list, got {value!r}")
@@ -93,6 +96,16 @@ class Option:
         return kind + "".join(f" or {word}" for word in self.words)
 
 
+def expand_path(value: str, where: str) -> str:
+    """``~`` and ``$VAR`` / ``${VAR}`` expanded; a variable that is not set is a ConfigError (not a literal ``$``)."""
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset:
+        raise ConfigError(f"{where} uses the environment variable {unset[0]}, which is not set; set it or write the "
+                          f"path out ({value!r})")
+    return expanded
+
+
 def _opt(name, type_, default, help_, **kw) -> Option:
     return Option(name, type_, default, help_, **kw)
 
@@ -104,14 +117,15 @@ S2A = frozenset({STAGE2, ACTO})
 OPTIONS: tuple[Option, ...] = (
     # --- data ---
     _opt("dataset", str, "digits", "data set name", choices=DATASETS),
-    _opt("data_path", str, "./data", "directory holding the data set files"),
+    _opt("data_path", str, "./data", "directory holding the data set files", path=True),
     _opt("download", bool, False, "let torchvision download CIFAR into data_path"),
     _opt("num_classes", int, None, "number of classes (null: from the data set)", nullable=True, min=2),
     _opt("noise_mode", str, "sym", "label noise", choices=("sym", "asym", "idn", "real")),
     _opt("noise_ratio", float, 0.4, "fraction of samples given a synthetic noisy label", min=0.0, max=1.0),
     _opt("noise_convention", str, "ido", "ido: IDO/DivideMix noise; act: ACT noise", choices=("ido", "act")),
     _opt("noise_seed", int, None, "seed of the noise generator (null: seed)", nullable=True, min=0),
-    _opt("noise_dir", str, None, "cache of noisy-label files (null: {output_dir}/noise_file)", nullable=True),
+    _opt("noise_dir", str, None, "cache of noisy-label files (null: {output_dir}/noise_file)", nullable=True,
+         path=True),
     _opt("resolution", int, None, "network input side in px (null: 224 if pretrained else native)",
          nullable=True, min=8),
     _opt("hflip", bool, True, "random horizontal flips in training views"),
@@ -124,20 +138,22 @@ OPTIONS: tuple[Option, ...] = (
          "ones (checkpoint/{run}/bad_images.txt); file data sets only"),
     # data-set-specific keys (docs/data.md)
     _opt("noisy_label_file", str, None, "CIFAR-N human-label file for noise_mode real (null: "
-         "{data_path}/CIFAR-10_human.pt or {data_path}/CIFAR-100_human.pt)", nullable=True),
+         "{data_path}/CIFAR-10_human.pt or {data_path}/CIFAR-100_human.pt)", nullable=True, path=True),
     _opt("cifar10n_label", str, "worse_label", "CIFAR-10N label set used with noise_mode real",
          choices=("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")),
     _opt("clothing1m_samples", int, 128000, "size of the class-balanced Clothing1M training subset (drawn once "
          "per seed, persisted in noise_dir, shared by both stages)", min=1),
     _opt("imagenet_val_path", str, None, "ILSVRC12 val folders for WebVision's second test set (first 50 "
-         "classes; null: none)", nullable=True),
+         "classes; null: none)", nullable=True, path=True),
     _opt("food101_path", str, None, "Food-101 release, the food101n test set (null: {data_path}/food-101)",
-         nullable=True),
+         nullable=True, path=True),
     # own data (dataset imagefolder / csv) and the per-sample report (README: Your own data)
     _opt("train_csv", str, None, "csv: path,label list of the training images (null: {data_path}/train.csv)",
-         nullable=True),
-    _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True),
-    _opt("class_names", list, None, "csv with integer labels: class names in index order (null: the integers)",
+         nullable=True, path=True),
+    _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True, path=True),
+    _opt("class_names", list, None, "the class list, named explicitly: csv with integer labels: names in index order "
+         "(null: the integers); imagefolder: the class folders in index order (null: train/'s folders, sorted); "
+         "named classes may have no training image",
          nullable=True),
     _opt("export_samples", bool, True, "write {stage}/..._samples.csv, _summary.json and _suspects.png "
          "(one extra evaluation pass over the training set)"),
@@ -156,7 +172,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("backbone", str, "resnet50", "resnet50, ViT-B, convnext-B, act_cnn (ACT's 7-layer CNN, 32 px) or any timm "
          "model name"),
     _opt("pretrained", bool, True, "load timm's pretrained weights"),
-    _opt("pretrained_path", str, None, "local weights file for the backbone (offline route)", nullable=True),
+    _opt("pretrained_path", str, None, "local weights file for the backbone (offline route)", nullable=True, path=True),
     _opt("frozen", bool, False, "freeze the backbone, train the head only", scopes=S1),
     # --- optimisation ---
     _opt("epochs", int, 5, "training epochs", min=1),
@@ -189,17 +205,20 @@ OPTIONS: tuple[Option, ...] = (
     _opt("randaug_m", int, 10, "RandAugment maximum magnitude (0-10)", min=0, max=10, scopes=S2A),
     _opt("cutout", float, 0.15, "side of the strong view's grey square, fraction of the image", min=0.0, max=1.0,
          scopes=S2A),
-    _opt("base_model", str, None, "stage-1 base model file (null: base_model/{tag}.pt)", nullable=True, scopes=S2),
+    _opt("base_model", str, None, "stage-1 base model file (null: base_model/{tag}.pt)", nullable=True, scopes=S2,
+         path=True),
     _opt("wrong_events", str, None, "stage-1 wrong-event file (null: stage1/{tag}_wrongevent.npy)",
-         nullable=True, scopes=S2),
+         nullable=True, scopes=S2, path=True),
     # --- run ---
     _opt("device", str, None, "cpu, cuda or cuda:N (null: cuda if available)", nullable=True),
     _opt("gpuid", int, None, "official spelling of device cuda:N", nullable=True, min=0),
-    _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written"),
+    _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written", path=True),
     _opt("run_name", str, None, "name of checkpoint/{run} (null: from the stage and tag)", nullable=True),
     _opt("resume", bool, False, "continue from checkpoint/{run}/last.pt"),
     _opt("overwrite", bool, False, "replace the outputs in output_dir of a run on other data, noisy labels or seed "
          "(refused otherwise)"),
+    _opt("print_config", bool, False, "print the whole resolved config on the console too (it always goes to "
+         "checkpoint/{run}/config.yaml and train.log)"),
     # --- ACTO (ACTO.md §1; docs/acto.md) ---
     _opt("warmup_epochs", int, 2, "ACTO warm-up epochs W (both models on all samples, RTM with the "
          "confidence penalty); must be < epochs", min=0, scopes=SA),
@@ -320,6 +339,8 @@ def build_arg_parser(prog: str, scope: str) -> argparse.ArgumentParser:
         opt = OPTION_BY_NAME[name]
         parser.add_argument(f"--{name}", default=None, type=str, metavar=name.upper(), help=opt.help)
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint/{run}/last.pt")
+    parser.add_argument("--print_config", action="store_true",
+                        help="print the whole resolved config on the console (always in config.yaml and train.log)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key; the value is parsed as YAML (repeatable)")
     return parser
@@ -391,6 +412,8 @@ def parse_config(argv: Sequence[str] | None, *, prog: str, scope: str,
             named[name] = _yaml_value(text, name)
     if args.resume:
         named["resume"] = True
+    if args.print_config:
+        named["print_config"] = True
     layers.append(("the command line", named))
     sets = {}
     for item in args.overrides:

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, UsageError
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,32 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def on_rank0_then_share(make):
+    """``make()`` on rank 0 only, its result sent to every other rank (``broadcast_object_list``).
+
+    For work that must happen once per job, such as listing a million files: the other ranks wait and
+    receive the (pickled) result.  A :class:`~utils.errors.UsageError` raised on rank 0 (a bad folder,
+    one line for the user) is raised on every rank, so no rank waits forever; any other failure on rank 0
+    becomes a RuntimeError on the others.  Without an initialised process group this is ``make()``.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return make()
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", make())
+        except UsageError as err:
+            box[0] = ("usage", err)
+        except Exception as err:  # noqa: BLE001 - re-raised below after the other ranks are told
+            box[0] = ("failed", f"{type(err).__name__}: {err}")
+            dist.broadcast_object_list(box, src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "usage":
+        raise value
+    if status == "failed":
+        raise RuntimeError(f"rank 0 failed while preparing shared data: {value}")
+    return value

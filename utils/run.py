@@ -23,7 +23,7 @@ RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persi
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
                               "noisy_label_file", "check_images", "max_image_pixels", "train_csv", "test_csv",
-                              "export_samples", "suspects_grid", "review_samples", "overwrite"})
+                              "export_samples", "suspects_grid", "print_config", "review_samples", "overwrite"})
 
 
 def training_settings(cfg) -> dict:
@@ -47,6 +47,7 @@ class Run:
     runtime: Runtime
     log: RunLog
     precision: Precision
+    prog: str = ""
     config_as_given: Config | None = None  # written to config.yaml (num_workers not yet resolved)
 
     def path(self, *parts: str) -> str:
@@ -136,15 +137,16 @@ def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: st
     log = RunLog(os.path.join(cfg.output_dir, "checkpoint", name), enabled=runtime.is_main, held=claims_outputs)
     if not claims_outputs:
         log.open(cfg, fresh=not cfg.resume)
-    log.info(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
-    log.info("config:\n" + cfg.to_yaml().rstrip())
+    log.detail(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
+    # the whole config: always in config.yaml and train.log, on the console with --print_config
+    (log.info if cfg.print_config else log.detail)("config:\n" + cfg.to_yaml().rstrip())
     given = cfg  # config.yaml keeps num_workers "auto"
     workers, note = resolve_num_workers(cfg.num_workers)
-    if note:  # config.yaml keeps "auto"; the loaders get the number
+    if note:  # config.yaml keeps "auto"; the loaders get the number (the summary shows it)
         cfg = cfg.replace(num_workers=workers)
-        log.info(note)
+        log.detail(note)
     seed_everything(cfg.seed)
-    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), config_as_given=given)
+    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), prog, config_as_given=given)
 
 
 def place_model(model: torch.nn.Module, run: Run) -> torch.nn.Module:

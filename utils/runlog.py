@@ -34,6 +34,12 @@ class RunLog:
         if not self.enabled:
             return
         tqdm.write(message)
+        self.detail(message)
+
+    def detail(self, message: str) -> None:
+        """Append a line, time-stamped, to train.log only (the console shows the run's summary instead)."""
+        if not self.enabled:
+            return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
         if self._held is not None:
             self._held.append(line)

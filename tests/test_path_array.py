@@ -1,0 +1,66 @@
+"""PathArray / RootedPaths (paths without per-sample Python objects) and the folder-listing file check."""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from dataloader.base import FileImages
+from dataloader.files import existing_files, make_images
+from dataloader.path_array import PathArray, RootedPaths
+
+PATHS = ["train/cat/a.jpg", "", "train/caf\u00e9/\u20ac.png", "x" * 300, "train/dog/b c,d.png"]
+
+
+@pytest.mark.parametrize("paths", [PATHS, [], [""], ["", ""], ["with\0nul", "b"]])
+def test_path_array_reads_back_what_it_was_given(paths):
+    array = PathArray(paths)
+    assert len(array) == len(paths) and list(array) == paths and array == paths
+    assert [array[i] for i in range(-len(paths), len(paths))] == paths + paths
+    assert array[1:4] == paths[1:4]
+    assert pickle.loads(pickle.dumps(array)) == array
+    assert array.data.dtype == np.uint8 and array.offsets.dtype == np.int64 and len(array.offsets) == len(paths) + 1
+    with pytest.raises(IndexError):
+        array[len(paths)]
+
+
+def test_take_and_digest_match_the_list_of_str():
+    array = PathArray(PATHS)
+    order = np.array([4, 0, 0, 2, 1])
+    assert list(array.take(order)) == [PATHS[i] for i in order]
+    assert list(array.take(np.array([], dtype=np.int64))) == []
+    h = hashlib.sha256()
+    for key in PATHS:  # FileImages.digest before PathArray: the fingerprint must not change
+        h.update(key.encode("utf-8"))
+        h.update(b"\n")
+    assert array.sha256_lines() == h.hexdigest() == FileImages(PATHS).digest()
+
+
+def test_rooted_paths_join_like_os_path_join():
+    keys = ["a/b.png", "/elsewhere/c.png", "d.png"]
+    for root in ("/data", "/data/", ""):
+        paths = RootedPaths(root, keys)
+        assert list(paths) == [os.path.join(root, k) for k in keys] == [paths[i] for i in range(3)]
+        assert list(paths.take(np.array([2, 0]))) == [os.path.join(root, k) for k in ("d.png", "a/b.png")]
+    images = make_images("/data", keys)
+    assert images.keys == keys and images.keys is images.paths.keys  # the keys are held once
+    assert pickle.loads(pickle.dumps(images)).paths == list(images.paths)
+
+
+def test_existing_files_agrees_with_isfile(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"{i}.png").write_bytes(b"x")
+    (folder / "dir.png").mkdir()
+    os.symlink("0.png", folder / "link.png")
+    os.symlink("gone.png", folder / "dangling.png")
+    names = [f"{i}.png" for i in range(12)] + ["dir.png", "link.png", "dangling.png"]
+    paths = [str(folder / n) for n in names] + [str(tmp_path / "nowhere" / "x.png"), str(folder / "0.png")[:-4]]
+    expected = [os.path.isfile(p) for p in paths]
+    assert expected.count(True) == 11  # 10 files and the link to one
+    assert existing_files(paths) == expected  # the folder is listed (>= 8 paths)
+    assert existing_files(paths, listed_from=10 ** 9) == expected  # one isfile each
