@@ -155,11 +155,12 @@ def fmt(value, spec=".3f") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    run: Run = start_run(argv, prog="acto.py", scope=ACTO, run_name="acto_{tag}")
+    run: Run = start_run(argv, prog="acto.py", scope=ACTO, run_name="acto_{tag}", claims_outputs=True)
     cfg, runtime, log = run.cfg, run.runtime, run.log
     validate(cfg)
     hp = ActoHParams.from_config(cfg)
     data = build_data(cfg, stage="stage2", log=log.info)
+    run.claim_outputs(run.path("acto", f"{cfg.tag}.json"), fingerprint=data.fingerprint)
     run.check_images(data)
     n = len(data.train)
     weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log.write_metrics(history)
         run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
 
-    result = summarize(cfg, history, data, rtm_plan, ntm_plan)
+    result = {**summarize(cfg, history, data, rtm_plan, ntm_plan), "fingerprint": data.fingerprint}
     if runtime.is_main:
         path = save_json(result, run.path("acto", f"{cfg.tag}.json"))
         export_sample_report(run, data, rtm, stem=run.path("acto", cfg.tag))

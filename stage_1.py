@@ -44,10 +44,11 @@ def stage1_step(wrong_events: WrongEvents, predictions: EpochPredictions):
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    run = start_run(argv, prog="stage_1.py", scope=STAGE1, run_name="stage1_{tag}")
+    run = start_run(argv, prog="stage_1.py", scope=STAGE1, run_name="stage1_{tag}", claims_outputs=True)
     cfg, runtime, log = run.cfg, run.runtime, run.log
     tag = cfg.tag
     data = build_data(cfg, stage="stage1", log=log.info)
+    run.claim_outputs(run.path("stage1", f"{tag}_wrongevent.json"), fingerprint=data.fingerprint)
     run.check_images(data)
     n = len(data.train)
     weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
@@ -129,6 +130,7 @@ def save_stage1_outputs(run, data, counts: np.ndarray, wave: LabelWave, history:
         "realised_noise_rate": data.noise_info["realised_noise_rate"], "epochs": cfg.epochs,
         "backbone": cfg.backbone, "seed": cfg.seed, "base_model_epoch": wave.best_epoch + 1,
         "prediction_change": wave.history, "fingerprint": data.fingerprint,
+        "settings": run.training_settings(),  # what a later run compares to reuse these outputs (clean_labels.py)
         # how well the counts alone tell noisy labels from clean ones (fewer events = cleaner); None without truth
         "wrong_event_auc": detection_auc(-counts.astype(np.float64), data.is_noisy),
         **{acc_key(name): [row[acc_key(name)] for row in history] for name in data.test_sets},

@@ -118,14 +118,26 @@ def stage2_step(wrong_events: WrongEvents, weights: SampleWeights, cfg):
     return step
 
 
+def stage1_command(cfg) -> str:
+    """The stage-1 command of this stage-2 config: every key that names the data and the model, with the
+    values this run has (own data: or the one command clean_labels.py, which runs both stages)."""
+    sets = [f"{key}={cfg[key]}" for key in ("data_path", "train_csv", "test_csv", "pretrained_path", "resolution")
+            if cfg.get(key) is not None]
+    sets += [f"pretrained={str(cfg.pretrained).lower()}", f"seed={cfg.seed}"]
+    command = (f"python stage_1.py --config config/stage1/{cfg.dataset}.yaml --noise_mode {cfg.noise_mode} "
+               f"--noise_ratio {cfg.noise_ratio:g} --backbone {cfg.backbone} --output_dir {cfg.output_dir} "
+               + " ".join(f"--set {s}" for s in sets))
+    if cfg.dataset in ("imagefolder", "csv"):
+        command += "; or both stages in one: python clean_labels.py DATA --output_dir " + cfg.output_dir
+    return command
+
+
 def load_stage1(run: Run, data: Data) -> tuple[np.ndarray, dict]:
     """The stage-1 wrong events, refused unless their fingerprint matches this data set and noise."""
     cfg = run.cfg
     path = cfg.wrong_events or run.path("stage1", f"{cfg.tag}_wrongevent.npy")
     meta_path = os.path.splitext(path)[0] + ".json"
-    hint = (f"run stage 1 first with the same data, noise and backbone (python stage_1.py --config "
-            f"config/stage1/{cfg.dataset}.yaml --noise_mode {cfg.noise_mode} --noise_ratio {cfg.noise_ratio:g} "
-            f"--backbone {cfg.backbone} --output_dir {cfg.output_dir})")
+    hint = f"run stage 1 first with the same data, noise and backbone ({stage1_command(cfg)})"
     if not os.path.isfile(path) or not os.path.isfile(meta_path):
         raise DataError(f"wrong-event file {path} (and its .json) not found; {hint}")
     try:
@@ -165,11 +177,13 @@ def load_base_model(run: Run, data: Data) -> torch.nn.Module:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
          forced: Mapping[str, Any] | None = None) -> dict:
-    run = start_run(argv, prog=prog, scope=STAGE2, run_name="stage2_{tag}_{bmm}", forced=forced)
+    run = start_run(argv, prog=prog, scope=STAGE2, run_name="stage2_{tag}_{bmm}", forced=forced,
+                    claims_outputs=True)
     cfg, runtime, log = run.cfg, run.runtime, run.log
     data = build_data(cfg, stage="stage2", log=log.info)
-    run.check_images(data)
     stage1_counts, stage1_meta = load_stage1(run, data)
+    run.claim_outputs(run.path("stage2", f"{cfg.tag}_{cfg.bmm}.json"), fingerprint=data.fingerprint)
+    run.check_images(data)
     model = load_base_model(run, data)
     train_model = place_model(model, run)
     settings = optim_settings(cfg)
@@ -235,7 +249,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         **accuracy_summary(history, data.test_sets, base=base_accs), "initial": initial,
         **{key: [row[key] for row in history] for key in ("auc", "clean_size", "clean_precision", "clean_recall")},
         "bmm_params": [row["bmm"] for row in history], "train_loss": [row["train_loss"] for row in history],
-        "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
+        "realised_noise_rate": data.noise_info.get("realised_noise_rate"), "fingerprint": data.fingerprint,
     }
     if runtime.is_main:
         save_json(result, stem + ".json")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -11,6 +12,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dataloader.path_array import PathArray, RootedPaths
+
+
+DIGEST_BYTES = 16  # content digests: blake2b, 128 bit
+
+
+def content_digest(content: bytes) -> bytes:
+    """The :data:`DIGEST_BYTES`-byte blake2b digest of ``content`` (equal digests: identical content)."""
+    return hashlib.blake2b(content, digest_size=DIGEST_BYTES).digest()
 
 
 class ArrayImages:
@@ -26,6 +35,11 @@ class ArrayImages:
 
     def load(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index])
+
+    def load_with_digest(self, index: int) -> tuple[Image.Image, bytes]:
+        """The image and :func:`content_digest` of its pixels."""
+        pixels = np.ascontiguousarray(self.images[index])
+        return Image.fromarray(pixels), content_digest(pixels.tobytes())
 
     def digest(self) -> str:
         """sha256 of the pixels: identifies the sample order of an in-memory set."""
@@ -61,6 +75,13 @@ class FileImages:
     def load(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as img:
             return img.convert("RGB")
+
+    def load_with_digest(self, index: int) -> tuple[Image.Image, bytes]:
+        """The image and :func:`content_digest` of its file's bytes, from one read of the file."""
+        with open(self.paths[index], "rb") as f:
+            content = f.read()
+        with Image.open(io.BytesIO(content)) as img:
+            return img.convert("RGB"), content_digest(content)
 
     def digest(self) -> str:
         """sha256 over ``key + "\\n"`` of every sample in order (the sample order in the fingerprint)."""

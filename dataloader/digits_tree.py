@@ -7,7 +7,8 @@
 files into ``ROOT/train/<digit>/`` and ``ROOT/test/<digit>/``; exactly ``floor(r * N)`` training
 files, drawn with ``seed``, go to a wrong class folder (uniformly among the other nine) and are
 listed in ``ROOT/misplaced.csv`` (``path,true_label,given_label``).  ``score`` prints the top
-suspects of a ``_samples.csv`` and the precision and recall of its flags against that list.
+suspects of a ``_samples.csv``, the precision and recall of its flags against that list, and the error
+rate of the labels when every flag takes the predicted label.
 """
 from __future__ import annotations
 
@@ -70,6 +71,26 @@ def flag_quality(samples_csv: str, misplaced: set[str]) -> dict:
             "recall": hit / len(misplaced) if misplaced else None}
 
 
+def read_truth(root: str) -> dict[str, int]:
+    """The true label of every misplaced training file (``misplaced.csv``)."""
+    with open(os.path.join(root, "misplaced.csv"), newline="", encoding="utf-8") as f:
+        return {row["path"]: int(row["true_label"]) for row in csv.DictReader(f)}
+
+
+def predicted_for_flags(samples_csv: str, root: str) -> dict:
+    """The labels after a review that takes the predicted label for every flag (what the review page's
+    corrected_labels.csv holds after pressing p on every card): how many are wrong, before and after."""
+    truth = read_truth(root)
+    with open(samples_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    def wrong(row, label):
+        return int(label) != truth.get(row["path"], int(row["given_label"]))
+    before = sum(wrong(r, r["given_label"]) for r in rows)
+    after = sum(wrong(r, r["predicted_label"] if r["is_label_issue"] == "True" else r["given_label"]) for r in rows)
+    return {"samples": len(rows), "wrong_before": before, "wrong_after": after,
+            "error_before": before / len(rows) if rows else None, "error_after": after / len(rows) if rows else None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataloader.digits_tree", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"flagged {q['flagged']} of {len(rows)} labels; {q['correct']} of the {q['misplaced']} misplaced files "
           f"found: precision {fmt(q['precision'])}, recall {fmt(q['recall'])} (chance: precision "
           f"{q['misplaced'] / max(len(rows), 1):.2f})")
+    c = predicted_for_flags(args.samples_csv, args.root)
+    print(f"taking the predicted label for every flag: {c['wrong_after']} of {c['samples']} labels wrong "
+          f"({100 * c['error_after']:.1f} %), {c['wrong_before']} before ({100 * c['error_before']:.1f} %)")
     return 0
 
 

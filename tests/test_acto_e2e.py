@@ -36,7 +36,8 @@ def test_files_and_result_keys(full_run):
     out, result = full_run
     files = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
     run = f"checkpoint/acto_{TAG}"
-    report = [f"acto/{TAG}{s}" for s in ("_samples.csv", "_summary.json", "_suspects.png", "_model.pt")]
+    report = [f"acto/{TAG}{s}"
+              for s in ("_samples.csv", "_summary.json", "_suspects.png", "_review.html", "_model.pt")]
     assert files == sorted(report + [f"acto/{TAG}.json", f"{run}/config.yaml", f"{run}/train.log", f"{run}/metrics.csv",
                             f"{run}/last.pt", "noise_file/digits_sym_0.4_seed0_ido.json"])
     saved = json.loads((out / "acto" / f"{TAG}.json").read_text())

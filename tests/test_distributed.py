@@ -126,7 +126,7 @@ def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
                "--set", "batch_size=128", *extra]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    report = ["_samples.csv", "_summary.json", "_suspects.png", "_model.pt"]
+    report = ["_samples.csv", "_summary.json", "_suspects.png", "_review.html", "_model.pt"]
     assert sorted(p.name for p in (tmp_path / "stage2").iterdir()) == sorted(
         [f"{tag}_class.json", f"{tag}_class_bmm.png"] + [f"{tag}_class{s}" for s in report])
     assert sorted(p.name for p in (tmp_path / "acto").iterdir()) == sorted([f"{tag}.json"] + [tag + s for s in report])

@@ -58,6 +58,38 @@ def test_flags_find_the_misplaced_files(demo, stem):
     assert q["precision"] >= 0.85 and q["recall"] >= 0.85, q  # chance: precision 0.2
 
 
+def test_review_taking_every_predicted_label_corrects_the_demo(demo, browser, tmp_path, capsys):
+    """The digits demo's stage-2 review page: the predicted label taken for every flag (key p on each card),
+    exported, gives the labels digits_tree computes from the samples CSV, with far fewer wrong than the 20 %
+    misplaced.  The screenshot goes to $REVIEW_SCREENSHOT (docs/review_page.png) when set."""
+    from dataloader.digits_tree import predicted_for_flags, read_truth
+    from headless_browser import wait_for_file
+
+    root, out, _ = demo
+    stem = out / "stage2" / f"{TAG}_class"
+    browser.open(f"file://{stem}_review.html")
+    flagged = browser.evaluate("document.querySelectorAll('.card').length")
+    for n in range(flagged):
+        browser.press("p")
+        if n == 3:  # mid-review, as the README shows it
+            browser.evaluate("window.scrollTo(0, 0)")
+            browser.screenshot(os.environ.get("REVIEW_SCREENSHOT") or str(tmp_path / "review_page.png"))
+    assert browser.evaluate("document.getElementById('counts').textContent").startswith(
+        f"decided {flagged} of {flagged}: keep 0, predicted {flagged},")
+    browser.allow_downloads(str(tmp_path))
+    browser.click("#export-labels")
+    rows = list(csv.DictReader(open(wait_for_file(str(tmp_path / "corrected_labels.csv")), encoding="utf-8")))
+    truth = read_truth(str(root))
+    keys = [os.path.relpath(r["path"], root) for r in rows]
+    wrong = sum(int(r["label"]) != truth.get(k, int(k.split("/")[1])) for r, k in zip(rows, keys))
+    expected = predicted_for_flags(str(stem) + "_samples.csv", str(root))
+    assert len(rows) == expected["samples"] == 1257 and wrong == expected["wrong_after"]
+    assert expected["wrong_before"] == 251 and wrong < 0.25 * 251
+    with capsys.disabled():
+        print(f"\ndigits demo (tests' setting): every flag takes the predicted label -> {wrong} of {len(rows)} "
+              f"labels wrong ({100 * wrong / len(rows):.1f} %), 251 before (20.0 %)")
+
+
 def test_csv_summary_and_grid_agree(demo):
     root, out, _ = demo
     stem = out / "stage2" / f"{TAG}_class"
@@ -147,7 +179,8 @@ def test_every_entry_point_reads_own_data(dataset, tmp_path):
     models = {"stage2": [f"{tag}_{b}_model.pt" for b in ("class", "global")], "acto": [f"{tag}_model.pt"]}
     stems = {"stage1": [tag], "stage2": [f"{tag}_class", f"{tag}_global"], "acto": [tag]}
     for stage, names in expected.items():
-        report = [f"{s}{suffix}" for s in stems[stage] for suffix in ("_samples.csv", "_summary.json", "_suspects.png")]
+        report = [f"{s}{suffix}" for s in stems[stage]
+                  for suffix in ("_samples.csv", "_summary.json", "_suspects.png", "_review.html")]
         assert sorted(p.name for p in (out / stage).iterdir()) == sorted(names + report + models.get(stage, []))
     rows = read_rows(out / "acto" / f"{tag}_samples.csv")
     assert sorted(r["path"] for r in rows) == sorted(f"train/{c}/{i}.png" for c in ("ant", "bee", "cat")

@@ -125,15 +125,15 @@ def test_own_data_demo_commands(tmp_path):
     proc, calls, logs = run_script(tmp_path, "own_data.sh", "--seed", "1", env={"DEMO_DIR": str(tmp_path / "d")})
     assert proc.returncode == 0, proc.stderr
     tree, out = str(tmp_path / "d" / "digits"), str(tmp_path / "d" / "out")
-    assert [c[:3] for c in calls] == [["-m", "dataloader.digits_tree", "write"], ["stage_1.py", "--config",
-                                      "config/stage1/imagefolder.yaml"],
-                                      ["stage_2_class.py", "--config", "config/stage2/imagefolder.yaml"],
-                                      ["-m", "dataloader.digits_tree", "score"], ["predict.py", "--model",
+    assert [c[:3] for c in calls] == [["-m", "dataloader.digits_tree", "write"], ["clean_labels.py", tree,
+                                      "--output_dir"], ["-m", "dataloader.digits_tree", "score"],
+                                      ["predict.py", "--model",
                                       f"{out}/stage2/test_resnet_scratch_imagefolder_real_0_class_model.pt"]]
-    for stage in calls[1:3]:  # both stages on the same tree, output and model, the user's arguments last
-        assert option(stage, "--set") == f"data_path={tree}" and option(stage, "--output_dir") == out
-        assert option(stage, "--backbone") == "test_resnet" and stage[-2:] == ["--seed", "1"]
-    assert calls[3][3:] == [tree, f"{out}/stage2/test_resnet_scratch_imagefolder_real_0_class_samples.csv"]
-    assert calls[4][3:] == [f"{tree}/test", "--out", f"{out}/predictions.csv"]
-    assert {p.name for p in logs.iterdir()} == {"own_data_stage1.log", "own_data_stage2_class.log",
-                                                "own_data_predict.log"}
+    one = calls[1]  # both stages from one command: the tree, the output, the model once; the user's arguments last
+    assert option(one, "--output_dir") == out and option(one, "--backbone") == "test_resnet"
+    assert option(one, "--epochs") == "20" and option(one, "--stage2_epochs") == "5" and one[-2:] == ["--seed", "1"]
+    assert calls[2][3:] == [tree, f"{out}/stage2/test_resnet_scratch_imagefolder_real_0_class_samples.csv"]
+    assert calls[3][3:] == [f"{tree}/test", "--out", f"{out}/predictions.csv"]
+    assert {p.name for p in logs.iterdir()} == {"own_data_clean_labels.log", "own_data_predict.log"}
+    assert f"review: open {out}/stage2/test_resnet_scratch_imagefolder_real_0_class_review.html" in proc.stdout
+    assert "retrain: python clean_labels.py corrected_labels.csv --output_dir" in proc.stdout

@@ -58,6 +58,7 @@ def test_cli_writes_exactly_the_stage1_files(cli_run):
     assert relative_files(out) == sorted([
         f"stage1/{tag}_wrongevent.npy", f"stage1/{tag}_wrongevent.json", f"stage1/{tag}_wrongevent.png",
         f"stage1/{tag}_samples.csv", f"stage1/{tag}_summary.json", f"stage1/{tag}_suspects.png",
+        f"stage1/{tag}_review.html",
         f"base_model/{tag}.pt",
         f"{run}/config.yaml", f"{run}/train.log", f"{run}/metrics.csv", f"{run}/last.pt",
         "noise_file/digits_sym_0.4_seed0_ido.json",      # noise_dir defaults to {output_dir}/noise_file

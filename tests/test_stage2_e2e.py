@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
 
 def test_exactly_the_stage2_files(runs):
     out = runs[0]
-    report = ("_samples.csv", "_summary.json", "_suspects.png", "_model.pt")
+    report = ("_samples.csv", "_summary.json", "_suspects.png", "_review.html", "_model.pt")
     assert sorted(p.name for p in (out / "stage2").iterdir()) == sorted(
         [f"{TAG}_class.json", f"{TAG}_class_bmm.png", f"{TAG}_global.json", f"{TAG}_global_bmm.png"]
         + [f"{TAG}_{bmm}{suffix}" for bmm in ("global", "class") for suffix in report])

@@ -158,6 +158,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("export_samples", bool, True, "write {stage}/..._samples.csv, _summary.json and _suspects.png "
          "(one extra evaluation pass over the training set)"),
     _opt("suspects_grid", int, 32, "number of images in the _suspects.png grid", min=1),
+    _opt("review_samples", int, 1000, "number of flagged samples (most suspect first) shown as thumbnails on "
+         "the _review.html page", min=0),
     _opt("decode_background", str, "white", "imagefolder/csv: colour that transparent pixels are composited onto "
          "(the training input; dataloader/decode.py)", pattern=r"white|black|#[0-9A-Fa-f]{6}",
          pattern_help="white, black or '#RRGGBB' (quoted: YAML reads # as a comment)"),
@@ -213,6 +215,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written", path=True),
     _opt("run_name", str, None, "name of checkpoint/{run} (null: from the stage and tag)", nullable=True),
     _opt("resume", bool, False, "continue from checkpoint/{run}/last.pt"),
+    _opt("overwrite", bool, False, "replace the outputs in output_dir of a run on other data, noisy labels or seed "
+         "(refused otherwise)"),
     _opt("print_config", bool, False, "print the whole resolved config on the console too (it always goes to "
          "checkpoint/{run}/config.yaml and train.log)"),
     # --- ACTO (ACTO.md §1; docs/acto.md) ---

@@ -185,14 +185,18 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, dataset, *, batch_size: int, num_workers: int,
                           precision: Precision, device: torch.device, normalise: Callable[[Any], Any],
-                          channels_last: bool = False) -> np.ndarray:
+                          channels_last: bool = False, targets_out: list | None = None) -> np.ndarray:
     """Softmax ``(len(dataset), C)`` float32 of ``model`` (eval mode) over ``dataset`` in its order, on this
-    process alone (no sharding): the report's pass over the training set, confident learning's held-out folds."""
+    process alone (no sharding): the report's pass over the training set, confident learning's held-out folds.
+    ``targets_out``: a list that receives the second field of every batch (the labels, or what the dataset
+    puts in their place)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     model.eval()
     out = []
-    for images, _, _ in loader:
+    for images, targets, _ in loader:
+        if targets_out is not None:
+            targets_out.append(targets)
         with precision.autocast():
             _, logits = model(normalise(to_device(images, device, channels_last)))
         out.append(torch.softmax(logits.float(), dim=1).cpu())

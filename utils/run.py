@@ -1,6 +1,7 @@
 """What every entry point does first: parse the config, pick the device, open the run directory."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -22,7 +23,22 @@ RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persi
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
                               "noisy_label_file", "check_images", "max_image_pixels", "train_csv", "test_csv",
-                              "export_samples", "suspects_grid", "print_config"})
+                              "export_samples", "suspects_grid", "print_config", "review_samples", "overwrite"})
+
+
+def training_settings(cfg) -> dict:
+    """The keys of ``cfg`` that decide what is trained (all but :data:`RESUME_FREE_KEYS`)."""
+    return {k: v for k, v in cfg.items() if k not in RESUME_FREE_KEYS}
+
+
+def outputs_conflict(meta: dict, *, fingerprint: str, seed: int) -> str | None:
+    """What makes the run recorded in ``meta`` (a result JSON) another run than one on data ``fingerprint``
+    with ``seed``: None when it is the same, else a few words for the refusal."""
+    if meta.get("fingerprint", fingerprint) != fingerprint:
+        return "other data or noisy labels"
+    if meta.get("seed", seed) != seed:
+        return f"seed {meta.get('seed')}, this run seed {seed}"
+    return None
 
 
 @dataclass
@@ -32,13 +48,38 @@ class Run:
     log: RunLog
     precision: Precision
     prog: str = ""
+    config_as_given: Config | None = None  # written to config.yaml (num_workers not yet resolved)
 
     def path(self, *parts: str) -> str:
         """A path under output_dir."""
         return os.path.join(self.cfg.output_dir, *parts)
 
     def training_settings(self) -> dict:
-        return {k: v for k, v in self.cfg.items() if k not in RESUME_FREE_KEYS}
+        return training_settings(self.cfg)
+
+    def claim_outputs(self, meta_path: str, *, fingerprint: str) -> None:
+        """Refuse, before training, to overwrite the outputs of a run on other data, noisy labels or seed.
+
+        ``meta_path`` is the result JSON the run writes at its end (stage1/{tag}_wrongevent.json,
+        stage2/{tag}_{bmm}.json, acto/{tag}.json).  The tag names the setting, not the data or seed, so a
+        second folder or seed in the same output_dir would silently replace the first run's files (and
+        orphan its stage 2); re-running or resuming the same run is allowed, and ``overwrite: true``
+        replaces on purpose.
+        """
+        conflict = None
+        if not self.cfg.overwrite and os.path.isfile(meta_path):
+            try:
+                with open(meta_path, encoding="utf-8") as f:
+                    meta = json.load(f)
+            except (OSError, ValueError):
+                meta = {"fingerprint": "<unreadable>"}
+            conflict = outputs_conflict(meta if isinstance(meta, dict) else {}, fingerprint=fingerprint,
+                                        seed=self.cfg.seed)
+        if conflict:
+            raise DataError(f"{meta_path} holds the outputs of another run ({conflict}), which this run would "
+                            f"overwrite; use another --output_dir (e.g. {self.cfg.output_dir.rstrip('/')}_seed"
+                            f"{self.cfg.seed}), or --set overwrite=true to replace them")
+        self.log.open(self.config_as_given, fresh=not self.cfg.resume)
 
     def save_state(self, state: dict, *, fingerprint: str, parts: Mapping[str, Any] = {}) -> None:
         """Write checkpoint/{run}/last.pt: ``state``, the ``state_dict()`` of every object in ``parts``
@@ -82,30 +123,30 @@ class Run:
 
 
 def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: str,
-              forced: Mapping[str, Any] | None = None) -> Run:
+              forced: Mapping[str, Any] | None = None, claims_outputs: bool = False) -> Run:
     """Parse and validate the command line, set up devices/processes, and write config.yaml.
 
     ``run_name`` is the default name of ``checkpoint/{run}``, a format string over ``tag`` and the
-    config keys (the config's own run_name wins).
+    config keys (the config's own run_name wins).  ``claims_outputs``: the entry point calls
+    :meth:`Run.claim_outputs` once its data are known; until then config.yaml and train.log of an
+    earlier run in ``checkpoint/{run}`` are left as they are (the log lines are held).
     """
     cfg = parse_config(argv, prog=prog, scope=scope, forced=forced)
     runtime = setup_runtime(cfg.device)
     name = cfg.run_name or run_name.format(tag=cfg.tag, **cfg)
-    log = RunLog(os.path.join(cfg.output_dir, "checkpoint", name), enabled=runtime.is_main)
-    if runtime.is_main and not cfg.resume:
-        stale = os.path.join(log.run_dir, "train.log")
-        if os.path.exists(stale):  # a fresh run starts a fresh log
-            os.remove(stale)
-    log.write_config(cfg)
+    log = RunLog(os.path.join(cfg.output_dir, "checkpoint", name), enabled=runtime.is_main, held=claims_outputs)
+    if not claims_outputs:
+        log.open(cfg, fresh=not cfg.resume)
     log.detail(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
     # the whole config: always in config.yaml and train.log, on the console with --print_config
     (log.info if cfg.print_config else log.detail)("config:\n" + cfg.to_yaml().rstrip())
+    given = cfg  # config.yaml keeps num_workers "auto"
     workers, note = resolve_num_workers(cfg.num_workers)
     if note:  # config.yaml keeps "auto"; the loaders get the number (the summary shows it)
         cfg = cfg.replace(num_workers=workers)
         log.detail(note)
     seed_everything(cfg.seed)
-    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), prog)
+    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), prog, config_as_given=given)
 
 
 def place_model(model: torch.nn.Module, run: Run) -> torch.nn.Module:

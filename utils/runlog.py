@@ -17,10 +17,14 @@ from utils.io import deferred_interrupt, save_text, save_torch
 
 
 class RunLog:
-    def __init__(self, run_dir: str, *, enabled: bool = True):
+    """``held``: lines are printed and kept in memory, not written, until :meth:`open` (a run that may still
+    refuse to start leaves the files of the run before it as they were)."""
+
+    def __init__(self, run_dir: str, *, enabled: bool = True, held: bool = False):
         self.run_dir = run_dir
         self.enabled = enabled
         self.last_path = os.path.join(run_dir, "last.pt")
+        self._held: list[str] | None = [] if held else None
         if enabled:
             os.makedirs(run_dir, exist_ok=True)
             remember_checkpoint(self.last_path)
@@ -36,8 +40,26 @@ class RunLog:
         """Append a line, time-stamped, to train.log only (the console shows the run's summary instead)."""
         if not self.enabled:
             return
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        if self._held is not None:
+            self._held.append(line)
+            return
         with open(os.path.join(self.run_dir, "train.log"), "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            f.write(line)
+
+    def open(self, cfg, *, fresh: bool) -> None:
+        """Start writing: a ``fresh`` run replaces train.log; config.yaml is written; held lines follow."""
+        if not self.enabled:
+            return
+        if fresh:
+            stale = os.path.join(self.run_dir, "train.log")
+            if os.path.exists(stale):  # a fresh run starts a fresh log
+                os.remove(stale)
+        self.write_config(cfg)
+        held, self._held = self._held or [], None
+        if held:
+            with open(os.path.join(self.run_dir, "train.log"), "a", encoding="utf-8") as f:
+                f.writelines(held)
 
     def write_config(self, cfg) -> None:
         if self.enabled:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -28,8 +29,10 @@ import numpy as np
 import torch
 
 from utils.bmm import BetaMixture
+from utils.duplicates import conflicting_duplicates, describe_groups
 from utils.io import save_json, save_text
 from utils.metrics import detection_auc, split_quality
+from utils.review_page import write_review_page
 
 CLEAN_THRESHOLD = 0.5       # a clean posterior below this flags the label (stage 2's clean split)
 STAGE1_BMM_ITERS = 20       # EM iterations of the stage-1 score (stage 2's bmm_init_iters default)
@@ -159,15 +162,17 @@ def _csv_text(rows: list[dict], columns: Sequence[str]) -> str:
 
 
 def write_sample_report(scores: SampleScores, *, stem: str, paths: Sequence[str], class_names: Sequence[str] | None,
-                        num_classes: int, load_image: Callable[[int], object], grid: int, title: str) -> dict:
-    """Write ``{stem}_samples.csv``, ``{stem}_summary.json`` and ``{stem}_suspects.png``; return their paths."""
+                        num_classes: int, load_image: Callable[[int], object], grid: int, title: str,
+                        extra_summary: dict | None = None) -> dict:
+    """Write ``{stem}_samples.csv``, ``{stem}_summary.json`` (with ``extra_summary``'s keys) and
+    ``{stem}_suspects.png``; return their paths."""
     from utils.plots import suspects_grid
 
     rows = sample_rows(scores, paths=paths, class_names=class_names)
     columns = COLUMNS if scores.true_label is not None else COLUMNS[:-1]
     files = {"samples": save_text(_csv_text(rows, columns), f"{stem}_samples.csv"),
-             "summary": save_json(summarize(scores, num_classes=num_classes, class_names=class_names),
-                                  f"{stem}_summary.json")}
+             "summary": save_json({**summarize(scores, num_classes=num_classes, class_names=class_names),
+                                   **(extra_summary or {})}, f"{stem}_summary.json")}
     shown = rows[:grid]
     # two lines, "given" over "-> predicted (prob)", so photo class names fit a cell
     captions = [f"{_short(r['given_label'])}\n\u2192 {_short(r['predicted_label'])} ({r['predicted_prob']:.2f})"
@@ -185,16 +190,34 @@ def sample_paths(images) -> list[str]:
     return list(keys) if keys is not None else [f"train/{i}" for i in range(len(images))]
 
 
-def training_set_probabilities(model: torch.nn.Module, data, run) -> np.ndarray:
-    """Softmax (N, C) of ``model`` over the training images in dataset order, with the test transform."""
+def training_set_probabilities(model: torch.nn.Module, data, run) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax (N, C) of ``model`` over the training images in dataset order, with the test transform, and
+    the content digest (N, 16) uint8 of every image, taken from the bytes this pass reads anyway."""
     from dataloader.base import NoisyLabelDataset
     from utils.engine import predict_probabilities
 
     cfg = run.cfg
-    dataset = NoisyLabelDataset(data.raw.train_images, data.noisy_labels, data.test.transform)
-    return predict_probabilities(model, dataset, batch_size=cfg.test_batch_size, num_workers=cfg.num_workers,
-                                 precision=run.precision, device=run.runtime.device, normalise=data.normalise,
-                                 channels_last=cfg.channels_last)
+    dataset = DigestedImages(NoisyLabelDataset(data.raw.train_images, data.noisy_labels, data.test.transform))
+    digests: list[torch.Tensor] = []
+    probs = predict_probabilities(model, dataset, batch_size=cfg.test_batch_size, num_workers=cfg.num_workers,
+                                  precision=run.precision, device=run.runtime.device, normalise=data.normalise,
+                                  channels_last=cfg.channels_last, targets_out=digests)
+    return probs, torch.cat(digests).numpy() if digests else np.zeros((0, 16), np.uint8)
+
+
+class DigestedImages(torch.utils.data.Dataset):
+    """Items ``(transform(image), content digest (16,) uint8, index)`` of a :class:`NoisyLabelDataset`:
+    the label's place carries the digest of the bytes the image was decoded from."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, digest = self.dataset.images.load_with_digest(index)
+        return self.dataset.transform(image), torch.frombuffer(bytearray(digest), dtype=torch.uint8), index
 
 
 def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_events: np.ndarray | None = None,
@@ -204,15 +227,37 @@ def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_
     if not cfg.export_samples or not run.runtime.is_main:
         return None
     start = time.perf_counter()
-    probs = training_set_probabilities(model, data, run)
+    probs, digests = training_set_probabilities(model, data, run)
     seconds = time.perf_counter() - start
     scores = sample_scores(probs, data.noisy_labels, label_score=label_score, wrong_events=wrong_events,
                            true_label=data.clean_labels)
-    files = write_sample_report(scores, stem=stem, paths=sample_paths(data.raw.train_images),
-                                class_names=data.raw.extra.get("classes"), num_classes=data.num_classes,
+    keys, class_names = sample_paths(data.raw.train_images), data.raw.extra.get("classes")
+    duplicates = conflicting_duplicates(digests, scores.given_label)
+    files = write_sample_report(scores, stem=stem, paths=keys, class_names=class_names, num_classes=data.num_classes,
                                 load_image=data.raw.train_images.load, grid=cfg.suspects_grid,
                                 title=f"{cfg.tag}: the {min(cfg.suspects_grid, len(scores))} most suspect labels "
-                                      "(given \u2192 predicted (prob))")
+                                      "(given \u2192 predicted (prob))",
+                                extra_summary={"identical_files_under_different_labels": describe_groups(
+                                    duplicates, paths=keys, given=scores.given_label, class_names=class_names)})
+    files["review"] = write_review_page(
+        scores, stem=stem, keys=keys, order=suspect_order(scores), max_shown=cfg.review_samples,
+        class_names=class_names or [str(c) for c in range(data.num_classes)], load_image=data.raw.train_images.load,
+        duplicate_groups=duplicates, title=f"{os.path.basename(stem)}: review the flagged labels",
+        **export_rows(data))
     run.log.info(f"{int(scores.is_label_issue.sum())} of {len(scores)} training labels flagged (evaluation pass over "
-                 f"the training set {seconds:.1f} s): {files['samples']}, {files['summary']}, {files['suspects']}")
+                 f"the training set {seconds:.1f} s); {len(duplicates)} groups of identical files under different "
+                 f"labels: {files['samples']}, {files['summary']}, {files['suspects']}")
+    run.log.info(f"review page (open in a browser, export corrected_labels.csv): {files['review']}")
     return files
+
+
+def export_rows(data) -> dict:
+    """``export_paths`` (absolute; None for in-memory images) and ``export_labels`` of the review page:
+    the training samples in dataset order with the labels trained on, then the ``val_fraction`` share
+    held out of the training images with its given labels (not judged, but part of the user's data)."""
+    images, labels = data.raw.train_images, [np.asarray(data.noisy_labels, np.int64)]
+    paths = [os.path.abspath(p) for p in images.paths] if hasattr(images, "paths") else None
+    if data.test_name == "val_given_labels" and paths is not None:
+        paths += [os.path.abspath(p) for p in data.raw.test_images.paths]
+        labels.append(np.asarray(data.raw.test_labels, np.int64))
+    return {"export_paths": paths, "export_labels": np.concatenate(labels)}

@@ -1,0 +1,263 @@
+"""The review page (utils/review_page.py): its data, the duplicate groups, the page a run writes, and the page
+itself driven in a real headless Chromium (tests/headless_browser.py; the ``browser`` fixture of conftest.py)."""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import clean_labels
+import stage_1
+from headless_browser import wait_for_file
+from test_own_data_e2e import FAST, own_argv, write_small
+from utils.duplicates import conflicting_duplicates
+from utils.review_page import ShownSamples, front_code, page_data, review_html, thumbnail_uri, write_review_page
+from utils.sample_report import sample_scores, suspect_order
+
+TAG = "test_resnet_scratch_imagefolder_real_0"
+CLASSES = ["ant", "bee", "cat"]
+
+
+def page_json(path) -> dict:
+    text = open(path, encoding="utf-8").read()
+    blob = re.search(r'<script type="application/json" id="review-data">(.*?)</script>', text, re.S).group(1)
+    return json.loads(blob)  # "<\/" is JSON's escaped "/"
+
+
+def decode_front_code(coded: dict) -> list[str]:
+    """The page's exportPaths() in Python (UTF-16 code units, as JavaScript strings)."""
+    prefix = np.frombuffer(base64.b64decode(coded["prefix"]), "<u2")
+    length = np.frombuffer(base64.b64decode(coded["suffix_len"]), "<u4")
+    units = coded["suffixes"].encode("utf-16-le", "surrogatepass")
+    out, previous, at = [], b"", 0
+    for p, n in zip(prefix, length):
+        previous = previous[:2 * p] + units[at:at + 2 * n]
+        at += 2 * n
+        out.append(previous.decode("utf-16-le", "surrogatepass"))
+    return out
+
+
+def read_csv(path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+
+def test_identical_content_is_grouped_only_where_the_labels_differ():
+    d = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4], [1, 2], [7, 7], [7, 7]], np.uint8)
+    given = np.array([0, 1, 2, 0, 1, 0, 3, 4])
+    groups = conflicting_duplicates(d, given)
+    # {0, 2, 5}: labels 0, 2, 0 differ; {1, 4}: both 1 (plain duplicates, no conflict); {6, 7}: 3 and 4
+    assert [g.tolist() for g in groups] == [[0, 2, 5], [6, 7]]
+    assert conflicting_duplicates(np.zeros((0, 16), np.uint8), np.zeros(0)) == []
+    with pytest.raises(ValueError, match=r"expected digests \(N, D\) for 3 labels"):
+        conflicting_duplicates(d, given[:3])
+
+
+def test_the_digest_comes_with_the_same_image_as_load(tmp_path):
+    from dataloader.base import ArrayImages, content_digest
+    from dataloader.files import ImageFiles
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).convert("RGBA").save(path)
+    files = ImageFiles([str(path)])
+    image, digest = files.load_with_digest(0)
+    assert np.array_equal(np.asarray(image), np.asarray(files.load(0))) and image.mode == "RGB"
+    assert digest == content_digest(path.read_bytes()) and len(digest) == 16
+    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    image, digest = ArrayImages(pixels).load_with_digest(1)
+    assert np.array_equal(np.asarray(image), pixels[1]) and digest == content_digest(pixels[1].tobytes())
+
+
+def test_paths_are_front_coded_losslessly_and_the_page_is_self_contained():
+    paths = ["/d/train/ant/0.png", "/d/train/ant/01.png", "/d/train/bée/ü 😀.png", "/d/train/bée/ü 😁.png",
+             "/e/a,b\"c</script>.png", "/e"]
+    coded = front_code(paths)
+    assert decode_front_code(coded) == paths
+    assert len(coded["suffixes"]) < sum(map(len, paths)) - 30  # shared prefixes are stored once
+    thumb = thumbnail_uri(Image.new("RGB", (8, 4), (200, 10, 10)))
+    assert thumb.startswith("data:image/jpeg;base64,")
+    assert Image.open(__import__("io").BytesIO(base64.b64decode(thumb.split(",", 1)[1]))).size == (96, 48)
+    shown = ShownSamples(index=np.array([4]), key=["e/x</script>"], given=np.array([1]), predicted=np.array([0]),
+                         predicted_prob=np.array([0.9]), label_score=np.array([0.01]), thumbnail=[thumb])
+    kw = dict(report="r", class_names=CLASSES, shown=shown, num_flagged=3, num_samples=6, export_paths=paths)
+    data = page_data(export_labels=np.array([0, 0, 1, 1, 2, 2]), **kw)
+    text = review_html(title="t <b>", data=data)
+    assert text.count("</script>") == 2 and "<title>t &lt;b&gt;</title>" in text  # the data cannot end a script
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|<link|@import|url\(\s*["']?https?""", text)
+    assert np.frombuffer(base64.b64decode(data["export"]["labels"]), "<u2").tolist() == [0, 0, 1, 1, 2, 2]
+    other = page_data(export_labels=np.array([0, 0, 1, 1, 2, 1]), **kw)
+    assert other["storage_key"] != data["storage_key"] and data["storage_key"].startswith("label-review:r:")
+    with pytest.raises(ValueError, match="6 export paths but 5 export labels"):
+        page_data(export_labels=np.zeros(5), **kw)
+
+
+def test_a_run_writes_the_page_and_finds_an_identical_file_under_another_label(tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    write_small(root, "imagefolder")
+    (root / "train" / "cat" / "copy.png").write_bytes((root / "train" / "ant" / "2.png").read_bytes())
+    (root / "train" / "ant" / "same.png").write_bytes((root / "train" / "ant" / "3.png").read_bytes())  # one label
+    stage_1.main(own_argv("stage1", "imagefolder", root, out, "--epochs", "1", "--batch_size", "8",
+                          "--set", "review_samples=2"))
+    stem = out / "stage1" / TAG
+    summary = json.loads((out / "stage1" / f"{TAG}_summary.json").read_text())
+    assert summary["identical_files_under_different_labels"] == [
+        {"paths": ["train/ant/2.png", "train/cat/copy.png"], "given_labels": ["ant", "cat"]}]
+    data = page_json(f"{stem}_review.html")
+    keys = [f"train/{c}/{n}" for c, names in (("ant", ["0.png", "1.png", "2.png", "3.png", "4.png", "5.png",
+                                                          "same.png"]), ("bee", [f"{i}.png" for i in range(6)]),
+                                               ("cat", ["0.png", "1.png", "2.png", "3.png", "4.png", "5.png",
+                                                        "copy.png"])) for n in names]
+    assert decode_front_code(data["export"]["paths"]) == [os.path.abspath(root / k) for k in keys]
+    labels = np.frombuffer(base64.b64decode(data["export"]["labels"]), "<u2").tolist()
+    assert labels == [0] * 7 + [1] * 6 + [2] * 7
+    assert data["duplicates"] == [{"index": [2, 19], "key": ["train/ant/2.png", "train/cat/copy.png"]}]
+    assert data["num_flagged"] == summary["num_flagged"] and len(data["shown"]["index"]) == min(2, data["num_flagged"])
+    rows = [r for r in csv.DictReader(open(f"{stem}_samples.csv", encoding="utf-8")) if r["is_label_issue"] == "True"]
+    assert data["shown"]["key"] == [r["path"] for r in rows[:2]]  # the most suspect flags, in the CSV's order
+    assert len(data["thumbnails"]) == len(data["shown"]["index"])
+
+
+# ------------------------------------------------------------------------------------ in the browser
+
+def small_page(tmp_path):
+    """A page over the real files of a small tree, five flags with chosen predictions; returns
+    (page path, absolute paths in dataset order, given labels, suspect order of the flags, predicted)."""
+    root = tmp_path / "data"
+    write_small(root, "imagefolder")
+    paths = [str(root / "train" / c / f"{i}.png") for c in CLASSES for i in range(6)]
+    given = np.repeat(np.arange(3), 6)
+    flags = {1: 1, 7: 2, 13: 0, 2: 2, 8: 0}  # dataset index -> predicted class
+    probs = np.full((18, 3), 0.05)
+    probs[np.arange(18), given] = 0.9
+    for rank, (i, p) in enumerate(flags.items()):
+        probs[i] = 0.1
+        probs[i, given[i]] = 0.02 + 0.01 * rank  # the order of the dict is the suspect order
+        probs[i, p] = 0.8
+    scores = sample_scores(probs, given)
+    order = suspect_order(scores)
+    page = write_review_page(scores, stem=str(tmp_path / "small"), keys=[os.path.relpath(p, root) for p in paths],
+                             class_names=CLASSES, load_image=lambda i: Image.open(paths[i]), order=order,
+                             max_shown=1000, export_paths=paths, export_labels=given, title="small")
+    return page, paths, given, list(flags), flags
+
+
+def select(browser, selector: str, value: str) -> None:
+    """Pick ``value`` in a <select> as a click in its list does (value set, change event)."""
+    browser.evaluate(f"(() => {{ const s = document.querySelector({json.dumps(selector)}); s.value = {json.dumps(value)}; "
+                     "s.dispatchEvent(new Event('change', {bubbles: true})); })()")
+
+
+def test_review_decide_reload_export_and_train_on_the_corrected_labels(browser, tmp_path, capsys):
+    page, paths, given, suspects, predicted = small_page(tmp_path)
+    browser.open("file://" + page)
+    counts = "document.getElementById('counts').textContent"
+    visible = ("[...document.querySelectorAll('.card')].filter(c => c.style.display !== 'none')"
+               ".map(c => +c.dataset.index)")
+    assert browser.evaluate(visible) == suspects
+    assert browser.evaluate("document.getElementById('shown-note').textContent").startswith(
+        "5 of 18 training labels flagged; the 5 most suspect are shown.")
+    # filters: given bee (indices 7, 8), predicted ant (13, 8), the pair bee -> ant (8)
+    select(browser, "#f-given", "1")
+    assert browser.evaluate(visible) == [7, 8]
+    select(browser, "#f-given", "")
+    select(browser, "#f-pred", "0")
+    assert browser.evaluate(visible) == [13, 8]
+    select(browser, "#f-pred", "")
+    select(browser, "#f-pair", "1>0")
+    assert browser.evaluate(visible) == [8] and "1 of 5 shown samples match" in browser.evaluate(
+        "document.getElementById('visible').textContent")
+    select(browser, "#f-pair", "")
+    assert browser.evaluate("document.querySelector('.card.focus').dataset.index") == "8"  # the filter's first card
+
+    # keyboard on the focused card (a click on the first card's picture focuses it); each decision moves on
+    browser.click(".card[data-index='1'] img")
+    browser.press("p")            # 1: ant -> predicted bee
+    browser.press("r")            # 7: removed
+    browser.press("ArrowRight")   # skip 13
+    browser.press("u")            # 2: unsure (keeps ant)
+    browser.press("c")            # 8: the class list gets the focus
+    assert browser.evaluate("document.activeElement.closest('.card').dataset.index") == "8"
+    select(browser, ".card[data-index='8'] select", "2")  # 8: another class, cat
+    browser.click(".card[data-index='13'] button[data-d='keep']")  # 13: keep, by a mouse click
+    expected_counts = "decided 5 of 5: keep 1, predicted 1, other class 1, remove 1, unsure 1"
+    assert browser.evaluate(counts) == expected_counts
+    browser.press("x")            # the click focused 13: undo its decision, then decide it again by click
+    assert browser.evaluate(counts).startswith("decided 4 of 5")
+    browser.click(".card[data-index='13'] button[data-d='keep']")
+
+    browser.reload()
+    assert browser.evaluate(counts) == expected_counts
+    assert browser.evaluate("[...document.querySelectorAll('.card')].map(c => c.className.split(' ')[1])") == [
+        "d-predicted", "d-remove", "d-keep", "d-unsure", "d-other"]
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.allow_downloads(str(downloads))
+    browser.click("#export-labels")
+    browser.click("#export-decisions")
+    corrected = wait_for_file(str(downloads / "corrected_labels.csv"))
+    decisions = wait_for_file(str(downloads / "decisions.csv"))
+    new = {1: 1, 7: None, 13: 2, 2: 0, 8: 2}  # dataset index -> class after the decisions (None: removed)
+    expected = [["path", "label"]] + [[p, CLASSES[new.get(i, given[i])]] for i, p in enumerate(paths)
+                                      if new.get(i, given[i]) is not None]
+    assert read_csv(corrected) == expected
+    assert read_csv(decisions) == [["path", "given", "decision", "new_label"],
+                                   [paths[1], "ant", "predicted", "bee"], [paths[7], "bee", "remove", ""],
+                                   [paths[13], "cat", "keep", "cat"], [paths[2], "ant", "unsure", "ant"],
+                                   [paths[8], "bee", "other", "cat"]]
+
+    # retrain on the corrected labels: the documented command; the run trains on exactly those labels
+    out = tmp_path / "retrained"
+    clean_labels.main([corrected, "--output_dir", str(out), *FAST, "--batch_size", "6", "--epochs", "1"])
+    for stem in ("stage1/test_resnet_scratch_csv_real_0", "stage2/test_resnet_scratch_csv_real_0_class"):
+        rows = read_csv(out / f"{stem}_samples.csv")
+        column = rows[0].index("given_label")
+        assert sorted((r[1], r[column]) for r in rows[1:]) == sorted(map(tuple, expected[1:]))
+
+
+def test_two_thousand_thumbnails_load_and_respond(browser, tmp_path, capsys):
+    """Interactivity of a page with 2,000 thumbnails (logged, not asserted: machines differ)."""
+    rng = np.random.default_rng(0)
+    n, shown = 20000, 2000
+    ramp = np.linspace(0, 255, 64, dtype=np.float32)
+    thumbs = []
+    for i in range(shown):
+        pixels = (ramp[None, :, None] * rng.random(3) + ramp[:, None, None] * rng.random(3)) / 2
+        thumbs.append(thumbnail_uri(Image.fromarray(pixels.astype(np.uint8))))
+    index = rng.permutation(n)[:shown]
+    data = page_data(report="big", class_names=[f"class {c}" for c in range(100)],
+                     shown=ShownSamples(index=index, key=[f"train/{i}.jpg" for i in index],
+                                        given=rng.integers(0, 100, shown), predicted=rng.integers(0, 100, shown),
+                                        predicted_prob=rng.random(shown), label_score=rng.random(shown) / 2,
+                                        thumbnail=thumbs),
+                     num_flagged=3000, num_samples=n, export_paths=[f"/data/set/train/c{i % 100}/{i:06d}.jpg"
+                                                                    for i in range(n)],
+                     export_labels=np.arange(n) % 100)
+    page = tmp_path / "big_review.html"
+    page.write_text(review_html(title="big", data=data), encoding="utf-8")
+    seconds = browser.open("file://" + str(page))
+    marks = browser.evaluate("Object.fromEntries(performance.getEntriesByType('mark').map(m => [m.name, m.startTime]))")
+    start = time.perf_counter()
+    browser.press("p")
+    browser.wait_for("document.getElementById('counts').textContent.startsWith('decided 1 of 2000')")
+    key = time.perf_counter() - start
+    start = time.perf_counter()
+    select(browser, "#f-given", str(int(data["shown"]["given"][0])))
+    filtered = time.perf_counter() - start
+    assert browser.evaluate("document.querySelectorAll('.card').length") == shown
+    assert "1000 flags not shown" in browser.evaluate("document.getElementById('shown-note').textContent")
+    with capsys.disabled():
+        print(f"\nreview page with {shown} thumbnails ({page.stat().st_size / 1e6:.1f} MB, {n} samples to export): "
+              f"interactive {seconds:.2f} s after navigation (page's clock: HTML read {marks['review-script'] / 1000:.2f}"
+              f" s, data parsed +{(marks['review-parsed'] - marks['review-script']) / 1000:.2f} s, cards built "
+              f"+{(marks['review-ready'] - marks['review-parsed']) / 1000:.2f} s); a key decision {1000 * key:.0f} ms, "
+              f"a filter {1000 * filtered:.0f} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
