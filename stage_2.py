@@ -225,14 +225,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         "bmm_params": [row["bmm"] for row in history], "train_loss": [row["train_loss"] for row in history],
         "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
     }
+    stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
+    counts = wrong_events.counts.cpu().numpy()  # merged: the same on every process
     if runtime.is_main:
-        stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
         save_json(result, stem + ".json")
-        counts = wrong_events.counts.cpu().numpy()
         bmm_fit_plot(counts, weights.bmm, stem + "_bmm.png", groups=weights.groups_np, is_noisy=data.is_noisy,
                      title=f"{cfg.tag}: {cfg.bmm} BMM after {cfg.epochs} stage-2 epochs")
-        export_sample_report(run, data, model, stem=stem, wrong_events=counts,
-                             label_score=weights.clean_posterior(counts))
+    # every process takes its shard of the evaluation pass; the main one writes the report
+    export_sample_report(run, data, model, stem=stem, wrong_events=counts,
+                         label_score=weights.clean_posterior(counts), class_wise=weights.class_wise)
+    if runtime.is_main:
         log.info(f"model for predict.py: {export_model(model, cfg=cfg, data=data, path=stem + '_model.pt')}")
         log.info(f"{describe_result(result, data.test_sets, base=True)}: {stem}.json")
     return result

@@ -263,10 +263,8 @@ def test_in_place_bank_equals_the_epoch_buffer_bank_bit_for_bit():
         order = torch.randperm(n)[: n - epoch]  # some epochs leave samples out: those rows stay
         for batch in order.split(8):
             logits = 3 * torch.randn(len(batch), c)
-            selected = torch.rand(len(batch)) < 0.5
             rows = mem.update_soft_labels(batch, logits, 0.8)
-            assert torch.equal(rows, ref.update(batch, logits, 0.8))
-            assert torch.equal(cr_targets(selected, labels[batch], rows), cr_targets(selected, labels[batch], rows))
+            assert torch.equal(rows, ref.update(batch, logits, 0.8))  # so the CR targets are the same too
         mem.end_epoch()
         ref.end_epoch()
         assert torch.equal(mem.bank, ref.bank)

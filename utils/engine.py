@@ -187,7 +187,8 @@ def predict_probabilities(model: torch.nn.Module, dataset, *, batch_size: int, n
                           precision: Precision, device: torch.device, normalise: Callable[[Any], Any],
                           channels_last: bool = False) -> np.ndarray:
     """Softmax ``(len(dataset), C)`` float32 of ``model`` (eval mode) over ``dataset`` in its order, on this
-    process alone (no sharding): the report's pass over the training set, confident learning's held-out folds."""
+    process alone (no sharding), kept on the host: confident learning's held-out folds (small N; the report
+    uses :func:`predict_labels`, which reduces each batch on the device)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     model.eval()
@@ -197,6 +198,50 @@ def predict_probabilities(model: torch.nn.Module, dataset, *, batch_size: int, n
             _, logits = model(normalise(to_device(images, device, channels_last)))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).numpy()
+
+
+@dataclass(frozen=True)
+class LabelPredictions:
+    """What the per-sample report needs of one evaluation pass, per sample in dataset order (numpy, (N,)):
+    ``predicted`` int64 (argmax), ``predicted_prob`` float32 (its softmax probability) and ``given_prob``
+    float32 (the softmax probability of the given label)."""
+
+    predicted: np.ndarray
+    predicted_prob: np.ndarray
+    given_prob: np.ndarray
+
+
+def reduce_probabilities(probs: torch.Tensor, given: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(argmax, max, probability of the given label)`` of softmax rows ``probs`` (B, C) and labels (B,)."""
+    predicted_prob, predicted = probs.max(dim=1)
+    # torch's max returns the first maximal index, as numpy's argmax did on the host copy
+    return predicted, predicted_prob, probs.gather(1, given[:, None].long())[:, 0]
+
+
+@torch.no_grad()
+def predict_labels(model: torch.nn.Module, dataset, *, batch_size: int, num_workers: int, precision: Precision,
+                   runtime: Runtime, normalise: Callable[[Any], Any], channels_last: bool = False) -> LabelPredictions:
+    """:class:`LabelPredictions` of ``model`` (eval mode) over ``dataset`` (items ``(image, given label, index)``).
+
+    Each batch is reduced on the device to three numbers per sample, so nothing of size N x C exists
+    anywhere.  The pass is sharded like the test sets (rank r takes r, r + w, ...): every process must
+    call this; each writes its shard into zero tensors of length N, summed across processes (adding
+    exact zeros, so the values are bit-identical to one process's pass).  Every process gets the result.
+    """
+    device, n = runtime.device, len(dataset)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+                        sampler=ShardSampler(n, rank=runtime.rank, world_size=runtime.world_size))
+    model.eval()
+    predicted = torch.zeros(n, dtype=torch.int64, device=device)
+    predicted_prob = torch.zeros(n, dtype=torch.float32, device=device)
+    given_prob = torch.zeros(n, dtype=torch.float32, device=device)
+    for images, given, index in loader:
+        images, given, index = to_device((images, given, index), device, channels_last)
+        with precision.autocast():
+            _, logits = model(normalise(images))
+        p, pp, gp = reduce_probabilities(torch.softmax(logits.float(), dim=1), given)
+        predicted[index], predicted_prob[index], given_prob[index] = p, pp, gp
+    return LabelPredictions(*(runtime.reduce_sum(t).cpu().numpy() for t in (predicted, predicted_prob, given_prob)))
 
 
 def evaluate_all(model: torch.nn.Module, loaders: Mapping[str, DataLoader], **kwargs) -> dict[str, float]:
