@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stage_1 import stage1_step
-from utils.distributed import EpochShuffleSampler, Runtime
+from utils.distributed import EpochShuffleSampler, Runtime, rank0_first
 from utils.acto import ActoMemory, ema_soft_labels
 from utils.engine import Precision, predict_labels, predict_probabilities, train_one_epoch
 from utils.wrong_events import EpochPredictions, WrongEvents
@@ -115,6 +116,29 @@ def test_sharded_report_pass_and_blockwise_bank_merge_equal_one_process(tmp_path
     expected = ema_soft_labels(torch.nn.functional.one_hot(data.y, CLASSES).float(), logits, 0.8)
     assert torch.equal(ranks[0]["bank"], ranks[1]["bank"])
     assert torch.equal(ranks[0]["bank"], expected)
+
+
+def _rank0_first(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        with rank0_first():
+            if rank == 0:
+                time.sleep(0.5)  # a slow generator: rank 1 must still find the file made
+                with open(out, "w") as f:
+                    f.write("made by rank 0")
+            else:
+                with open(out) as f, open(out + ".1", "w") as g:
+                    g.write(f.read())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank0_first_runs_the_block_on_rank0_before_the_others(tmp_path):
+    # the noise file is generated once, by rank 0 (build_data wraps it in rank0_first)
+    out = str(tmp_path / "noise.json")
+    mp.spawn(_rank0_first, args=(2, _free_port(), out), nprocs=2, join=True)
+    assert open(out + ".1").read() == "made by rank 0"
 
 
 def _free_port() -> int:
