@@ -7,7 +7,8 @@
 Every component is called directly on synthetic inputs of the real shapes (N samples, C classes) and
 runs in its own process, forked from this one after the imports, so each gets its own peak memory:
 
-* seconds: wall time of the component alone (inputs are built before the clock starts);
+* seconds: wall time of the component alone (inputs are built before the clock starts), and the CPU
+  time of its process (user + system), which a busy shared machine inflates less;
 * peak MB: the most host memory the component added, ``VmHWM - VmRSS`` of its process, the peak
   (high-water mark) reset through ``/proc/self/clear_refs`` just before it starts.  The device-side
   parts (the ACTO bank, the report's per-batch reduction) run on this machine's CPU, so their
@@ -378,12 +379,12 @@ def _child(name: str, variant: str, n: int, c: int, device: str, write) -> None:
     base = _status("VmRSS")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     note = run(state)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = _status("VmHWM") - base
     device_mb = torch.cuda.max_memory_allocated() / MB if device == "cuda" else None
-    write(pickle.dumps({"seconds": seconds, "peak_mb": peak / MB, "device_mb": device_mb, "note": note}))
+    write(pickle.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak / MB, "device_mb": device_mb, "note": note}))
 
 
 def measure(name: str, variant: str, n: int, c: int, *, device: str = "cpu", max_bytes: float) -> dict:
@@ -441,7 +442,8 @@ def report(rows: list[dict], *, sizes, classes: int, device: str) -> str:
     lines = [BEGIN, f"## Per-sample machinery at scale (`benchmarks/scale.py`)", "",
              f"Measured by `python benchmarks/scale.py{' --quick' if sizes[-1] < 50_000 else ''}` on {_machine()}, "
              f"torch {torch.__version__}, one thread per component, device `{device}`, commit {_commit()}, "
-             f"{date.today().isoformat()}. C = {classes:,} classes; each cell is seconds / peak MB the component "
+             f"{date.today().isoformat()}. C = {classes:,} classes; each cell is wall seconds (CPU seconds of the "
+             "component's process: the better figure where the machine was shared) / peak MB the component "
              "added (its own forked process; see the script's docstring for the method). `before` is the code "
              "before the scale work, kept in the script for this comparison.", ""]
     head = "| component | variant | " + " | ".join(f"N = {_fmt_n(n)}" for n in sizes) + " | notes (largest N) |"
@@ -458,7 +460,8 @@ def report(rows: list[dict], *, sizes, classes: int, device: str) -> str:
                     cells.append(f"not run ({r['skipped']})")
                 else:
                     device_part = f" / {r['device_mb']:.0f} MB on the device" if r.get("device_mb") is not None else ""
-                    cells.append(f"{r['seconds']:.3f} s / {r['peak_mb']:.0f} MB{device_part}")
+                    cells.append(f"{r['seconds']:.3f} s ({r['cpu_seconds']:.3f} s CPU) / {r['peak_mb']:.0f} MB"
+                                 f"{device_part}")
                     note = r.get("note") or note
             lines.append(f"| {name} | {variant if COMPONENTS[name][1] else ''} | " + " | ".join(cells)
                          + f" | {note} |")
