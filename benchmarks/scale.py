@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import pickle
 import platform
@@ -494,17 +495,28 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-gb", type=float, default=10.0, help="skip a component estimated above this")
     parser.add_argument("--only", default=None, help="comma-separated component names (prefixes)")
     parser.add_argument("--out", default=os.path.join("docs", "performance.md"))
+    parser.add_argument("--rows", default=None, help="JSON-lines file: each row is appended as it is measured, "
+                        "and rows already there are not measured again (an interrupted run continues)")
     args = parser.parse_args(argv)
     sizes = [2000, 10_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     classes = 50 if args.quick else args.classes
     _warm_imports()
     names = [n for n in COMPONENTS if not args.only or any(n.startswith(p) for p in args.only.split(","))]
     rows = []
+    if args.rows and os.path.exists(args.rows):  # rows of an interrupted run: not measured again
+        with open(args.rows) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    done = {(r["component"], r["variant"], r["n"]) for r in rows}
     for n in sizes:
         for name in names:
             for variant in (("before", "after") if COMPONENTS[name][1] else ("after",)):
+                if (name, variant, n) in done:
+                    continue
                 row = measure(name, variant, n, classes, device=args.device, max_bytes=args.max_gb * 2 ** 30)
                 rows.append(row)
+                if args.rows:
+                    with open(args.rows, "a") as f:
+                        f.write(json.dumps(row) + "\n")
                 shown = row.get("skipped") or f"{row['seconds']:.3f} s, {row['peak_mb']:.0f} MB  {row.get('note') or ''}"
                 print(f"N={n:>9,} {name} [{variant}]: {shown}", flush=True)
     text = report(rows, sizes=sizes, classes=classes, device=args.device)

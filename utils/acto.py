@@ -315,7 +315,9 @@ class ActoMemory:
         labels = torch.as_tensor(noisy_labels, dtype=torch.long, device=device)
         n = labels.numel()
         self.counter = torch.zeros(n, dtype=torch.int32, device=device)
-        self.bank = F.one_hot(labels, num_classes).float()  # soft=False: exactly one-hot
+        # soft=False: exactly one-hot; scattered into float32 zeros (F.one_hot would first build int64, 3 banks)
+        self.bank = torch.zeros(n, num_classes, dtype=torch.float32, device=device).scatter_(
+            1, labels[:, None], 1.0)
         self._selected = torch.zeros(n, dtype=torch.int32, device=device)
         self._mined = torch.zeros(n, dtype=torch.int32, device=device)
         self._updated = torch.zeros(n, dtype=torch.float32, device=device)
