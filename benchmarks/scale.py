@@ -495,6 +495,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-gb", type=float, default=10.0, help="skip a component estimated above this")
     parser.add_argument("--only", default=None, help="comma-separated component names (prefixes)")
     parser.add_argument("--out", default=os.path.join("docs", "performance.md"))
+    parser.add_argument("--table-only", action="store_true", help="write the table from --rows, measure nothing")
     parser.add_argument("--rows", default=None, help="JSON-lines file: each row is appended as it is measured, "
                         "and rows already there are not measured again (an interrupted run continues)")
     args = parser.parse_args(argv)
@@ -510,7 +511,7 @@ def main(argv=None) -> dict:
     for n in sizes:
         for name in names:
             for variant in (("before", "after") if COMPONENTS[name][1] else ("after",)):
-                if (name, variant, n) in done:
+                if (name, variant, n) in done or args.table_only:
                     continue
                 row = measure(name, variant, n, classes, device=args.device, max_bytes=args.max_gb * 2 ** 30)
                 rows.append(row)
