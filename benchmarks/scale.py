@@ -43,7 +43,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataloader.holdout import stratified_holdout  # noqa: E402
-from dataloader.noise import IdnTooLarge, _idn_labels, check_idn_size, load_or_create_noisy_labels  # noqa: E402
+from dataloader.noise import (IDN_MAX_SAMPLES_X_CLASSES, IdnTooLarge, _idn_labels, check_idn_size,  # noqa: E402
+                              load_or_create_noisy_labels)  # noqa: E402
 from stage_2 import SampleWeights  # noqa: E402
 from utils.acto import ActoMemory  # noqa: E402
 from utils.bmm import BetaMixture  # noqa: E402
@@ -215,6 +216,8 @@ def comp_bank_checkpoint(variant):
 
 def comp_idn(variant):
     def prepare(n, c):
+        if n * c > IDN_MAX_SAMPLES_X_CLASSES:  # refused before the pixels are read: none are made
+            return n, c, _labels(n, c), None
         return n, c, _labels(n, c), np.random.default_rng(6).integers(0, 256, (n, 192), dtype=np.uint8)
 
     def run(state):
@@ -225,7 +228,8 @@ def comp_idn(variant):
             return "refused at once (N x C > 1e8)"
         _idn_labels(np.random.default_rng(0), labels, 0.2, c, feats)
         return "D = 192 (8 x 8 RGB); C x D x C normals drawn"
-    return prepare, run, lambda n, c: 16 * n * c + 192 * n
+    # refused sizes need nothing; the others hold the scores, their cdf and the features
+    return prepare, run, lambda n, c: 0 if n * c > IDN_MAX_SAMPLES_X_CLASSES else 16 * n * c + 192 * n
 
 
 def comp_detection(variant):
