@@ -226,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result = {**summarize(cfg, history, data, rtm_plan, ntm_plan), "fingerprint": data.fingerprint}
     if runtime.is_main:
         path = save_json(result, run.path("acto", f"{cfg.tag}.json"))
-        export_sample_report(run, data, rtm, stem=run.path("acto", cfg.tag))
+    # every process takes its shard of the evaluation pass; the main one writes the report
+    export_sample_report(run, data, rtm, stem=run.path("acto", cfg.tag))
+    if runtime.is_main:
         model_path = export_model(rtm, cfg=cfg, data=data, path=run.path("acto", f"{cfg.tag}_model.pt"))
         log.info(f"model for predict.py (the RTM): {model_path}")
         last = history[-1]

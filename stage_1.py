@@ -109,11 +109,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log.write_metrics(history)
 
     result = {"tag": tag, "base_model_epoch": wave.best_epoch + 1, "history": history}
+    counts = wrong_events.counts.cpu().numpy()  # merged: the same on every process
     if runtime.is_main:
-        counts = wrong_events.counts.cpu().numpy()
         result.update(save_stage1_outputs(run, data, counts, wave, history))
-        export_sample_report(run, data, model, stem=run.path("stage1", tag), wrong_events=counts,
-                             label_score=stage1_label_score(counts))
+    # every process takes its shard of the evaluation pass; the main one writes the report
+    export_sample_report(run, data, model, stem=run.path("stage1", tag), wrong_events=counts,
+                         label_score=stage1_label_score(counts))
+    if runtime.is_main:
         log.info(f"base model (epoch {wave.best_epoch + 1}, first prediction-change minimum): {base_path}")
         log.info(f"wrong events: {result['wrong_events_path']}")
     return result

@@ -19,7 +19,7 @@ from dataloader import Data, build_data
 from model import create_model
 from model.export import export_model
 from utils.accuracy_keys import accuracy_summary, describe_result
-from utils.bmm import BetaMixture, BmmLookup
+from utils.bmm import BetaMixture, BmmLookup, pair_histogram
 from utils.config import STAGE2
 from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
     train_one_epoch
@@ -27,7 +27,7 @@ from utils.epoch_clock import EpochClock
 from utils.errors import DataError, run_main
 from utils.io import save_json
 from utils.losses import loss_weights, weighted_dynamic_loss
-from utils.metrics import detection_auc, split_quality
+from utils.metrics import grouped_detection_auc, split_quality
 from utils.optim import build_optimizer, build_scheduler, optim_settings
 from utils.plots import bmm_fit_plot
 from utils.run import Run, place_model, start_run
@@ -93,15 +93,29 @@ class SampleWeights:
     def detection(self, counts: np.ndarray, is_noisy: np.ndarray | None) -> dict:
         """Noise-detection quality where the truth is known: AUC of the clean posterior, and size,
         precision and recall of the clean split (clean posterior >= 0.5)."""
-        clean_posterior = self.clean_posterior(counts)
-        auc = detection_auc(clean_posterior, is_noisy)
-        split = split_quality(clean_posterior >= 0.5, None if is_noisy is None else ~is_noisy)
+        # per distinct (group, count) pair, weighted by how many clean / noisy samples have it: O(N) and
+        # the same numbers as over the N samples (tests/test_bmm.py)
+        group, count, samples, noisy = pair_histogram(counts, self.groups_np, num_groups=self.bmm.num_groups,
+                                                      marked=is_noisy)
+        clean_posterior = self.bmm.evaluate(count, group if self.class_wise else None)["clean_posterior"]
+        if noisy is None:
+            auc, split = None, split_quality(clean_posterior >= 0.5, None, weight=samples)
+        else:
+            auc = grouped_detection_auc(clean_posterior, samples - noisy, noisy)
+            # each pair twice: its clean samples, then its noisy ones
+            split = split_quality(np.tile(clean_posterior >= 0.5, 2), np.repeat([True, False], len(samples)),
+                                  weight=np.concatenate([samples - noisy, noisy]))
         rnd = (lambda v: None if v is None else round(v, 6))
         return {"auc": rnd(auc), "clean_size": split["size"], "clean_precision": rnd(split["precision"]),
                 "clean_recall": rnd(split["recall"])}
 
 
 VIEWS = 2  # weak and strong: each can add one wrong event per sample and epoch
+BMM_HISTORY = "bmm_history"  # checkpoint/{run}/bmm_history.jsonl: the mixture after each epoch
+
+
+def without_bmm(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "bmm"} for row in history]
 
 
 def stage2_step(wrong_events: WrongEvents, weights: SampleWeights, cfg):
@@ -215,6 +229,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         weights.load_state_dict(state["bmm"], wrong_events.counts.cpu().numpy())
         history, base_accs, initial = list(state["history"]), state["base_accs"], state["initial"]
         start_epoch = state["epoch"] + 1
+        if history and "bmm" not in history[0]:  # checkpoints from before bmm_history.jsonl carry them inline
+            history = [{**row, "bmm": bmm} for row, bmm in zip(history, log.read_records(BMM_HISTORY, len(history)))]
     else:
         weights.fit(stage1_counts, iterations=cfg.bmm_init_iters)
         base_accs = evaluate_all(model, test_loaders, **evaluate_kw)
@@ -240,9 +256,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
                         **accuracy_columns(accuracies), **detection, "bmm": weights.bmm.describe()})
         log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} {describe_accuracies(accuracies)} "
                  f"AUC {fmt(detection['auc'])} BMM {fmt_bmm(weights.bmm)} | {clock.lap(epoch)}")
-        run.save_state({"epoch": epoch, "bmm": weights.state_dict(), "history": history, "base_accs": base_accs,
-                        "initial": initial}, fingerprint=data.fingerprint, parts=resumable)
-        log.write_metrics([{k: v for k, v in row.items() if k != "bmm"} for row in history])
+        # the mixture of every epoch goes to its own file, line by line; last.pt keeps the rest of the history
+        log.append_record(BMM_HISTORY, history[-1]["bmm"], first=epoch == 0)
+        run.save_state({"epoch": epoch, "bmm": weights.state_dict(), "history": without_bmm(history),
+                        "base_accs": base_accs, "initial": initial}, fingerprint=data.fingerprint, parts=resumable)
+        log.write_metrics(without_bmm(history))
 
     result = {
         "tag": cfg.tag, "bmm": cfg.bmm, "entropy_weight": cfg.entropy_weight, "seed": cfg.seed,
@@ -251,13 +269,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
         "bmm_params": [row["bmm"] for row in history], "train_loss": [row["train_loss"] for row in history],
         "realised_noise_rate": data.noise_info.get("realised_noise_rate"), "fingerprint": data.fingerprint,
     }
+    counts = wrong_events.counts.cpu().numpy()  # merged: the same on every process
     if runtime.is_main:
         save_json(result, stem + ".json")
-        counts = wrong_events.counts.cpu().numpy()
         bmm_fit_plot(counts, weights.bmm, stem + "_bmm.png", groups=weights.groups_np, is_noisy=data.is_noisy,
                      title=f"{cfg.tag}: {cfg.bmm} BMM after {cfg.epochs} stage-2 epochs")
-        export_sample_report(run, data, model, stem=stem, wrong_events=counts,
-                             label_score=weights.clean_posterior(counts))
+    # every process takes its shard of the evaluation pass; the main one writes the report
+    export_sample_report(run, data, model, stem=stem, wrong_events=counts,
+                         label_score=weights.clean_posterior(counts), class_wise=weights.class_wise)
+    if runtime.is_main:
         log.info(f"model for predict.py: {export_model(model, cfg=cfg, data=data, path=stem + '_model.pt')}")
         log.info(f"{describe_result(result, data.test_sets, base=True)}: {stem}.json")
     return result

@@ -25,11 +25,12 @@ from dataloader.decode import pixel_limit, set_pillow_limit
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
 from dataloader.food101n import load_food101n
 from dataloader.own import HOLDOUT_DATASETS, load_csv, load_imagefolder
-from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels, transition_matrix
+from dataloader.noise import IdnTooLarge, NoiseCacheError, load_or_create_noisy_labels, transition_matrix
 from dataloader.tiny_imagenet import load_tiny_imagenet
 from dataloader.webfg import load_webfg
 from dataloader.webvision import load_webvision
 from utils.config import DATASETS
+from utils.distributed import rank0_first
 from utils.errors import ConfigError, DataError
 
 # In-memory test sets whose transformed (uint8) tensors fit in this many bytes are transformed once, not
@@ -126,6 +127,8 @@ def _noisy_labels(cfg, raw: RawData, log) -> tuple[np.ndarray, dict]:
             raw.train_labels, cache_dir=cache_dir, dataset=raw.name, mode=cfg.noise_mode,
             ratio=cfg.noise_ratio, seed=seed, convention=cfg.noise_convention, num_classes=raw.num_classes,
             features=raw.train_images.flat_features, log=log)
+    except IdnTooLarge as err:
+        raise ConfigError(str(err)) from None
     except NoiseCacheError as err:
         raise DataError(str(err)) from None
     except OSError as err:
@@ -155,7 +158,8 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     if cfg.num_classes is not None and cfg.num_classes != raw.num_classes:
         raise ConfigError(f"config key 'num_classes' is {cfg.num_classes} but {raw.name} has {raw.num_classes} "
                           "classes; remove the key")
-    noisy, noise_info = _noisy_labels(cfg, raw, log)
+    with rank0_first():  # under DDP rank 0 makes (or checks) the noise file, then the others read it
+        noisy, noise_info = _noisy_labels(cfg, raw, log)
     resolution = resolve_resolution(cfg, raw)
     # ACT normalises every data set with ImageNet statistics (ACTO.md §1.9a)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if cfg.views == "act" else (raw.mean, raw.std)

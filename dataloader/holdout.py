@@ -16,7 +16,11 @@ def stratified_holdout(labels: np.ndarray, *, fraction: float, seed: int) -> tup
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     held = np.zeros(len(labels), dtype=bool)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
+    # one stable sort instead of one scan per class (O(N log N), not O(N C)): each class's slice holds
+    # its members in dataset order, exactly what flatnonzero(labels == c) gave, so the draws are the same
+    by_class = np.argsort(labels, kind="stable")
+    classes, starts = np.unique(labels[by_class], return_index=True)
+    for start, end in zip(starts, np.append(starts[1:], len(labels))):
+        members = by_class[start:end]
         held[rng.permutation(members)[:int(round(fraction * len(members)))]] = True
     return np.flatnonzero(~held), np.flatnonzero(held)

@@ -54,7 +54,7 @@ __all__ = [
     "realised_noise_rate",
     "clean_labels_sha256",
     "noise_cache_path",
-    "load_or_create_noisy_labels",
+    "load_or_create_noisy_labels", "check_idn_size", "IdnTooLarge",
 ]
 
 MODES = ("sym", "asym", "idn")
@@ -66,6 +66,27 @@ _CIFAR10_ASYM = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
 #: Standard deviation of the per-sample flip rate of the idn generator (IDO.md §3.1).
 IDN_RATE_STD = 0.1
+
+
+class IdnTooLarge(ValueError):
+    """idn noise asked for a set too large for its dense generator (see :func:`check_idn_size`)."""
+
+
+#: Largest N x C of the idn generator: it holds N x C float64 scores (and their cdf) and all N x D raw
+#: pixels, and draws C x D x C normals; 1e8 is 0.8 GB per matrix (Tiny-ImageNet is 2e7, CIFAR-100 5e6).
+IDN_MAX_SAMPLES_X_CLASSES = 10 ** 8
+
+
+def check_idn_size(n: int, num_classes: int) -> None:
+    """Raise :class:`IdnTooLarge` (one line: why and what instead) where N x C exceeds the limit, before
+    any pixel is read."""
+    if n * num_classes > IDN_MAX_SAMPLES_X_CLASSES:
+        gb = 2 * n * num_classes * 8 / 1e9
+        raise IdnTooLarge(
+            f"idn noise for {n:,} samples x {num_classes:,} classes is refused: its generator holds N x C float64 "
+            f"scores and cdf ({gb:.1f} GB) and every raw pixel in memory, made for CIFAR / Tiny-ImageNet sizes "
+            f"(N x C at most {IDN_MAX_SAMPLES_X_CLASSES:.0e}); use noise_mode sym or asym, or bring your own noisy "
+            "labels (a csv, noise_mode real)")
 
 
 class NoiseCacheError(ValueError):
@@ -293,6 +314,7 @@ def make_noisy_labels(clean_labels, *, mode: str, ratio: float, num_classes: int
         amap = asymmetric_map(dataset, num_classes, convention=convention)
         noisy[idx] = amap[clean[idx]]
     else:
+        check_idn_size(n, num_classes)
         noisy = _idn_labels(rng, clean, ratio, num_classes, feats)
     return noisy
 
@@ -449,6 +471,7 @@ def load_or_create_noisy_labels(
     else:
         feats = None
         if mode == "idn" and ratio > 0.0:
+            check_idn_size(n, num_classes)  # before the pixels are read
             feats = features() if callable(features) else features
         noisy = make_noisy_labels(clean, mode=mode, ratio=ratio, num_classes=num_classes,
                                   seed=seed, convention=convention, dataset=dataset,

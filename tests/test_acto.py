@@ -1,5 +1,6 @@
 """Tests for utils/acto.py (ACTO.md §1): selection, mining switch, DSRW, soft labels, losses, LR plan."""
 import math
+import threading
 
 import pytest
 import torch
@@ -169,9 +170,46 @@ def test_memory_live_values_equal_in_place_updates():
         assert merged["selected"].dtype == torch.bool
 
 
-def test_memory_ddp_merge_counts_padding_once():
-    # two "ranks"; sample 0 is the sampler's padding duplicate, seen by both
-    labels = torch.tensor([0, 1, 2, 0, 1])
+class _ThreadGroup:
+    """A fake process group for threads: each reduce waits for every member and combines their tensors."""
+
+    def __init__(self, size: int):
+        self.size, self.barrier, self.slots = size, threading.Barrier(size), {}
+
+    def reducer(self, rank: int, op):
+        def reduce(t):
+            self.slots[rank] = t.clone()
+            self.barrier.wait()
+            out = self.slots[0].clone()
+            for r in range(1, self.size):
+                out = op(out, self.slots[r])
+            self.barrier.wait()
+            return out
+        return reduce
+
+
+def _end_epochs_together(memories, *, block_bytes=None):
+    group = _ThreadGroup(len(memories))
+    merged = [None] * len(memories)
+
+    def run(rank):
+        mem = memories[rank]
+        if block_bytes is not None:
+            mem.MERGE_BLOCK_BYTES = block_bytes
+        merged[rank] = mem.end_epoch(group.reducer(rank, torch.maximum), group.reducer(rank, torch.add))
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(len(memories))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return merged
+
+
+@pytest.mark.parametrize("block_bytes", [None, 24])  # one block; blocks of two rows of three floats
+def test_memory_ddp_merge_counts_padding_once(block_bytes):
+    # two "ranks"; sample 0 is the sampler's padding duplicate, seen by both; sample 5 by neither
+    torch.manual_seed(3)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
     ranks = [ActoMemory(labels, 3), ActoMemory(labels, 3)]
     index = [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 0])]
     logits = [torch.randn(3, 3), torch.randn(3, 3)]
@@ -180,19 +218,77 @@ def test_memory_ddp_merge_counts_padding_once():
         mem.update_soft_labels(idx, z, 0.8)
         mem.record_batch(labels=labels[idx], pred_rtm=labels[idx], pred_ntm=labels[idx])
 
-    # fake all-reduce: pair the buffers of the two ranks in the order end_epoch reduces them
-    other = [ranks[1]._selected, ranks[1]._mined, ranks[1]._rows, ranks[1]._updated, ranks[1]._stats]
-    queue = [t.clone() for t in other]
-    merged = ranks[0].end_epoch(lambda t: torch.maximum(t, queue.pop(0)), lambda t: t + queue.pop(0))
+    merged = _end_epochs_together(ranks, block_bytes=block_bytes)[0]
     mem = ranks[0]
-    assert mem.counter.tolist() == [1, 1, 1, 1, 1]  # not 2 for sample 0
+    assert mem.counter.tolist() == [1, 1, 1, 1, 1, 0]  # not 2 for sample 0
     one_hot = F.one_hot(labels, 3).float()
-    row_a = 0.8 * one_hot[0] + 0.2 * F.softmax(logits[0][0], 0)
-    row_b = 0.8 * one_hot[0] + 0.2 * F.softmax(logits[1][2], 0)
-    assert torch.allclose(mem.bank[0], 0.5 * (row_a + row_b))
-    assert torch.allclose(mem.bank[4], 0.8 * one_hot[4] + 0.2 * F.softmax(logits[1][1], 0))
-    assert merged["mined"].tolist() == [True, False, False, True, False]
+    row_a = ema_soft_labels(one_hot[:1], logits[0][:1], 0.8)[0]
+    row_b = ema_soft_labels(one_hot[:1], logits[1][2:], 0.8)[0]
+    # exactly the old merge: (sum of the rows) / (number of processes that updated the row)
+    assert torch.equal(mem.bank[0], (row_a + row_b) / 2.0)
+    assert torch.equal(mem.bank[4], ema_soft_labels(one_hot[4:5], logits[1][1:2], 0.8)[0])
+    assert torch.equal(mem.bank[1], ema_soft_labels(one_hot[1:2], logits[0][1:2], 0.8)[0])
+    assert torch.equal(mem.bank[5], one_hot[5])  # updated by nobody: as committed
+    assert torch.equal(ranks[1].bank, mem.bank)  # every process holds the same bank afterwards
+    assert merged["mined"].tolist() == [True, False, False, True, False, False]
     assert merged["stats"]["samples"].item() == 6 and merged["stats"]["batches"].item() == 2
+
+
+class _EpochBufferBank:
+    """The bank before the in-place version (reference): rows kept in an epoch buffer, merged with
+    clone / divide / where at the end of the epoch (one process)."""
+
+    def __init__(self, labels, c):
+        self.bank = F.one_hot(labels, c).float()
+        self.rows, self.updated = torch.zeros_like(self.bank), torch.zeros(len(labels))
+
+    def update(self, index, logits, alpha):
+        rows = ema_soft_labels(self.bank[index], logits, alpha)
+        self.rows[index], self.updated[index] = rows, 1.0
+        return rows
+
+    def end_epoch(self):
+        hit = self.updated > 0
+        self.bank = torch.where(hit[:, None], self.rows.clone() / self.updated.clamp(min=1.0)[:, None], self.bank)
+        self.rows.zero_()
+        self.updated.zero_()
+
+
+def test_in_place_bank_equals_the_epoch_buffer_bank_bit_for_bit():
+    torch.manual_seed(5)
+    n, c = 50, 7
+    labels = torch.randint(0, c, (n,))
+    mem, ref = ActoMemory(labels, c), _EpochBufferBank(labels, c)
+    for epoch in range(6):
+        order = torch.randperm(n)[: n - epoch]  # some epochs leave samples out: those rows stay
+        for batch in order.split(8):
+            logits = 3 * torch.randn(len(batch), c)
+            rows = mem.update_soft_labels(batch, logits, 0.8)
+            assert torch.equal(rows, ref.update(batch, logits, 0.8))  # so the CR targets are the same too
+        mem.end_epoch()
+        ref.end_epoch()
+        assert torch.equal(mem.bank, ref.bank)
+
+
+def test_memory_end_epoch_stays_within_one_and_a_half_banks(monkeypatch):
+    # the bank is the only N x C tensor: end_epoch allocates nothing of its size on one process, and
+    # under DDP at most one block besides (counted from the storages the merge creates)
+    n, c = 64, 10
+    labels = torch.randint(0, c, (n,))
+    mem = ActoMemory(labels, c)
+    mem.update_soft_labels(torch.arange(n), torch.randn(n, c), 0.8)
+    bank_bytes = mem.bank.numel() * mem.bank.element_size()
+    before = mem.bank.data_ptr()
+    seen = []
+    real_clone = torch.Tensor.clone
+
+    def clone(self, *args, **kwargs):
+        out = real_clone(self, *args, **kwargs)
+        seen.append(out.numel() * out.element_size())
+        return out
+    monkeypatch.setattr(torch.Tensor, "clone", clone)
+    mem.end_epoch()
+    assert mem.bank.data_ptr() == before and max(seen) < bank_bytes / 4  # in place; only (N,) buffers cloned
 
 
 def test_memory_state_round_trip():

@@ -332,3 +332,38 @@ def test_sigterm_stops_the_grid_and_the_jobs_it_runs(tmp_path):
     for log in logs:  # each job ended the way an entry point ends on SIGTERM (it had exited when the grid did)
         assert log.read_text().strip().splitlines()[-1].startswith("stage_1.py: stopped by SIGTERM")
     assert not list(work.glob("*/*.done.json"))
+
+
+def test_scale_quick_measures_every_component_before_and_after(tmp_path):
+    import scale
+
+    out = tmp_path / "performance.md"
+    out.write_text("# Performance\n\nearlier text\n")
+    result = scale.main(["--quick", "--out", str(out)])
+    rows = result["rows"]
+    for name, (_, compared) in scale.COMPONENTS.items():
+        for variant in (("before", "after") if compared else ("after",)):
+            for n in (2000, 10_000):
+                row = next(r for r in rows if (r["component"], r["variant"], r["n"]) == (name, variant, n))
+                assert "skipped" not in row, row
+                assert row["seconds"] >= 0 and row["peak_mb"] >= 0
+    by = {(r["component"], r["variant"], r["n"]): r for r in rows}
+    # deterministic facts of the measured output: the mixtures' history no longer grows last.pt, the
+    # report writes the same CSV (same size) both ways, the checkpoint holds the N x C float32 bank
+    history = [float(by[("stage 2 BMM history in last.pt", v, 10_000)]["note"].split(": ")[1].split()[0])
+               for v in ("before", "after")]
+    assert history[1] < history[0] / 10
+    assert by[("report: table, CSV and summary", "before", 10_000)]["note"] == \
+        by[("report: table, CSV and summary", "after", 10_000)]["note"]
+    text = out.read_text()
+    assert text.startswith("# Performance\n\nearlier text\n") and text.count(scale.BEGIN) == 1
+    assert "| stratified holdout | after |" in text and "N = 10k" in text
+    scale.write_section(scale.report(rows[:3], sizes=[2000], classes=50, device="cpu"), str(out))  # replaced
+    assert out.read_text().count(scale.BEGIN) == 1 and "N = 10k" not in out.read_text()
+
+
+def test_scale_skips_a_before_that_would_not_fit():
+    import scale
+
+    row = scale.measure("ACTO bank: end_epoch", "before", 1_280_000, 1000, max_bytes=10 * 2 ** 30)
+    assert row["skipped"] == "needs about 24 GiB"

@@ -411,3 +411,38 @@ def test_stage2_weights_cover_every_live_count_of_an_epoch(class_wise, noisy_wei
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="new_events must be >= 0"):
         SampleWeights(class_wise=False, noisy_labels=labels, num_classes=classes, device="cpu", new_events=-1)
+
+
+@pytest.mark.parametrize("class_wise", [False, True])
+@pytest.mark.parametrize("truth", ["mixed", "none", "all_noisy"])
+def test_stage2_detection_from_pairs_equals_the_per_sample_metrics(class_wise, truth):
+    # the per-epoch detection() works on the distinct (class, count) pairs: it must give exactly the
+    # numbers of roc_auc_score and split_quality over the N samples
+    from sklearn.metrics import roc_auc_score
+
+    from stage_2 import SampleWeights
+    from utils.metrics import split_quality
+
+    rng = np.random.default_rng(4)
+    n, c = 3000, 7
+    labels = rng.integers(0, c, n)
+    is_noisy = {"mixed": rng.random(n) < 0.3, "none": None, "all_noisy": np.ones(n, bool)}[truth]
+    counts = rng.integers(0, 12, n) + (8 * is_noisy if truth == "mixed" else 0)
+    weights = SampleWeights(class_wise=class_wise, noisy_labels=labels, num_classes=c, device=torch.device("cpu"),
+                            new_events=2)
+    weights.fit(counts, iterations=3)
+    got = weights.detection(counts, is_noisy)
+    posterior = weights.clean_posterior(counts)
+    split = split_quality(posterior >= 0.5, None if is_noisy is None else ~is_noisy)
+    auc = roc_auc_score(~is_noisy, posterior) if truth == "mixed" else None
+    rnd = (lambda v: None if v is None else round(v, 6))
+    assert got == {"auc": rnd(auc), "clean_size": split["size"], "clean_precision": rnd(split["precision"]),
+                   "clean_recall": rnd(split["recall"])}
+    if truth == "mixed":  # exactly, before rounding too
+        from utils.bmm import pair_histogram
+        from utils.metrics import grouped_detection_auc
+        group, count, samples, noisy = pair_histogram(counts, labels if class_wise else None,
+                                                      num_groups=c if class_wise else 1, marked=is_noisy)
+        pair_posterior = weights.bmm.evaluate(count, group if class_wise else None)["clean_posterior"]
+        assert grouped_detection_auc(pair_posterior, samples - noisy, noisy) == auc
+        assert samples.sum() == n and noisy.sum() == is_noisy.sum()

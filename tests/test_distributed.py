@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,8 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stage_1 import stage1_step
-from utils.distributed import EpochShuffleSampler, Runtime
-from utils.engine import Precision, train_one_epoch
+from utils.distributed import EpochShuffleSampler, Runtime, rank0_first
+from utils.acto import ActoMemory, ema_soft_labels
+from utils.engine import Precision, predict_labels, predict_probabilities, train_one_epoch
 from utils.wrong_events import EpochPredictions, WrongEvents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,6 +74,71 @@ def _count(rank: int, world_size: int, port: int, out: str) -> None:
             torch.save({"counts": wrong.counts, "predictions": torch.stack(merged_predictions)}, out)
     finally:
         dist.destroy_process_group()
+
+
+def _report_and_bank(rank: int, world_size: int, port: int, out: str) -> None:
+    """The sharded evaluation pass of the report and the ACTO bank merge over a real gloo all-reduce."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=world_size)
+        predictions = predict_labels(_Linear(), _Points(), batch_size=4, num_workers=0,
+                                     precision=Precision.create("fp32", runtime.device), runtime=runtime,
+                                     normalise=lambda x: x)
+        memory = ActoMemory(_Points().y, CLASSES)
+        memory.MERGE_BLOCK_BYTES = 5 * CLASSES * 4  # blocks of five rows
+        g = torch.Generator().manual_seed(7)
+        logits = torch.randn(N, CLASSES, generator=g)  # the same on both ranks; each uses its shard's rows
+        index = torch.tensor(list(EpochShuffleSampler(N, seed=0, rank=rank, world_size=world_size)))
+        memory.update_soft_labels(index, logits[index], 0.8)
+        memory.end_epoch(runtime.reduce_max, runtime.reduce_sum)
+        torch.save({"predictions": predictions.__dict__, "bank": memory.bank}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_report_pass_and_blockwise_bank_merge_equal_one_process(tmp_path):
+    out = str(tmp_path / "r")
+    mp.spawn(_report_and_bank, args=(2, _free_port(), out), nprocs=2, join=True)
+    ranks = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
+    data, model = _Points(), _Linear()
+    probs = predict_probabilities(model, data, batch_size=4, num_workers=0,
+                                  precision=Precision.create("fp32", torch.device("cpu")),
+                                  device=torch.device("cpu"), normalise=lambda x: x)
+    for rank in ranks:  # every process ends with the whole table, bit-identical to one process's pass
+        got = rank["predictions"]
+        assert np.array_equal(got["predicted"], probs.argmax(1))
+        assert np.array_equal(got["predicted_prob"], probs.max(1))
+        assert np.array_equal(got["given_prob"], probs[np.arange(N), data.y.numpy()])
+    # the bank: each row the EMA of the one-hot label; the padding duplicate (the same row from both
+    # ranks) is their mean, not their sum
+    logits = torch.randn(N, CLASSES, generator=torch.Generator().manual_seed(7))
+    expected = ema_soft_labels(torch.nn.functional.one_hot(data.y, CLASSES).float(), logits, 0.8)
+    assert torch.equal(ranks[0]["bank"], ranks[1]["bank"])
+    assert torch.equal(ranks[0]["bank"], expected)
+
+
+def _rank0_first(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        with rank0_first():
+            if rank == 0:
+                time.sleep(0.5)  # a slow generator: rank 1 must still find the file made
+                with open(out, "w") as f:
+                    f.write("made by rank 0")
+            else:
+                with open(out) as f, open(out + ".1", "w") as g:
+                    g.write(f.read())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank0_first_runs_the_block_on_rank0_before_the_others(tmp_path):
+    # the noise file is generated once, by rank 0 (build_data wraps it in rank0_first)
+    out = str(tmp_path / "noise.json")
+    mp.spawn(_rank0_first, args=(2, _free_port(), out), nprocs=2, join=True)
+    assert open(out + ".1").read() == "made by rank 0"
 
 
 def _free_port() -> int:

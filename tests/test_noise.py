@@ -416,3 +416,51 @@ def test_idn_cifar100_size_speed():
     rate = realised_noise_rate(y, z)
     print(f"\nidn N={n} D={d} C={c}: {dt:.2f} s, realised rate {rate:.4f}")
     assert abs(rate - 0.4) < 0.02
+
+
+# sha256 of the cache files the generator wrote before the scale work (commit ca0a234): the benchmark
+# documents and every earlier run depend on these exact labels
+NOISE_FILE_SHA256 = {
+    ("digits", "idn", 0.4, "ido"): "978d553a2d1a19d36c46ac75acdff3c0fe1bb1768a87d39db3c33e8ef16f52ca",
+    ("digits", "sym", 0.4, "ido"): "f58e484f079f10e039532b480ba6522bc63765a5fda8c24a3a146f28fd6d4751",
+    ("cifar100", "idn", 0.2, "act"): "cb74e17cdfe5b1cde3280be192e9680a85aceeee9feed5f67eb6fd7ed9eec6e5",
+    ("cifar100", "asym", 0.4, "ido"): "567afa04da4d5f1c0ccd5e6d1f19447750aa3e6d9a56b36e45365c12a1ff0d26",
+    ("cifar100", "sym", 0.2, "act"): "0c6c6f2cdb9f89abbf93dda7014be312985419d1195e4cabd8031f2581c406c8",
+}
+
+
+@pytest.mark.parametrize("key", sorted(NOISE_FILE_SHA256))
+def test_noise_files_of_existing_settings_are_byte_identical(tmp_path, key):
+    import hashlib
+
+    from sklearn.datasets import load_digits
+
+    name, mode, ratio, convention = key
+    if name == "digits":
+        d = load_digits()
+        labels, feats, c = d.target, (d.images.reshape(len(d.target), -1) * 16).astype(np.uint8), 10
+    else:
+        rng = np.random.default_rng(0)
+        labels, feats, c = rng.integers(0, 100, 5000), rng.integers(0, 256, (5000, 48)).astype(np.uint8), 100
+    _, info = load_or_create_noisy_labels(labels, cache_dir=str(tmp_path), dataset=name, mode=mode, ratio=ratio,
+                                          seed=1, convention=convention, num_classes=c, features=feats)
+    assert hashlib.sha256(open(info["path"], "rb").read()).hexdigest() == NOISE_FILE_SHA256[key]
+
+
+def test_idn_too_large_is_refused_before_any_pixel_is_read(tmp_path):
+    from dataloader.noise import IDN_MAX_SAMPLES_X_CLASSES, IdnTooLarge
+
+    def pixels():
+        raise AssertionError("the pixels must not be read")
+    n = IDN_MAX_SAMPLES_X_CLASSES // 1000 + 1
+    labels = np.arange(n) % 1000
+    with pytest.raises(IdnTooLarge) as err:
+        load_or_create_noisy_labels(labels, cache_dir=str(tmp_path), dataset="own", mode="idn", ratio=0.2, seed=1,
+                                    convention="ido", num_classes=1000, features=pixels)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{n:,} samples x 1,000 classes" in msg and "use noise_mode sym or asym" in msg
+    assert not list(tmp_path.iterdir())  # nothing written
+    # sym at the same size is fine (and needs no pixels)
+    noisy, _ = load_or_create_noisy_labels(labels, cache_dir=str(tmp_path), dataset="own", mode="sym", ratio=0.2,
+                                           seed=1, convention="ido", num_classes=1000, features=pixels)
+    assert (noisy != labels).mean() == pytest.approx(0.2 * 0.999, abs=0.01)

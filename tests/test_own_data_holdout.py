@@ -154,3 +154,23 @@ def test_accuracy_keys_keep_the_paper_names_and_qualify_given_labels():
         "last acc 45.00 (best 50.00, base model 30.00)"
     assert describe_accuracies({"val_given_labels": 12.345}) == "val_acc_given_labels 12.35"
     assert describe_accuracies({}) == "no evaluation" and accuracy_summary(history, []) == {}
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_stratified_holdout_draws_what_the_per_class_scan_drew(seed):
+    # the O(N log N) version takes each class's members from one stable sort: same draws as the old
+    # O(N C) scan (flatnonzero per class), kept here as the reference
+    labels = np.random.default_rng(seed).integers(0, 40, 5000) * 3  # sparse labels, uneven classes
+    labels[:7] = 500  # a class of seven
+
+    def per_class_scan(labels, fraction, seed):
+        rng = np.random.default_rng(seed)
+        held = np.zeros(len(labels), dtype=bool)
+        for c in np.unique(labels):
+            members = np.flatnonzero(labels == c)
+            held[rng.permutation(members)[:int(round(fraction * len(members)))]] = True
+        return np.flatnonzero(~held), np.flatnonzero(held)
+
+    for fraction in (0.0, 0.1, 0.37):
+        got, want = stratified_holdout(labels, fraction=fraction, seed=seed), per_class_scan(labels, fraction, seed)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import numpy as np
@@ -12,8 +13,9 @@ from PIL import Image
 from model import create_model
 from model.export import FORMAT, KEYS, load_exported, read_exported, transform_spec
 from utils.errors import DataError
+import utils.sample_report as report
 from utils.sample_report import sample_rows, sample_scores, stage1_label_score, summarize, suspect_order, \
-    write_sample_report
+    unjudged_classes, write_sample_report, write_samples_csv
 
 PROBS = np.array([[0.9, 0.1, 0.0],   # given 0, predicted 0
                   [0.2, 0.7, 0.1],   # given 0, predicted 1
@@ -81,6 +83,67 @@ def test_written_files_agree(tmp_path):
     assert summary == summarize(s, num_classes=3, class_names=["a", "b", "c"])
     assert Image.open(files["suspects"]).size[0] > 100
     assert rows == [{k: str(v) for k, v in r.items()} for r in sample_rows(s, paths=paths, class_names=["a", "b", "c"])]
+
+
+def test_streamed_csv_equals_a_dict_writer_over_the_rows(tmp_path, monkeypatch):
+    # chunks of two rows; paths and class names that need quoting; no truth and no wrong events
+    monkeypatch.setattr(report, "CSV_CHUNK_ROWS", 2)
+    names = ['a,1', 'b "x"', "c"]
+    paths = ["train/0", "dir, with comma/1.png", 'q"uote/2.png', "train/3", "caf\u00e9/4.png"]
+    for s in (sample_scores(PROBS, GIVEN),
+              sample_scores(PROBS, GIVEN, true_label=np.array([0, 1, 2, 1, 0]), wrong_events=np.arange(5),
+                            label_score=np.array([1e-9, 0.25, 0.5, 0.123456789, 0.49]))):
+        path = write_samples_csv(s, str(tmp_path / "s.csv"), paths=paths, class_names=names)
+        rows = sample_rows(s, paths=paths, class_names=names)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        assert open(path, encoding="utf-8", newline="").read() == buffer.getvalue()
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_class_the_mixture_cannot_separate_is_not_judged():
+    # class 0: 6 samples with counts to separate; class 1: all counts equal; class 2: 3 samples
+    given = np.array([0] * 6 + [1] * 6 + [2] * 3)
+    counts = np.array([0, 0, 0, 1, 9, 9] + [4] * 6 + [0, 5, 9])
+    reasons = unjudged_classes(counts, given, num_classes=4, class_wise=True)
+    assert reasons == {1: "all 6 samples have 4 wrong events",
+                       2: "3 samples, fewer than the 5 a mixture needs"}  # class 3 has no samples: not listed
+    posterior = np.full(15, 0.4999995)  # what the fit gives a degenerate class (u = 0.5)
+    posterior[:6] = [0.9, 0.9, 0.9, 0.8, 0.1, 0.1]
+    probs = np.eye(4)[np.r_[given[:6], [0] * 9]] * 0.7 + 0.075
+    s = sample_scores(probs, given, label_score=posterior, wrong_events=counts, not_judged=reasons)
+    assert s.label_score[6:].tolist() == [0.5] * 9 and not s.is_label_issue[6:].any()
+    assert s.is_label_issue[:6].tolist() == [False] * 4 + [True] * 2
+    assert (s.is_label_issue == (s.label_score < 0.5)).all()  # the README's rule, every row
+    assert posterior[6] == 0.4999995  # the caller's array (the training side's posterior) is left alone
+    summary = summarize(s, num_classes=4, class_names=None)
+    assert summary["not_judged"] == [{"class": "1", "given": 6, "reason": "all 6 samples have 4 wrong events"},
+                                     {"class": "2", "given": 3, "reason": "3 samples, fewer than the 5 a mixture needs"}]
+    assert [c["flagged"] for c in summary["classes"]] == [2, 0, 0, 0]
+    # one global mixture: judged as a whole
+    assert unjudged_classes(counts, given, num_classes=4, class_wise=False) == {}
+    flat = unjudged_classes(np.full(15, 2), given, num_classes=4, class_wise=False)
+    assert set(flat) == {0, 1, 2} and flat[0] == "whole training set: all 15 samples have 2 wrong events"
+
+
+def test_not_judging_leaves_the_stage2_training_weights_as_fitted():
+    # the report's 0.5 is the report's alone: the loss weights of a degenerate class stay the mixture's
+    from stage_2 import SampleWeights
+    from utils.losses import loss_weights
+
+    given = np.array([0] * 6 + [1] * 6)
+    counts = np.array([0, 0, 1, 2, 8, 9] + [4] * 6)
+    weights = SampleWeights(class_wise=True, noisy_labels=given, num_classes=2, device=torch.device("cpu"),
+                            new_events=2)
+    weights.fit(counts, iterations=2)
+    fitted = weights.bmm.evaluate(counts, given)
+    expected = loss_weights(**{k: torch.as_tensor(v, dtype=torch.float32) for k, v in fitted.items()},
+                            noisy_weight="one_minus_clean")
+    got = weights(torch.as_tensor(counts), torch.arange(12))
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert fitted["clean_posterior"][6] != 0.5  # the degenerate class trains with the fit's value
 
 
 # --------------------------------------------------------------------------------------- exported model

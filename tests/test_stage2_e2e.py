@@ -37,7 +37,8 @@ def test_exactly_the_stage2_files(runs):
         + [f"{TAG}_{bmm}{suffix}" for bmm in ("global", "class") for suffix in report])
     for bmm in ("global", "class"):
         run_dir = out / "checkpoint" / f"stage2_{TAG}_{bmm}"
-        assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "last.pt", "metrics.csv", "train.log"]
+        assert sorted(p.name for p in run_dir.iterdir()) == ["bmm_history.jsonl", "config.yaml", "last.pt",
+                                                             "metrics.csv", "train.log"]
     assert not list(out.rglob("*.tmp"))
 
 
@@ -116,3 +117,33 @@ def test_digits_default_writes_the_report_and_the_model(runs):
     final = torch.load(out / "checkpoint" / f"stage2_{TAG}_class" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(model.state_dict()[k], final[k]) for k in final)
     assert meta["test_transform"] == {"family": "small", "resolution": 16} and meta["dataset"] == "digits"
+
+
+def test_resume_reads_the_mixtures_from_their_own_file_and_gives_the_same_result(runs, tmp_path, monkeypatch):
+    # last.pt holds no growing list of mixtures (one line per epoch in bmm_history.jsonl instead); a run
+    # stopped after epoch 1 and resumed gives the uninterrupted result, mixtures of every epoch included
+    import shutil
+
+    from utils.runlog import RunLog
+
+    out = runs[0]
+    for part in ("stage1", "base_model"):
+        shutil.copytree(out / part, tmp_path / part)
+    argv = COMMON + ["--output_dir", str(tmp_path), "--epochs", str(STAGE2_EPOCHS)]
+    real = RunLog.write_metrics
+
+    def stop_after_first_epoch(self, history):
+        real(self, history)
+        raise RuntimeError("stopped")
+    monkeypatch.setattr(RunLog, "write_metrics", stop_after_first_epoch)
+    with pytest.raises(RuntimeError, match="stopped"):
+        stage_2_class.main(argv)
+    monkeypatch.setattr(RunLog, "write_metrics", real)
+    run_dir = tmp_path / "checkpoint" / f"stage2_{TAG}_class"
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["epoch"] == 0 and "bmm" not in state["history"][0]
+    with open(run_dir / "bmm_history.jsonl", "a") as f:
+        f.write('[{"an epoch whose last.pt was never written": 1}]\n')
+    resumed = stage_2_class.main(argv + ["--resume"])
+    assert resumed == runs[3]
+    assert len((run_dir / "bmm_history.jsonl").read_text().splitlines()) == STAGE2_EPOCHS

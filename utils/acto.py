@@ -27,7 +27,8 @@ Warm-up (``e < W``): ``L_R = CE + mean_i sum_k p_ik log p_ik`` (the confidence p
 records by index *assignment* into epoch buffers and folds them in at :meth:`ActoMemory.end_epoch`:
 with one process every sample is seen once per epoch, so this equals the official per-batch
 in-place updates exactly; under DDP the sampler's padding duplicates are merged (max for the
-selection, mean for the bank rows) instead of counted twice.
+selection, mean for the bank rows) instead of counted twice.  The bank itself is updated in place
+(the epoch's rows are not kept twice) and merged in blocks.
 """
 from __future__ import annotations
 
@@ -296,23 +297,29 @@ def robust_losses(logits_rtm_weak: torch.Tensor, logits_rtm_strong: torch.Tensor
 class ActoMemory:
     """History counter ``c`` (N,) and soft-label bank ``q`` (N, C) on the training device.
 
-    ``counter`` / ``bank`` hold the state after the last finished epoch; within an epoch
-    :meth:`select` and :meth:`update_soft_labels` return the live values (committed state plus this
-    epoch's assignment), which equals in-place per-batch updates while a sample is seen once per
-    epoch.  :meth:`end_epoch` merges the epoch buffers across processes and commits them.
+    ``counter`` holds the counts after the last finished epoch; :meth:`select` returns the live values
+    (committed counts plus this epoch's selection).  The bank is updated in place, row by row, as the
+    official code does: a process sees each of its samples once per epoch (the sampler's padding
+    duplicates land on other processes), so a row read in an epoch is still the committed one.
+    :meth:`end_epoch` merges the selections and, under DDP, the bank rows across processes, in
+    blocks of at most :data:`MERGE_BLOCK_BYTES`, so the memory never holds more than the bank and one
+    block (the bank is the only N x C tensor; the old epoch buffer of rows and the clone / divide /
+    where of the merge cost four more banks).
     """
 
     STATS = ("batches", "mining_batches", "metric_sum", "metric_batches", "samples", "correct_rtm",
              "correct_ntm")
+    MERGE_BLOCK_BYTES = 64 << 20
 
     def __init__(self, noisy_labels: torch.Tensor, num_classes: int, *, device: torch.device | str = "cpu"):
         labels = torch.as_tensor(noisy_labels, dtype=torch.long, device=device)
         n = labels.numel()
         self.counter = torch.zeros(n, dtype=torch.int32, device=device)
-        self.bank = F.one_hot(labels, num_classes).float()  # soft=False: exactly one-hot
+        # soft=False: exactly one-hot; scattered into float32 zeros (F.one_hot would first build int64, 3 banks)
+        self.bank = torch.zeros(n, num_classes, dtype=torch.float32, device=device).scatter_(
+            1, labels[:, None], 1.0)
         self._selected = torch.zeros(n, dtype=torch.int32, device=device)
         self._mined = torch.zeros(n, dtype=torch.int32, device=device)
-        self._rows = torch.zeros_like(self.bank)
         self._updated = torch.zeros(n, dtype=torch.float32, device=device)
         self._stats = torch.zeros(len(self.STATS), dtype=torch.float64, device=device)
 
@@ -330,7 +337,7 @@ class ActoMemory:
     def update_soft_labels(self, index: torch.Tensor, logits: torch.Tensor, alpha: float) -> torch.Tensor:
         """EMA-update the bank rows of ``index`` from ``softmax(logits)``; return the new rows (B, C)."""
         rows = ema_soft_labels(self.bank[index], logits, alpha)
-        self._rows[index] = rows
+        self.bank[index] = rows
         self._updated[index] = 1.0
         return rows
 
@@ -361,22 +368,41 @@ class ActoMemory:
         # clone: the single-process reduce is the identity and the buffers are reset below
         selected = reduce_max(self._selected.clone())
         mined = reduce_max(self._mined.clone())
-        rows, updated = reduce_sum(self._rows.clone()), reduce_sum(self._updated.clone())
         stats = reduce_sum(self._stats.clone())
+        updated = reduce_sum(self._updated.clone())
+        # rows another process updated too (DDP): decided by all processes together, so all take part in
+        # the block merges or none does; with one process every row is final already
+        if bool(reduce_max((updated != self._updated).any().to(torch.int32))):
+            self._merge_bank(updated, reduce_sum)
         self.counter += selected
-        hit = updated > 0
-        self.bank = torch.where(hit[:, None], rows / updated.clamp(min=1.0)[:, None], self.bank)
         self._selected.zero_()
         self._mined.zero_()
-        self._rows.zero_()
         self._updated.zero_()
         self._stats.zero_()
         return {"selected": selected.bool(), "mined": mined.bool(),
                 "stats": {name: stats[i] for i, name in enumerate(self.STATS)}}
 
+    def _merge_bank(self, updated: torch.Tensor, reduce_sum: Reduce) -> None:
+        """Row ``i`` becomes the mean of the rows the processes updated this epoch (``updated[i]`` of them,
+        summed over processes), or stays as committed where none did (the same on every process)."""
+        n, c = self.bank.shape
+        step = max(1, self.MERGE_BLOCK_BYTES // max(1, c * self.bank.element_size()))
+        for start in range(0, n, step):
+            block = self.bank[start:start + step]
+            total = updated[start:start + step]
+            untouched = total == 0
+            kept = block[untouched]  # a copy of the rows nobody updated
+            block.mul_(self._updated[start:start + step, None])  # this process's rows, 0 elsewhere
+            merged = reduce_sum(block)
+            merged.div_(total.clamp(min=1.0)[:, None])
+            merged[untouched] = kept
+            if merged is not block:
+                block.copy_(merged)
+
     def state_dict(self) -> dict:
-        # copies: .cpu() alone returns the live tensors on a CPU run
-        return {"counter": self.counter.detach().clone().cpu(), "bank": self.bank.detach().clone().cpu()}
+        # copies (a CPU run's .cpu() would return the live tensors); on a GPU straight to the host, so the
+        # device never holds a second bank
+        return {"counter": _host_copy(self.counter), "bank": _host_copy(self.bank)}
 
     def load_state_dict(self, state: dict) -> None:
         if state["counter"].shape != self.counter.shape or state["bank"].shape != self.bank.shape:
@@ -384,8 +410,13 @@ class ActoMemory:
                              f"{tuple(self.bank.shape)}")
         self.counter.copy_(state["counter"])
         self.bank.copy_(state["bank"])
-        for buf in (self._selected, self._mined, self._rows, self._updated, self._stats):
+        for buf in (self._selected, self._mined, self._updated, self._stats):
             buf.zero_()
+
+
+def _host_copy(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach()
+    return t.clone() if t.device.type == "cpu" else t.cpu()
 
 
 def selection_quality(selected: torch.Tensor, clean: torch.Tensor | None) -> dict:

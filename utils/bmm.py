@@ -198,6 +198,26 @@ def _unique_pairs(counts: np.ndarray, groups: np.ndarray, num_groups: int
     return keys // span, keys % span, mult.astype(np.float64)
 
 
+def pair_histogram(counts: Any, groups: Any = None, *, num_groups: int = 1, marked: Any = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The distinct (group, count) pairs of the samples, sorted by group then count, in O(N).
+
+    Returns ``(group (P,), count (P,), samples (P,) int64, marked (P,) int64 or None)``: how many
+    samples have each pair, and how many of them are ``marked`` (bool (N,), e.g. the noisy ones).
+    Everything per sample that depends only on the pair (a mixture's posterior) can be computed on
+    the P pairs and weighted by these counts instead of on N samples.
+    """
+    c = _as_counts(counts)
+    g = _as_groups(groups, c.shape[0], num_groups)
+    pg, pc, mult = _unique_pairs(c, g, num_groups)
+    if marked is None:
+        return pg, pc, mult.astype(np.int64), None
+    m = np.asarray(marked, dtype=bool)
+    span = int(c.max(initial=0)) + 1
+    position = np.searchsorted(pg * span + pc, g[m] * span + c[m])  # every marked pair is among the pairs
+    return pg, pc, mult.astype(np.int64), np.bincount(position, minlength=pg.size).astype(np.int64)
+
+
 # ---------------------------------------------------------------------------------------------
 # BetaMixture
 # ---------------------------------------------------------------------------------------------

@@ -185,22 +185,73 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, dataset, *, batch_size: int, num_workers: int,
                           precision: Precision, device: torch.device, normalise: Callable[[Any], Any],
-                          channels_last: bool = False, targets_out: list | None = None) -> np.ndarray:
+                          channels_last: bool = False) -> np.ndarray:
     """Softmax ``(len(dataset), C)`` float32 of ``model`` (eval mode) over ``dataset`` in its order, on this
-    process alone (no sharding): the report's pass over the training set, confident learning's held-out folds.
-    ``targets_out``: a list that receives the second field of every batch (the labels, or what the dataset
-    puts in their place)."""
+    process alone (no sharding), kept on the host: confident learning's held-out folds (small N; the report
+    uses :func:`predict_labels`, which reduces each batch on the device)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     model.eval()
     out = []
-    for images, targets, _ in loader:
-        if targets_out is not None:
-            targets_out.append(targets)
+    for images, _, _ in loader:
         with precision.autocast():
             _, logits = model(normalise(to_device(images, device, channels_last)))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).numpy()
+
+
+@dataclass(frozen=True)
+class LabelPredictions:
+    """What the per-sample report needs of one evaluation pass, per sample in dataset order (numpy, (N,)):
+    ``predicted`` int64 (argmax), ``predicted_prob`` float32 (its softmax probability) and ``given_prob``
+    float32 (the softmax probability of the given label); ``digests`` (N, 16) uint8 where the dataset's items
+    carry a fourth field, the content digest of the image (identical files), else None."""
+
+    predicted: np.ndarray
+    predicted_prob: np.ndarray
+    given_prob: np.ndarray
+    digests: np.ndarray | None = None
+
+
+def reduce_probabilities(probs: torch.Tensor, given: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(argmax, max, probability of the given label)`` of softmax rows ``probs`` (B, C) and labels (B,)."""
+    predicted_prob, predicted = probs.max(dim=1)
+    # torch's max returns the first maximal index, as numpy's argmax did on the host copy
+    return predicted, predicted_prob, probs.gather(1, given[:, None].long())[:, 0]
+
+
+@torch.no_grad()
+def predict_labels(model: torch.nn.Module, dataset, *, batch_size: int, num_workers: int, precision: Precision,
+                   runtime: Runtime, normalise: Callable[[Any], Any], channels_last: bool = False,
+                   digest_size: int = 0) -> LabelPredictions:
+    """:class:`LabelPredictions` of ``model`` (eval mode) over ``dataset`` (items ``(image, given label, index)``,
+    followed, where ``digest_size`` > 0, by a (digest_size,) uint8 content digest that is passed through).
+
+    Each batch is reduced on the device to three numbers per sample, so nothing of size N x C exists
+    anywhere.  The pass is sharded like the test sets (rank r takes r, r + w, ...): every process must
+    call this; each writes its shard into zero tensors of length N, summed across processes (adding
+    exact zeros, so the values are bit-identical to one process's pass).  Every process gets the result.
+    """
+    device, n = runtime.device, len(dataset)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+                        sampler=ShardSampler(n, rank=runtime.rank, world_size=runtime.world_size))
+    model.eval()
+    predicted = torch.zeros(n, dtype=torch.int64, device=device)
+    predicted_prob = torch.zeros(n, dtype=torch.float32, device=device)
+    given_prob = torch.zeros(n, dtype=torch.float32, device=device)
+    # int32, not uint8: every backend can sum it across processes
+    digests = torch.zeros((n, digest_size), dtype=torch.int32, device=device) if digest_size else None
+    for batch in loader:
+        images, given, index = to_device(tuple(batch[:3]), device, channels_last)
+        with precision.autocast():
+            _, logits = model(normalise(images))
+        p, pp, gp = reduce_probabilities(torch.softmax(logits.float(), dim=1), given)
+        predicted[index], predicted_prob[index], given_prob[index] = p, pp, gp
+        if digests is not None:
+            digests[index] = batch[3].to(device, torch.int32)
+    merged = [runtime.reduce_sum(t).cpu().numpy() for t in (predicted, predicted_prob, given_prob)]
+    return LabelPredictions(*merged, digests=None if digests is None else
+                            runtime.reduce_sum(digests).cpu().numpy().astype(np.uint8))
 
 
 def evaluate_all(model: torch.nn.Module, loaders: Mapping[str, DataLoader], **kwargs) -> dict[str, float]:

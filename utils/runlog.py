@@ -1,4 +1,5 @@
-"""Run directory ``checkpoint/{run}/``: config.yaml, train.log, metrics.csv and last.pt.
+"""Run directory ``checkpoint/{run}/``: config.yaml, train.log, metrics.csv, last.pt and per-epoch
+records too large to pickle whole into every last.pt (``{name}.jsonl``, one line per epoch).
 
 Only the main process writes; every method is a no-op elsewhere.
 """
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 
@@ -83,6 +85,31 @@ class RunLog:
         if self.enabled:
             with deferred_interrupt():
                 save_torch(state, self.last_path)
+
+    def append_record(self, name: str, record, *, first: bool = False) -> None:
+        """Append one epoch's ``record`` (JSON) as a line of ``{name}.jsonl`` (``first``: start the file
+        anew): O(1) per epoch, where a growing list inside last.pt would be pickled whole every epoch."""
+        if self.enabled:
+            with open(os.path.join(self.run_dir, f"{name}.jsonl"), "w" if first else "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def read_records(self, name: str, epochs: int) -> list:
+        """The records of the first ``epochs`` epochs (for ``--resume``); lines after them, from an epoch
+        whose last.pt was never written, are dropped from the file."""
+        path = os.path.join(self.run_dir, f"{name}.jsonl")
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+            records = [json.loads(line) for line in lines[:epochs]]
+        except (OSError, ValueError) as err:
+            raise DataError(f"--resume: cannot read {epochs} epochs from {path} ({err}); start without --resume") \
+                from None
+        if len(records) < epochs:
+            raise DataError(f"--resume: {path} holds {len(records)} epochs, {self.last_path} {epochs}; start "
+                            "without --resume")
+        if self.enabled and len(lines) > epochs + 1:
+            save_text("".join(json.dumps(r) + "\n" for r in records), path)
+        return records
 
     def load_state(self, device: torch.device) -> dict:
         if not os.path.isfile(self.last_path):

@@ -13,13 +13,19 @@ flagged samples (the estimated noise structure), and a grid of the most suspect 
 * stage 2: the clean posterior of the final mixture (global or class-wise); flagged below 0.5;
 * ACTO: the robust model's probability of the given label; flagged where it predicts another class.
 
+A class whose wrong events cannot be separated by a mixture (all its counts equal, or fewer than
+:data:`MIN_JUDGED_SAMPLES` samples; with one global mixture: the whole set) is *not judged*: its samples
+get ``label_score`` exactly 0.5 and no flag, and the summary names it (:func:`unjudged_classes`).  Only
+the report does this; the training loss weights of stage 2 still come from the mixture as fitted.
+
 The tables are computed by pure functions (:func:`sample_scores`, :func:`suspect_order`,
 :func:`sample_rows`, :func:`summarize`) from arrays; :func:`write_sample_report` writes the files.
+Nothing here holds N x C: the evaluation pass keeps three numbers per sample
+(:func:`utils.engine.predict_labels`) and the CSV is streamed to a temporary file in chunks of rows.
 """
 from __future__ import annotations
 
 import csv
-import io
 import os
 import time
 from dataclasses import dataclass
@@ -30,12 +36,15 @@ import torch
 
 from utils.bmm import BetaMixture
 from utils.duplicates import conflicting_duplicates, describe_groups
-from utils.io import save_json, save_text
+from utils.io import atomic_path, save_json
 from utils.metrics import detection_auc, split_quality
 from utils.review_page import write_review_page
 
 CLEAN_THRESHOLD = 0.5       # a clean posterior below this flags the label (stage 2's clean split)
 STAGE1_BMM_ITERS = 20       # EM iterations of the stage-1 score (stage 2's bmm_init_iters default)
+# a two-component beta mixture estimates five numbers per group (two alphas, two betas, the weight)
+MIN_JUDGED_SAMPLES = 5
+CSV_CHUNK_ROWS = 1 << 16    # rows formatted and written at a time (bounded memory at any N)
 COLUMNS = ("index", "path", "given_label", "predicted_label", "predicted_prob", "wrong_events", "label_score",
            "is_label_issue", "true_label")
 
@@ -51,32 +60,82 @@ class SampleScores:
     is_label_issue: np.ndarray         # bool
     wrong_events: np.ndarray | None    # int64 counts (None for ACTO)
     true_label: np.ndarray | None      # int64 where the truth is known
+    not_judged: dict | None = None     # {class: reason} of the classes the mixture cannot judge
 
     def __len__(self) -> int:
         return len(self.given_label)
 
 
 def sample_scores(probs: np.ndarray, given: np.ndarray, *, label_score: np.ndarray | None = None,
-                  wrong_events: np.ndarray | None = None, true_label: np.ndarray | None = None) -> SampleScores:
-    """Scores from the final model's softmax ``probs`` (N, C) and the given labels (N,).
-
-    With a ``label_score`` (a clean posterior) a label is flagged when the score is below 0.5; without
-    one, the score is the probability of the given label and a label is flagged where the model
-    predicts another class.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
+                  wrong_events: np.ndarray | None = None, true_label: np.ndarray | None = None,
+                  not_judged: dict | None = None) -> SampleScores:
+    """Scores from the final model's softmax ``probs`` (N, C) and the given labels (N,); see
+    :func:`scores_from_predictions` (this reduces ``probs`` to what it needs, for small N and tests)."""
+    probs = np.asarray(probs)
     given = np.asarray(given, dtype=np.int64)
+    rows = np.arange(len(given))
     predicted = probs.argmax(axis=1)
+    return scores_from_predictions(predicted, probs[rows, predicted], probs[rows, given], given,
+                                   label_score=label_score, wrong_events=wrong_events, true_label=true_label,
+                                   not_judged=not_judged)
+
+
+def scores_from_predictions(predicted: np.ndarray, predicted_prob: np.ndarray, given_prob: np.ndarray,
+                            given: np.ndarray, *, label_score: np.ndarray | None = None,
+                            wrong_events: np.ndarray | None = None, true_label: np.ndarray | None = None,
+                            not_judged: dict | None = None) -> SampleScores:
+    """Scores from the final model's predicted label, its probability and the given label's probability
+    (each (N,), :class:`utils.engine.LabelPredictions`) and the given labels (N,).
+
+    With a ``label_score`` (a clean posterior) a label is flagged when the score is below 0.5; the
+    samples of the classes in ``not_judged`` ({class index: reason}) get exactly 0.5 and no flag.
+    Without a score, the score is the probability of the given label and a label is flagged where the
+    model predicts another class.
+    """
+    given = np.asarray(given, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
     if label_score is None:
-        label_score = probs[np.arange(len(given)), given]
+        label_score = np.asarray(given_prob, dtype=np.float64)
         flagged = predicted != given
     else:
-        label_score = np.asarray(label_score, dtype=np.float64)
+        label_score = np.array(label_score, dtype=np.float64)  # a copy: the caller's array stays as it was
+        if not_judged:
+            label_score[np.isin(given, np.fromiter(not_judged, dtype=np.int64))] = CLEAN_THRESHOLD
         flagged = label_score < CLEAN_THRESHOLD
-    return SampleScores(given_label=given, predicted_label=predicted, predicted_prob=probs.max(axis=1),
+    return SampleScores(given_label=given, predicted_label=predicted,
+                        predicted_prob=np.asarray(predicted_prob, dtype=np.float64),
                         label_score=label_score, is_label_issue=flagged,
                         wrong_events=None if wrong_events is None else np.asarray(wrong_events, dtype=np.int64),
-                        true_label=None if true_label is None else np.asarray(true_label, dtype=np.int64))
+                        true_label=None if true_label is None else np.asarray(true_label, dtype=np.int64),
+                        not_judged=not_judged)
+
+
+def unjudged_classes(counts: np.ndarray, given: np.ndarray, *, num_classes: int, class_wise: bool) -> dict:
+    """``{class index: reason}`` of the classes (with samples) whose wrong events a mixture cannot separate.
+
+    Class-wise (one mixture per given class): a class with fewer than :data:`MIN_JUDGED_SAMPLES` samples
+    or with all counts equal.  Global (one mixture): every class, when the whole set is such a group.
+    O(N): two bincounts and a running min / max.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    given = np.asarray(given, dtype=np.int64)
+    groups = given if class_wise else np.zeros_like(given)
+    num_groups = num_classes if class_wise else 1
+    size = np.bincount(groups, minlength=num_groups)
+    low = np.full(num_groups, np.iinfo(np.int64).max)
+    high = np.full(num_groups, np.iinfo(np.int64).min)
+    np.minimum.at(low, groups, counts)
+    np.maximum.at(high, groups, counts)
+    reasons = {}
+    for g in np.flatnonzero(size > 0):
+        if size[g] < MIN_JUDGED_SAMPLES:
+            reasons[int(g)] = f"{int(size[g])} samples, fewer than the {MIN_JUDGED_SAMPLES} a mixture needs"
+        elif low[g] == high[g]:
+            reasons[int(g)] = f"all {int(size[g])} samples have {int(low[g])} wrong events"
+    if class_wise:
+        return reasons
+    present = np.flatnonzero(np.bincount(given, minlength=num_classes))
+    return {int(c): "whole training set: " + reasons[0] for c in present} if reasons else {}
 
 
 def stage1_label_score(counts: np.ndarray) -> np.ndarray:
@@ -126,8 +185,8 @@ def summarize(scores: SampleScores, *, num_classes: int, class_names: Sequence[s
     flagged = scores.is_label_issue
     given_count = np.bincount(scores.given_label, minlength=num_classes)
     flagged_count = np.bincount(scores.given_label[flagged], minlength=num_classes)
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (scores.given_label[flagged], scores.predicted_label[flagged]), 1)
+    matrix = np.bincount(scores.given_label[flagged] * num_classes + scores.predicted_label[flagged],
+                         minlength=num_classes * num_classes).reshape(num_classes, num_classes)
     names = [_name(c, class_names) for c in range(num_classes)]
     out = {
         "num_samples": len(scores), "num_flagged": int(flagged.sum()),
@@ -138,6 +197,9 @@ def summarize(scores: SampleScores, *, num_classes: int, class_names: Sequence[s
         "flagged_given_to_predicted": {"rows": "given label", "columns": "predicted label", "classes": names,
                                        "counts": matrix.tolist()},
         "detection": None,
+        # classes the mixture cannot judge: label_score 0.5, never flagged (see the module doc)
+        "not_judged": [{"class": names[c], "given": int(given_count[c]), "reason": reason}
+                       for c, reason in sorted((scores.not_judged or {}).items())],
     }
     if scores.true_label is not None:
         is_noisy = scores.given_label != scores.true_label
@@ -153,12 +215,34 @@ def _short(name: str, width: int = 18) -> str:
     return name if len(name) <= width else name[:width - 1] + "\u2026"
 
 
-def _csv_text(rows: list[dict], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+def write_samples_csv(scores: SampleScores, path: str, *, paths: Sequence[str], class_names: Sequence[str] | None,
+                      order: np.ndarray | None = None) -> str:
+    """Write the table of :func:`sample_rows` to ``path`` (temporary file, renamed at the end), formatted
+    and written :data:`CSV_CHUNK_ROWS` rows at a time; the bytes equal a ``csv.DictWriter`` over those rows."""
+    order = suspect_order(scores) if order is None else order
+    columns = COLUMNS if scores.true_label is not None else COLUMNS[:-1]
+    names = np.array([_name(c, class_names) for c in range(_num_labels(scores))], dtype=object)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        for start in range(0, len(order), CSV_CHUNK_ROWS):
+            idx = order[start:start + CSV_CHUNK_ROWS]
+            cells = [idx.tolist(), [paths[i] for i in idx.tolist()], names[scores.given_label[idx]].tolist(),
+                     names[scores.predicted_label[idx]].tolist(),
+                     [_six_digits(v) for v in scores.predicted_prob[idx].tolist()],
+                     [""] * len(idx) if scores.wrong_events is None else scores.wrong_events[idx].tolist(),
+                     [_six_digits(v) for v in scores.label_score[idx].tolist()],
+                     scores.is_label_issue[idx].tolist()]
+            if scores.true_label is not None:
+                cells.append(names[scores.true_label[idx]].tolist())
+            writer.writerows(zip(*cells))
+    return path
+
+
+def _num_labels(scores: SampleScores) -> int:
+    """One more than the largest label in the table (the name lookup's length)."""
+    arrays = [a for a in (scores.given_label, scores.predicted_label, scores.true_label) if a is not None and a.size]
+    return max((int(a.max()) for a in arrays), default=-1) + 1
 
 
 def write_sample_report(scores: SampleScores, *, stem: str, paths: Sequence[str], class_names: Sequence[str] | None,
@@ -168,46 +252,62 @@ def write_sample_report(scores: SampleScores, *, stem: str, paths: Sequence[str]
     ``{stem}_suspects.png``; return their paths."""
     from utils.plots import suspects_grid
 
-    rows = sample_rows(scores, paths=paths, class_names=class_names)
-    columns = COLUMNS if scores.true_label is not None else COLUMNS[:-1]
-    files = {"samples": save_text(_csv_text(rows, columns), f"{stem}_samples.csv"),
+    order = suspect_order(scores)
+    files = {"samples": write_samples_csv(scores, f"{stem}_samples.csv", paths=paths, class_names=class_names,
+                                          order=order),
              "summary": save_json({**summarize(scores, num_classes=num_classes, class_names=class_names),
                                    **(extra_summary or {})}, f"{stem}_summary.json")}
-    shown = rows[:grid]
+    shown = order[:grid].tolist()
     # two lines, "given" over "-> predicted (prob)", so photo class names fit a cell
-    captions = [f"{_short(r['given_label'])}\n\u2192 {_short(r['predicted_label'])} ({r['predicted_prob']:.2f})"
-                for r in shown]
-    files["suspects"] = suspects_grid([load_image(r["index"]) for r in shown], captions, f"{stem}_suspects.png",
-                                      title=title)
+    captions = [f"{_short(_name(scores.given_label[i], class_names))}\n\u2192 "
+                f"{_short(_name(scores.predicted_label[i], class_names))} ({_six_digits(scores.predicted_prob[i]):.2f})"
+                for i in shown]
+    files["suspects"] = suspects_grid([load_image(i) for i in shown], captions, f"{stem}_suspects.png", title=title)
     return files
 
 
 # ------------------------------------------------------------------------------ the entry points' glue
 
-def sample_paths(images) -> list[str]:
+class _InMemoryPaths:
+    """``train/<index>`` for every sample of an in-memory set, made when asked (no list of N strings)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> str:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return f"train/{i}"
+
+
+def sample_paths(images) -> Sequence[str]:
     """Path of every training sample relative to ``data_path`` (its key); ``train/<index>`` for in-memory sets."""
     keys = getattr(images, "keys", None)
-    return list(keys) if keys is not None else [f"train/{i}" for i in range(len(images))]
+    return keys if keys is not None else _InMemoryPaths(len(images))
 
 
-def training_set_probabilities(model: torch.nn.Module, data, run) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax (N, C) of ``model`` over the training images in dataset order, with the test transform, and
-    the content digest (N, 16) uint8 of every image, taken from the bytes this pass reads anyway."""
+def training_set_predictions(model: torch.nn.Module, data, run):
+    """:class:`utils.engine.LabelPredictions` of ``model`` over the training images in dataset order, with
+    the test transform and the given (noisy) labels, and the content digest (N, 16) uint8 of every image,
+    taken from the bytes this pass reads anyway; sharded across the processes (all must call it)."""
     from dataloader.base import NoisyLabelDataset
-    from utils.engine import predict_probabilities
+    from utils.engine import predict_labels
 
     cfg = run.cfg
     dataset = DigestedImages(NoisyLabelDataset(data.raw.train_images, data.noisy_labels, data.test.transform))
-    digests: list[torch.Tensor] = []
-    probs = predict_probabilities(model, dataset, batch_size=cfg.test_batch_size, num_workers=cfg.num_workers,
-                                  precision=run.precision, device=run.runtime.device, normalise=data.normalise,
-                                  channels_last=cfg.channels_last, targets_out=digests)
-    return probs, torch.cat(digests).numpy() if digests else np.zeros((0, 16), np.uint8)
+    return predict_labels(model, dataset, batch_size=cfg.test_batch_size, num_workers=cfg.num_workers,
+                          precision=run.precision, runtime=run.runtime, normalise=data.normalise,
+                          channels_last=cfg.channels_last, digest_size=DigestedImages.DIGEST_SIZE)
 
 
 class DigestedImages(torch.utils.data.Dataset):
-    """Items ``(transform(image), content digest (16,) uint8, index)`` of a :class:`NoisyLabelDataset`:
-    the label's place carries the digest of the bytes the image was decoded from."""
+    """Items ``(transform(image), given label, index, content digest (16,) uint8)`` of a
+    :class:`NoisyLabelDataset`: the digest of the bytes the image was decoded from."""
+
+    DIGEST_SIZE = 16  # bytes (BLAKE2b-128, utils/duplicates.py)
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -217,22 +317,35 @@ class DigestedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         image, digest = self.dataset.images.load_with_digest(index)
-        return self.dataset.transform(image), torch.frombuffer(bytearray(digest), dtype=torch.uint8), index
+        return (self.dataset.transform(image), int(self.dataset.labels[index]), index,
+                torch.frombuffer(bytearray(digest), dtype=torch.uint8))
 
 
 def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_events: np.ndarray | None = None,
-                         label_score: np.ndarray | None = None) -> dict | None:
-    """The report of a finished run (main process, unless ``export_samples`` is false); see the module doc."""
+                         label_score: np.ndarray | None = None, class_wise: bool = False) -> dict | None:
+    """The report of a finished run; see the module doc.
+
+    Every process must call this (the evaluation pass is sharded); the main process writes the files and
+    gets their paths, the others None.  ``label_score`` with ``wrong_events``: a mixture's clean posterior,
+    ``class_wise`` whether the mixture has one group per given class (for the classes it cannot judge).
+    """
     cfg = run.cfg
-    if not cfg.export_samples or not run.runtime.is_main:
+    if not cfg.export_samples:
         return None
     start = time.perf_counter()
-    probs, digests = training_set_probabilities(model, data, run)
+    predictions = training_set_predictions(model, data, run)
     seconds = time.perf_counter() - start
-    scores = sample_scores(probs, data.noisy_labels, label_score=label_score, wrong_events=wrong_events,
-                           true_label=data.clean_labels)
+    if not run.runtime.is_main:
+        return None
+    not_judged = None
+    if label_score is not None and wrong_events is not None:
+        not_judged = unjudged_classes(wrong_events, data.noisy_labels, num_classes=data.num_classes,
+                                      class_wise=class_wise)
+    scores = scores_from_predictions(predictions.predicted, predictions.predicted_prob, predictions.given_prob,
+                                     data.noisy_labels, label_score=label_score, wrong_events=wrong_events,
+                                     true_label=data.clean_labels, not_judged=not_judged)
     keys, class_names = sample_paths(data.raw.train_images), data.raw.extra.get("classes")
-    duplicates = conflicting_duplicates(digests, scores.given_label)
+    duplicates = conflicting_duplicates(predictions.digests, scores.given_label)
     files = write_sample_report(scores, stem=stem, paths=keys, class_names=class_names, num_classes=data.num_classes,
                                 load_image=data.raw.train_images.load, grid=cfg.suspects_grid,
                                 title=f"{cfg.tag}: the {min(cfg.suspects_grid, len(scores))} most suspect labels "
@@ -244,9 +357,10 @@ def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_
         class_names=class_names or [str(c) for c in range(data.num_classes)], load_image=data.raw.train_images.load,
         duplicate_groups=duplicates, title=f"{os.path.basename(stem)}: review the flagged labels",
         **export_rows(data))
+    unjudged = "" if not not_judged else f"; {len(not_judged)} classes not judged (see the summary)"
     run.log.info(f"{int(scores.is_label_issue.sum())} of {len(scores)} training labels flagged (evaluation pass over "
-                 f"the training set {seconds:.1f} s); {len(duplicates)} groups of identical files under different "
-                 f"labels: {files['samples']}, {files['summary']}, {files['suspects']}")
+                 f"the training set {seconds:.1f} s{unjudged}); {len(duplicates)} groups of identical files under "
+                 f"different labels: {files['samples']}, {files['summary']}, {files['suspects']}")
     run.log.info(f"review page (open in a browser, export corrected_labels.csv): {files['review']}")
     return files
 
