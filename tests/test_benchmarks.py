@@ -320,8 +320,8 @@ def test_sigterm_stops_the_grid_and_the_jobs_it_runs(tmp_path):
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = [work / "sym_0.4_seed0" / f"{job}.log" for job in ("standard", "ido_stage1")]
     deadline = time.monotonic() + 120
-    # both jobs have started training (their config is logged: their own SIGTERM handling is in place)
-    while not all(log.is_file() and "resume:" in log.read_text() for log in logs):
+    # both jobs are about to train (the run summary's last line is out: their own SIGTERM handling is in place)
+    while not all(log.is_file() and "\nrun dir " in log.read_text() for log in logs):
         assert time.monotonic() < deadline and grid.poll() is None, grid.communicate()
         time.sleep(0.2)
     grid.send_signal(signal.SIGTERM)

@@ -313,8 +313,8 @@ def cli_results(tmp_path_factory):
     # interpreter runs two of them (each subprocess costs ~4 s of CPU for importing torch and timm).
     cases = {
         "range": (["--noise_ratio", "1.5"], "noise_ratio"),
-        # --cfg alias; the run gets as far as writing config.yaml, so precedence is visible there too
-        "nodata": (["--cfg", cifar_yaml, "--set", "data_path=/nonexistent", "--output_dir", str(out),
+        # --cfg alias; --print_config shows the resolved config before the data are looked for
+        "nodata": (["--cfg", cifar_yaml, "--print_config", "--set", "data_path=/nonexistent", "--output_dir", str(out),
                     "--device", "cpu", "--backbone", "test_resnet", "--noise_mode", "sym", "--noise_ratio", "0.3",
                     "--set", "noise_ratio=0.35", "--set", "num_workers=0", "--set", "pretrained=false"],
                    "/nonexistent"),
@@ -341,17 +341,19 @@ def test_cli_error_is_one_line_exit_2(cli_results, case):
     assert lines[0].startswith("stage_1.py: error: ")
 
 
-def test_cli_precedence_in_saved_config(cli_results):
-    """The run that stops at the missing CIFAR folder has already saved its resolved config."""
-    _, out = cli_results
-    saved = out / "checkpoint" / "stage1_test_resnet_scratch_cifar100_sym_0.35" / "config.yaml"
-    assert saved.is_file(), sorted(str(p) for p in out.rglob("*"))
-    cfg = yaml.safe_load(saved.read_text())
+def test_cli_precedence_in_printed_config(cli_results):
+    """The run that stops at the missing CIFAR folder printed its resolved config (--print_config) and,
+    stopping before it claimed its outputs, wrote nothing (no config.yaml, no empty run folder)."""
+    results, out = cli_results
+    stdout = results["nodata"][1]
+    printed = stdout[stdout.index("config:\n") + len("config:\n"):]
+    cfg = yaml.safe_load(printed[:printed.index("\n\n")] if "\n\n" in printed else printed)
     assert cfg["noise_ratio"] == 0.35            # --set beat --noise_ratio 0.3
     assert cfg["backbone"] == "test_resnet"       # named override beat the file
     assert cfg["dataset"] == "cifar100"           # from the file (given with --cfg)
     assert cfg["data_path"] == "/nonexistent" and cfg["num_workers"] == 0
     assert "bmm" not in cfg
+    assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
 
 
 def test_usage_error_hierarchy():

@@ -28,7 +28,8 @@ class RunLog:
         self.last_path = os.path.join(run_dir, "last.pt")
         self._held: list[str] | None = [] if held else None
         if enabled:
-            os.makedirs(run_dir, exist_ok=True)
+            if not held:  # a held run makes its folder when it starts writing (a refused run leaves none)
+                os.makedirs(run_dir, exist_ok=True)
             remember_checkpoint(self.last_path)
 
     def info(self, message: str) -> None:
@@ -53,6 +54,7 @@ class RunLog:
         """Start writing: a ``fresh`` run replaces train.log; config.yaml is written; held lines follow."""
         if not self.enabled:
             return
+        os.makedirs(self.run_dir, exist_ok=True)
         if fresh:
             stale = os.path.join(self.run_dir, "train.log")
             if os.path.exists(stale):  # a fresh run starts a fresh log
