@@ -1,4 +1,4 @@
-"""ACTO (asymmetric co-training, ACTO.md §1) on the IDO data pipeline: RTM + NTM from one backbone.
+"""ACTO (asymmetric co-training, docs/fidelity.md#act-1-method) on the IDO data pipeline: RTM + NTM from one backbone.
 
     python acto.py --config config/acto/cifar100.yaml --noise_mode sym --noise_ratio 0.2
 
@@ -74,7 +74,7 @@ def build_acto_optimizer(model: nn.Module, settings: OptimSettings, nesterov: bo
 
 
 def lr_plans(cfg, settings: OptimSettings, log) -> tuple[list[float], list[float], str, str]:
-    """Per-epoch learning rates of the RTM and the NTM (ACTO.md §1.8, B10)."""
+    """Per-epoch learning rates of the RTM and the NTM (docs/fidelity.md#act-18-learning-rate-plan, ACT-B10)."""
     rtm_plan = cfg.lr_plan or f"cosine:{cfg.warmup_epochs},{DEFAULT_ETA_END:g},{cfg.epochs}"
     ntm_plan = cfg.ntm_lr_plan or rtm_plan
     parse_lr_plan(rtm_plan, key="lr_plan")

@@ -67,7 +67,7 @@ class SampleWeights:
         self._build_lookup(counts)
 
     def _build_lookup(self, counts: np.ndarray) -> None:
-        # rows above the fitted maximum (this epoch's new events) repeat the last one: B5's clipping
+        # rows above the fitted maximum (this epoch's new events) repeat the last one: IDO-B5's clipping
         max_count = int(counts.max(initial=0)) + self.new_events
         tau1, tau2, f1, f2 = torch.as_tensor(self.bmm.lookup_table(max_count)).unbind(-1)  # each (G, K), float32
         weights = loss_weights(clean_posterior=tau1, noisy_posterior=tau2, clean_cdf=f1, noisy_cdf=f2,

@@ -13,7 +13,7 @@ of old / new measured in the same round.
   ``Normalize`` in the worker, the strong view with timm's RandAugment (``rand-n2-m10-mstd101-p0.5``,
   translate 30 %, grey fill) and the tensor ``RandomErasing`` square.
 * new: the current views: uint8 tensors (``PILToTensor``), the resize computed once for both stage-2
-  views, the official RandAugment of IDO.md §1.6 with its PIL cutout; the float conversion and normalisation run on the training device and are not
+  views, the official RandAugment of docs/fidelity.md#ido-16-stage-2-views with its PIL cutout; the float conversion and normalisation run on the training device and are not
   counted here (on a GPU they cost microseconds per batch).
 
 Families at 224 px: ``small`` = in-memory 32-px images up-sampled (the CIFAR family), ``large`` = JPEG
@@ -161,7 +161,7 @@ def report(times: dict[tuple, list[float]], *, samples: int, rounds: int) -> tup
         f"collate of batches of {BATCH}, {samples} samples a round, median of {rounds} rounds, variants in "
         f"rotating order.  224 px; old = ToTensor/Normalize in the worker and timm's RandAugment + tensor "
         "RandomErasing, each view resizing on its own; new = uint8 out of the worker, normalised on the device, "
-        "one resize shared by the two views, IDO's own RandAugment (IDO.md §1.6).",
+        "one resize shared by the two views, IDO's own RandAugment (docs/fidelity.md#ido-16-stage-2-views).",
         "",
         f"| family | view | old samples/s/core | new samples/s/core | speed-up (median of rounds) | target | met "
         f"| new, {CORES} cores (implied) |",

@@ -20,7 +20,7 @@ For every (noise setting, seed) cell, all methods train on the same noisy-label 
 every method starts from the MNIST weights of ``benchmarks/pretrain_mnist.py`` (``pretrained_path``,
 ``--weights``), on the from-scratch grid's very noisy-label files, with one learning rate for all
 methods (chosen by the sweep below, or ``--lr``).  IDO keeps the official pretrained schedule shape
-(IDO.md §1.2/§1.3): a short stage 1 at a constant learning rate (5 epochs), then stage 2 (10 epochs, cosine); standard training gets the 15 epochs with a cosine schedule, ACTO the
+(docs/fidelity.md#ido-12-backbones-and-optimisers, #ido-13-stage-1-and-the-base-model): a short stage 1 at a constant learning rate (5 epochs), then stage 2 (10 epochs, cosine); standard training gets the 15 epochs with a cosine schedule, ACTO the
 15 with 3 of warm-up (ACT's 20 %), confident learning 4 folds of 5 epochs (IDO's stage 1) and 15 on the
 samples it keeps.  Its runs go to ``runs/noise_robustness_mnist[_quick]`` and its tables to their own
 section of the report, so neither init overwrites the other; that section also compares the stage-1
@@ -77,7 +77,7 @@ LABELS = {"standard": "standard CE", "ido_global": "IDO (global BMM)", "ido_clas
 READING_MARK = "<!-- reading -->"
 TAG = "test_resnet_{init}_digits_{mode}_{ratio}"
 INITS = ("scratch", "mnist")
-# IDO's official pretrained shape (IDO.md §1.2): stage 1 of 5 epochs at a constant rate, stage 2 of 10
+# IDO's official pretrained shape (docs/fidelity.md#ido-12-backbones-and-optimisers): stage 1 of 5 epochs at a constant rate, stage 2 of 10
 PRETRAINED_EPOCHS = (5, 10)
 SWEEP_LRS = (3e-4, 1e-3, 3e-3)
 SWEEP_SEED = 100  # no grid uses it

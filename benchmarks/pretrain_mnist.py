@@ -15,7 +15,7 @@ reaches 87 % held out).  The images go through the digits pipeline of ``dataload
 ``dataloader/transforms.py``: grey uint8 repeated to 3 channels, the ``small`` family's stage-1 view
 (RandomCrop(native, pad native/8) -> Resize(32)) and test view (Resize(32)), normalised with the
 statistics of the MNIST training split -- each data set with its own statistics, as IDO normalises the
-fine-tuning set with its own constants rather than the pretraining set's (IDO.md §1.2).
+fine-tuning set with its own constants rather than the pretraining set's (docs/fidelity.md#ido-12-backbones-and-optimisers).
 
 A fixed stratified share (``--holdout``, split seed 0) is held out and evaluated after every epoch;
 the last epoch's weights are kept (nothing is selected on the held-out set).  Writes

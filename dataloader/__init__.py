@@ -161,7 +161,7 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     with rank0_first():  # under DDP rank 0 makes (or checks) the noise file, then the others read it
         noisy, noise_info = _noisy_labels(cfg, raw, log)
     resolution = resolve_resolution(cfg, raw)
-    # ACT normalises every data set with ImageNet statistics (ACTO.md §1.9a)
+    # ACT normalises every data set with ImageNet statistics (docs/fidelity.md#act-19a-views)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if cfg.views == "act" else (raw.mean, raw.std)
     common = dict(family=raw.family, resolution=resolution, mean=mean, std=std, large=raw.extra.get("large"))
     act = act_views(native_size=raw.native_size, hflip=cfg.hflip, **common) if cfg.views == "act" else None

@@ -1,4 +1,4 @@
-"""ACT's own training and test views (``views: act``; ACTO.md §1.9a), re-created on PIL images.
+"""ACT's own training and test views (``views: act``; docs/fidelity.md#act-19a-views), re-created on PIL images.
 
 ACT's code takes its strong policies from the pip package ``randaugment`` 1.0.2, which no longer
 imports on numpy >= 1.24; this module re-creates both policies exactly:
@@ -32,7 +32,7 @@ FILL = (128, 128, 128)            # shear / translate / rotate fill of ACT's pol
 CUTOUT_FILL = (125, 122, 113)     # the RandAugment Cutout's colour
 CIFAR_PADDING_FRACTION = 1 / 8    # ACT: RandomCrop(32, padding=4), zero fill
 
-# magnitude of every op at bin 0..9 (ACTO.md §1.9a); Translate is a fraction of the image side,
+# magnitude of every op at bin 0..9 (docs/fidelity.md#act-19a-views); Translate is a fraction of the image side,
 # Cutout a side in pixels (not scaled with the image), Color/Contrast/Sharpness/Brightness 1 +- m
 MAGNITUDES: dict[str, tuple] = {
     "ShearX": tuple(np.linspace(0, 0.3, NUM_BINS).tolist()),
@@ -167,7 +167,7 @@ class ActViews:
 
 def act_views(*, family: str, resolution: int, native_size: int, mean, std, hflip: bool = True,
               large: LargeSpec | None = None) -> ActViews:
-    """ACTO.md §1.9a pipelines.
+    """docs/fidelity.md#act-19a-views pipelines.
 
     ``small`` (CIFAR; digits): [Resize to ``resolution`` if the images are smaller] -> RandomCrop(pad
     1/8 side, zero fill) -> HFlip; strong adds :class:`Cifar10Policy`; test = the image as is.

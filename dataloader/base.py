@@ -163,7 +163,7 @@ def fingerprint(*, dataset: str, sample_digest: str, noisy_labels: np.ndarray) -
     """sha256 over the data set name, its sample order and its noisy labels.
 
     Stage 2 compares this with the fingerprint stored beside the stage-1 wrong events, so a
-    wrong-event file is never applied to other samples or other labels (the Clothing1M bug B9).
+    wrong-event file is never applied to other samples or other labels (the Clothing1M bug IDO-B9).
     """
     h = hashlib.sha256()
     h.update(dataset.encode())

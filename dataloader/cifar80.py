@@ -1,4 +1,4 @@
-"""ACTO's CIFAR-80N: CIFAR-100 with closed-set and open-set label noise (ACTO.md §2.2).
+"""ACTO's CIFAR-80N: CIFAR-100 with closed-set and open-set label noise (docs/fidelity.md#act-22-cifar-80n).
 
 The 20 last fine classes (80-99: squirrel ... worm) are the open set: their 10,000 training images
 stay in the training set, each relabelled uniformly into 0..79; the 40,000 images of classes 0-79

@@ -1,4 +1,4 @@
-"""Clothing1M (IDO.md §3.3, B9 fixed): 14 classes, real web-label noise, clean test set.
+"""Clothing1M (docs/fidelity.md#ido-33-clothing1m, IDO-B9 fixed): 14 classes, real web-label noise, clean test set.
 
 ``data_path`` holds the release: the list files (in ``annotations/`` as the IDO code expects, or
 directly in ``data_path`` as the release unpacks) and the images under ``images/``; every key in

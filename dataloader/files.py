@@ -3,7 +3,7 @@
 Every problem a user can fix (a missing folder or list file, a list of another length, an image that
 cannot be decoded) raises :class:`~utils.errors.DataError` with one line naming the path and what
 was expected there.  Folder listings are sorted by name (plain code-point order), so the dataset
-index of every image is the same on every machine (IDO.md B7).
+index of every image is the same on every machine (docs/fidelity.md IDO-B7).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from utils.errors import DataError
 # torchvision's IMG_EXTENSIONS (what DatasetFolder accepts), compared case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
-# ImageNet statistics (WebVision everywhere, B10; ACTO's web and food sets)
+# ImageNet statistics (WebVision everywhere, IDO-B10; ACTO's web and food sets)
 MAX_NAMED = 10  # paths named in one error line
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -88,7 +88,7 @@ class ImageFiles(FileImages):
                                   path=path, reason=f"cannot be decoded: {reason}") from None
 
     def flat_features(self) -> np.ndarray:
-        """(N, H*W*3) uint8 raw pixels, HWC order (the idn generator's input for Tiny-ImageNet, IDO.md §3.2).
+        """(N, H*W*3) uint8 raw pixels, HWC order (the idn generator's input for Tiny-ImageNet, docs/fidelity.md#ido-32-tiny-imagenet).
 
         Reads every image once (only when idn noise is generated; the result is cached as labels).
         """

@@ -1,4 +1,4 @@
-"""Food-101N (ACTO.md §2.4): 310,009 web images with noisy labels, tested on the Food-101 test set.
+"""Food-101N (docs/fidelity.md#act-24-food-101n): 310,009 web images with noisy labels, tested on the Food-101 test set.
 
 ``data_path`` is the Food-101N release folder:
 

@@ -1,4 +1,4 @@
-"""The strong view's RandAugment as the official IDO code draws it (IDO.md §1.6, table and three steps).
+"""The strong view's RandAugment as the official IDO code draws it (docs/fidelity.md#ido-16-stage-2-views, table and three steps).
 
 A library RandAugment (timm's) differs op by op: it translates up to 30 % of the side instead of 4.5 %,
 shears up to 0.3 instead of 0.09, solarize-adds differently, has no Cutout op and fills grey with

@@ -4,17 +4,17 @@ Pure functions on numpy arrays, CPU only and vectorised. Every call that draws r
 builds its own ``np.random.Generator`` from ``seed``; the global ``numpy``/``random``/``torch``
 RNGs are never read or changed.
 
-Conventions (DESIGN.md §5, IDO.md §2.2 B2/B3 and §3.1, ACTO.md §2.1 and §5.1):
+Conventions (docs/fidelity.md#noise-conventions):
 
 * ``convention="ido"`` (default)
     - ``sym``: exactly ``floor(ratio*N)`` samples are chosen uniformly without replacement and
       get a label drawn uniformly from all ``C`` classes ``{0..C-1}`` (may equal the true label,
-      so the realised flip rate is about ``ratio*(C-1)/C``; B2 fixed: never ``C``).
+      so the realised flip rate is about ``ratio*(C-1)/C``; IDO-B2 fixed: never ``C``).
     - ``asym``: exactly ``floor(ratio*N)`` samples are chosen and mapped deterministically with
-      :func:`asymmetric_map` (CIFAR-100: next class within consecutive blocks of 5, B3 fixed;
+      :func:`asymmetric_map` (CIFAR-100: next class within consecutive blocks of 5, IDO-B3 fixed;
       CIFAR-10: the standard truck->automobile, bird->airplane, deer->horse, cat<->dog map;
       other datasets: ``(y+1) mod C``).
-* ``convention="act"`` (ACT's multinomial draw, ACTO.md §2.1)
+* ``convention="act"`` (ACT's multinomial draw, docs/fidelity.md#act-21-cifar-100n-noise)
     - ``sym``: each sample is chosen independently with probability ``ratio`` (so the realised rate
       is binomial around ``ratio``, not exactly ``floor(ratio*N)/N``) and gets a label drawn uniformly
       from the ``C-1`` other classes (the true class is never kept).
@@ -64,7 +64,7 @@ CONVENTIONS = ("ido", "act")
 #: deer(4)->horse(7), cat(3)<->dog(5); other classes unchanged.
 _CIFAR10_ASYM = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
-#: Standard deviation of the per-sample flip rate of the idn generator (IDO.md §3.1).
+#: Standard deviation of the per-sample flip rate of the idn generator (docs/fidelity.md#ido-31-cifar).
 IDN_RATE_STD = 0.1
 
 
@@ -216,7 +216,7 @@ _SELECT = {"exact": _select, "per_sample": _select_each}
 
 def _idn_labels(rng: np.random.Generator, clean: np.ndarray, ratio: float,
                 num_classes: int, features: np.ndarray) -> np.ndarray:
-    """Part-dependent instance noise (IDO.md §3.1). clean: (N,), features: (N, D) -> (N,)."""
+    """Part-dependent instance noise (docs/fidelity.md#ido-31-cifar). clean: (N,), features: (N, D) -> (N,)."""
     from scipy.stats import truncnorm
 
     n, d = features.shape

@@ -1,4 +1,4 @@
-"""Tiny-ImageNet-200 (IDO.md §3.2, B7 fixed): all 100,000 training images, 200 classes, sorted order.
+"""Tiny-ImageNet-200 (docs/fidelity.md#ido-32-tiny-imagenet, IDO-B7 fixed): all 100,000 training images, 200 classes, sorted order.
 
 ``data_path`` is the extracted ``tiny-imagenet-200`` folder.  Training images:
 ``train/<wnid>/images/*.JPEG`` (the ``<wnid>_boxes.txt`` beside ``images/`` is ignored).  Test

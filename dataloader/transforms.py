@@ -1,4 +1,4 @@
-"""Training and test transforms of IDO (IDO.md §1.6, §3) built from torchvision and timm.
+"""Training and test transforms of IDO (docs/fidelity.md#ido-16-stage-2-views, #ido-3-data-handling) built from torchvision and timm.
 
 Two families:
 
@@ -10,7 +10,7 @@ Two families:
   and the test crop with a :class:`LargeSpec` (Clothing1M, WebVision, ACTO's web and food sets).
 
 Stage-2 strong view = weak view (drawn anew) + the official RandAugment and its final grey cutout,
-:class:`dataloader.ido_randaugment.IdoRandAugment` (IDO.md §1.6; not timm's policy, which differs op by op).
+:class:`dataloader.ido_randaugment.IdoRandAugment` (docs/fidelity.md#ido-16-stage-2-views; not timm's policy, which differs op by op).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Web-Aircraft / Web-Bird / Web-Car of WebFG-496 (ACTO.md §2.3): web images with noisy labels.
+"""Web-Aircraft / Web-Bird / Web-Car of WebFG-496 (docs/fidelity.md#act-23-webfg-sets): web images with noisy labels.
 
 ``data_path`` is one data set's folder (``.../web-aircraft``) holding ``train/<class>/*.jpg`` (the web
 images; the folder is the noisy label) and ``val/<class>/*.jpg`` (the clean test set: the

@@ -1,4 +1,4 @@
-"""Mini-WebVision (IDO.md §3.4, B10 fixed): the Google images of the first 50 WebVision 1.0 classes.
+"""Mini-WebVision (docs/fidelity.md#ido-34-webvision, IDO-B10 fixed): the Google images of the first 50 WebVision 1.0 classes.
 
 ``data_path`` is the WebVision 1.0 root:
 
@@ -6,7 +6,7 @@
   ``data_path``; lines with label >= 50 are dropped (about 66k images remain);
 * ``info/val_filelist.txt``: ``val000001.jpg label``; images in ``val_images_256/`` (2,500 kept).
 
-ImageNet mean/std in every transform (the official stage 2 used Clothing1M's: B10).  Optionally
+ImageNet mean/std in every transform (the official stage 2 used Clothing1M's: IDO-B10).  Optionally
 ``imagenet_val_path`` adds the ILSVRC12 validation images of the same 50 classes as a second test
 set (``Data.extra_tests["imagenet_val"]``): folders named by class index (``0/`` ... ``49/``, the
 DivideMix layout ``imagenet/val/<index>/``) or by WordNet id (``n01440764/`` ...), mapped to indices

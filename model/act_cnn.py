@@ -1,4 +1,4 @@
-"""ACT's 7-layer CNN (``model/SevenCNN.py`` of the ACT code, ACTO.md §1.10), trained from scratch at 32 px.
+"""ACT's 7-layer CNN (``model/SevenCNN.py`` of the ACT code, docs/fidelity.md#act-110-backbones), trained from scratch at 32 px.
 
 Three blocks of [conv3x3 -> BN -> ReLU, conv3x3 -> BN -> ReLU, maxpool 2] with channels
 3 -> 64 -> 64, 64 -> 128 -> 128, 128 -> 196 -> 16; a 32x32 input leaves 16 x 4 x 4 = 256 features.
@@ -6,7 +6,7 @@ Convolutions and BatchNorm keep PyTorch's default initialisation (BN momentum 0.
 ACT's classifier is an MLP, Linear(256, 512) -> BatchNorm1d(512) -> ReLU -> Linear(512, C) with
 ``kaiming_normal_`` weights (fan-in, gain sqrt 2) and zero biases: :meth:`ActCNN.make_head` builds it,
 and :class:`model.classifier.Classifier` asks a backbone for its head through that method.
-ACT's projection head ``g`` never enters a loss and is left out (B14).
+ACT's projection head ``g`` never enters a loss and is left out (ACT-B14).
 
 Parameter count: 515,580 in the backbone, 132,608 + 513 C in the head (699,488 for C = 100,
 653,318 for C = 10).

@@ -1,4 +1,4 @@
-"""timm backbone + a new linear head, returning ``(features, logits)`` (IDO.md §1.2).
+"""timm backbone + a new linear head, returning ``(features, logits)`` (docs/fidelity.md#ido-12-backbones-and-optimisers).
 
 ``create_model("resnet50" | "ViT-B" | "convnext-B" | <any timm name>, num_classes=C, ...)``.
 The backbone is built with ``num_classes=0`` so timm returns its pooled feature vector (global

@@ -33,7 +33,7 @@ KEYS = ("format", "model", "backbone", "timm_name", "num_classes", "class_names"
 
 
 def state_for_saving(model: torch.nn.Module) -> dict:
-    """A deep copy of the weights on the CPU (not a live reference to them: bug B1)."""
+    """A deep copy of the weights on the CPU (not a live reference to them: bug IDO-B1)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 

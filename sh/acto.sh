@@ -9,7 +9,7 @@
 #       --warmup-lr 0.001 --lr-decay cosine:5,5e-5,50 --opt sgd --dataset food101n   food101n_act.yaml
 #
 # Table 1 has three cells per CIFAR set: sym 0.2, sym 0.8 and asym 0.4 are all run.  The *_act configs
-# are ACT's setting (ACTO.md §1.7, §1.9a, §1.10): the 7-layer CNN from scratch at 32 px for CIFAR,
+# are ACT's setting (docs/fidelity.md#act-17-official-hyper-parameters, #act-19a-views, #act-110-backbones): the 7-layer CNN from scratch at 32 px for CIFAR,
 # ResNet-50 with torchvision's weights at 448 / 224 px for the web and food sets, ACT's views
 # (views: act), optimiser, schedules and noise convention.
 #
@@ -19,7 +19,7 @@
 #
 # SETTING=ido runs the IDO-parity configs instead, which compare ACTO with IDO on equal terms
 # (pretrained BACKBONE, default resnet50, at 224 px on IDO's views with IDO's optimiser, 15 epochs
-# with 2 of warm-up; ACTO.md §5.3; docs/acto.md says which is which).
+# with 2 of warm-up; docs/fidelity.md#act-53-ido-parity-defaults; docs/acto.md says which is which).
 #
 # Data folders (default: each config's data_path): CIFAR100_PATH (CIFAR-100 pickles, for cifar100 and
 # cifar80), WEB_AIRCRAFT_PATH, WEB_BIRD_PATH, WEB_CAR_PATH, FOOD101N_PATH.  SETS limits the runs

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Every cell of the IDO CIFAR-100 table: ResNet-50 and ViT-B/16 x {sym 0.2, sym 0.4, sym 0.6,
-# asym 0.4, idn 0.4}, stage 1 then stage 2 with the same backbone (official bug B12 fixed).
+# asym 0.4, idn 0.4}, stage 1 then stage 2 with the same backbone (official bug IDO-B12 fixed).
 #
 #   sh sh/cifar100.sh [more arguments for both stages ...]
 #   CIFAR100_PATH=/data/cifar-100 BACKBONES="ViT-B" sh sh/cifar100.sh --output_dir runs/c100

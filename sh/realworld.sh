@@ -9,7 +9,7 @@
 # validation accuracy of the same 50 classes to the WebVision runs.  SETS limits the data sets
 # (default "cifar100n clothing1m webvision").
 #
-# BACKBONE (default resnet50) is passed to both stages (official bug B12 fixed: stage 2 needs the
+# BACKBONE (default resnet50) is passed to both stages (official bug IDO-B12 fixed: stage 2 needs the
 # stage-1 base model of the same network).  Each stage writes its own log,
 # logs/{set}_{backbone}_stage{1,2}.log (LOG_DIR to change).  STAGE2 picks the stage-2 program:
 # stage_2_class.py (class-wise BMM, default) or stage_2.py (one global BMM).

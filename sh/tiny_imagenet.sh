@@ -5,7 +5,7 @@
 #   sh sh/tiny_imagenet.sh ViT-B --set data_path=/data/tiny-imagenet-200 --output_dir runs/tiny
 #
 # BACKBONE (default resnet50) is passed to both stages, so stage 2 starts from the stage-1 base model
-# of the same network (official bug B12 fixed).  Each stage of each setting writes its own log,
+# of the same network (official bug IDO-B12 fixed).  Each stage of each setting writes its own log,
 # logs/tiny_imagenet_{backbone}_{mode}_{ratio}_stage{1,2}.log (LOG_DIR to change).  STAGE2 picks the
 # stage-2 program: stage_2_class.py (class-wise BMM, default) or stage_2.py (one global BMM).
 set -e

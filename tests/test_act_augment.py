@@ -1,4 +1,4 @@
-"""ACT's views (dataloader/act_augment.py, ACTO.md §1.9a), pinned on pixels and over seeded draws."""
+"""ACT's views (dataloader/act_augment.py, docs/fidelity.md#act-19a-views), pinned on pixels and over seeded draws."""
 import math
 import random
 from collections import Counter

@@ -1,4 +1,4 @@
-"""ACT's 7-layer CNN (model/act_cnn.py, ACTO.md §1.10): shapes, parameter count, initialisation, 32 px only."""
+"""ACT's 7-layer CNN (model/act_cnn.py, docs/fidelity.md#act-110-backbones): shapes, parameter count, initialisation, 32 px only."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Tests for utils/acto.py (ACTO.md §1): selection, mining switch, DSRW, soft labels, losses, LR plan."""
+"""Tests for utils/acto.py (docs/fidelity.md#act-1-method): selection, mining switch, DSRW, soft labels, losses, LR plan."""
 import math
 import threading
 
@@ -38,7 +38,7 @@ def test_selection_masks_truth_table(rule, mining, selected, mined):
 
 
 def test_selection_mining_on_is_ntm_fits_label():
-    # ACTO.md §1.4 step 5: A | D = {n = y} while mining is on
+    # docs/fidelity.md#act-14-robust-phase step 5: A | D = {n = y} while mining is on
     torch.manual_seed(0)
     y = torch.randint(0, 5, (200,))
     r, n = torch.randint(0, 5, (200,)), torch.randint(0, 5, (200,))
@@ -130,7 +130,7 @@ def test_ema_soft_labels_value():
 
 def test_bank_starts_one_hot_and_cr_target_flips_after_three_updates():
     # the RTM is sure sample 0 is class 1 while its noisy label is 0: 0.8^3 = 0.512 > 0.5 keeps the
-    # label as the CR target for 3 robust epochs, the 4th update flips it (ACTO.md §1.4 step 9)
+    # label as the CR target for 3 robust epochs, the 4th update flips it (docs/fidelity.md#act-14-robust-phase step 9)
     labels = torch.tensor([0, 1])
     mem = ActoMemory(labels, 3)
     assert torch.equal(mem.bank, F.one_hot(labels, 3).float())
@@ -321,7 +321,7 @@ def test_confidence_penalty_values():
     z = torch.tensor([[2.0, -1.0, 0.5], [-3.0, -2.0, 1.0]])
     p = F.softmax(z, 1)
     assert confidence_penalty(z).item() == pytest.approx((p * p.log()).sum(1).mean().item(), rel=1e-6)
-    # B7: the official clamp of the *logits* zeroes the negative ones first
+    # ACT-B7: the official clamp of the *logits* zeroes the negative ones first
     pf = F.softmax(z.clamp(min=1e-12), 1)
     faithful = confidence_penalty(z, faithful_clamp=True).item()
     assert faithful == pytest.approx((pf * pf.log()).sum(1).mean().item(), rel=1e-6)
@@ -405,7 +405,7 @@ def test_selection_quality():
     assert selection_quality(sel, None) == {"size": 3, "precision": None, "recall": None}
 
 
-# --- learning-rate plan (ACTO.md §1.8 worked values) ------------------------------------------------
+# --- learning-rate plan (docs/fidelity.md#act-18-learning-rate-plan worked values) ------------------------------------------------
 
 def test_lr_plan_cifar_default():
     plan = build_lr_plan(1e-3, 100, 20, 1e-3, "cosine:20,5e-4,100")

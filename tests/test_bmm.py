@@ -1,4 +1,4 @@
-"""Tests for utils/bmm.py (beta mixture on wrong-event counts, IDO.md 1.5 / 1.8, fixes B5, B8)."""
+"""Tests for utils/bmm.py (beta mixture on wrong-event counts, docs/fidelity.md#ido-15-beta-mixture, #ido-18-class-wise-bmm, fixes IDO-B5, IDO-B8)."""
 import json
 
 import numpy as np
@@ -11,7 +11,7 @@ from utils.losses import loss_weights
 
 EPS = 1e-6
 
-# Histogram of the shipped stage-1 wrong-event file (IDO.md section 6).
+# Histogram of the shipped stage-1 wrong-event file (docs/fidelity.md#ido-6-shipped-wrong-events).
 SHIPPED_HIST = {0: 9963, 1: 9469, 2: 6097, 3: 4579, 4: 5578, 5: 14314}
 
 
@@ -26,7 +26,7 @@ def sample_mixture(rng, n, pi_clean, clean_ab, noisy_ab):
 
 
 def naive_em(counts, max_iter, alpha=None, beta=None, pi=None):
-    """Straight per-sample transcription of IDO.md 1.5 (no histogram), one group."""
+    """Straight per-sample transcription of docs/fidelity.md#ido-15-beta-mixture (no histogram), one group."""
     w = counts.astype(np.float64)
     m, mx = w.min(), w.max()
     u = np.full_like(w, 0.5) if mx == m else (w - m) / (mx - m) * (1 - 2 * EPS) + EPS
@@ -101,7 +101,7 @@ def test_fit_recovers_finely_quantised_mixture(pi_clean, clean_ab, noisy_ab):
 
 
 def test_shipped_histogram_regression():
-    """IDO.md 1.5 fitted example (20 EM iterations on the shipped stage-1 histogram)."""
+    """docs/fidelity.md#ido-15-beta-mixture fitted example (20 EM iterations on the shipped stage-1 histogram)."""
     bmm = BetaMixture().fit(shipped_counts(), max_iter=20)
     np.testing.assert_allclose(bmm.pi[0], [0.610, 0.390], atol=2e-3)
     np.testing.assert_allclose(bmm.alpha[0], [0.531, 1.203], atol=2e-3)
@@ -112,7 +112,7 @@ def test_shipped_histogram_regression():
                                atol=2e-3)
     np.testing.assert_allclose(out["clean_cdf"], [0.001, 0.516, 0.720, 0.857, 0.951, 1.000], atol=2e-3)
     np.testing.assert_allclose(out["noisy_cdf"], [0.000, 0.018, 0.047, 0.090, 0.164, 0.828], atol=2e-3)
-    # w = 5 is the fitted maximum: u = 1*(1-2eps)+eps = 1-eps, which is exactly the B5 clip bound, so
+    # w = 5 is the fitted maximum: u = 1*(1-2eps)+eps = 1-eps, which is exactly the IDO-B5 clip bound, so
     # clipping changes nothing here and tau1 ~ 0 (noisy pdf with beta2 = 0.13 dominates at u -> 1);
     # unlike the unclipped official code, tau1 + tau2 = 1 there (tau2 ~ 1), not 0 + 0.
     assert out["clean_posterior"][5] < 1e-3

@@ -1,4 +1,4 @@
-"""Clothing1M: release list files, the persisted class-balanced subset shared by both stages (B9)."""
+"""Clothing1M: release list files, the persisted class-balanced subset shared by both stages (IDO-B9)."""
 import json
 import os
 

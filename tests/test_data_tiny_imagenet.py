@@ -1,4 +1,4 @@
-"""Tiny-ImageNet in the official release layout and the reorganised test/<wnid>/images layout (B7)."""
+"""Tiny-ImageNet in the official release layout and the reorganised test/<wnid>/images layout (IDO-B7)."""
 import os
 import shutil
 
@@ -29,7 +29,7 @@ def test_layouts_sizes_labels_order(layout, tmp_path):
     np.testing.assert_array_equal(data.noisy_labels, info["train_labels"])  # noise ratio 0
     assert data.raw.test_images.keys == info["test_keys"]
     np.testing.assert_array_equal(data.test.labels, info["test_labels"])
-    assert data.raw.mean == (0.48145466, 0.4578275, 0.40821073)  # CLIP constants (IDO.md 3.2)
+    assert data.raw.mean == (0.48145466, 0.4578275, 0.40821073)  # CLIP constants (docs/fidelity.md#ido-32-tiny-imagenet)
     image, label, index = data.train[4]
     assert image.shape == (3, 32, 32) and label == info["train_labels"][4] and index == 4
     assert data.test[0][0].shape == (3, 32, 32)

@@ -1,4 +1,4 @@
-"""Mini-WebVision: the first 50 classes of the Google list, ImageNet statistics everywhere (B10),
+"""Mini-WebVision: the first 50 classes of the Google list, ImageNet statistics everywhere (IDO-B10),
 and the optional ILSVRC12 validation set of the same classes."""
 import os
 

@@ -1,4 +1,4 @@
-"""The strong view's RandAugment against IDO.md §1.6, pixel by pixel and over 2,000 seeded draws."""
+"""The strong view's RandAugment against docs/fidelity.md#ido-16-stage-2-views, pixel by pixel and over 2,000 seeded draws."""
 import random
 from collections import Counter
 

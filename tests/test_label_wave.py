@@ -1,4 +1,4 @@
-"""The label wave (prediction change, IDO.md §1.3) and the base model stage 1 keeps."""
+"""The label wave (prediction change, docs/fidelity.md#ido-13-stage-1-and-the-base-model) and the base model stage 1 keeps."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""Tests for utils/losses.py (IDO dynamic loss, IDO.md 1.7, fix B4)."""
+"""Tests for utils/losses.py (IDO dynamic loss, docs/fidelity.md#ido-17-dynamic-loss, fix IDO-B4)."""
 import math
 
 import numpy as np
@@ -25,7 +25,7 @@ def _softmax(z):
 
 
 def expected_loss(zw, zs, y, tau1, tau2, f1, f2, entropy_weight, noisy_weight):
-    """Plain-python transcription of IDO.md 1.7 (per sample)."""
+    """Plain-python transcription of docs/fidelity.md#ido-17-dynamic-loss (per sample)."""
     n = len(y)
     lc = ls = ln = 0.0
     for i in range(n):
@@ -115,7 +115,7 @@ def test_changing_one_samples_weights_changes_only_its_contribution():
 
 
 def test_confidence_term_is_per_sample_not_broadcast():
-    """B4: mean_i nw_i kappa_i H_i, not mean(kappa) * mean(nw H)."""
+    """IDO-B4: mean_i nw_i kappa_i H_i, not mean(kappa) * mean(nw H)."""
     zw, zs, y, tau1, tau2, f1, f2 = _random_batch(b=5, seed=2)
     tau1 = [0.0, 0.1, 0.5, 0.8, 0.3]
     tau2 = [1 - t for t in tau1]

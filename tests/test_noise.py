@@ -105,7 +105,7 @@ def test_act_cache_of_the_exact_rule_is_refused(tmp_path):
 def test_sym_ido_all_classes_never_c(n, c, r):
     y = _labels(n, c)
     z = make_noisy_labels(y, mode="sym", ratio=r, num_classes=c, seed=3, convention="ido")
-    assert z.min() >= 0 and z.max() < c  # B2 fixed: never label C
+    assert z.min() >= 0 and z.max() < c  # IDO-B2 fixed: never label C
     k = math.floor(r * n)
     changed = int((z != y).sum())
     assert changed <= k

@@ -50,7 +50,7 @@ def test_cifar100_grid_same_backbone_one_log_per_stage(tmp_path):
     for (backbone, mode, ratio), stage1, stage2 in zip(cells, calls[0::2], calls[1::2]):
         assert stage1[:3] == ["stage_1.py", "--config", "config/stage1/cifar100.yaml"]
         assert stage2[:3] == ["stage_2_class.py", "--config", "config/stage2/cifar100.yaml"]
-        for argv in (stage1, stage2):  # B12: the same backbone and noise in both stages
+        for argv in (stage1, stage2):  # IDO-B12: the same backbone and noise in both stages
             assert (option(argv, "--backbone"), option(argv, "--noise_mode"), option(argv, "--noise_ratio")) == \
                 (backbone, mode, ratio)
             assert argv[-2:] == ["--output_dir", "runs/x"]

@@ -1,4 +1,4 @@
-"""stage_1.py end to end on the embedded digits default: the files of DESIGN §3, and exact resume."""
+"""stage_1.py end to end on the embedded digits default: the files of docs/fidelity.md#output-names, and exact resume."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""ACTO / ACT method math (ACTO.md §1): pure tensor functions and the per-sample memory.
+"""ACTO / ACT method math (docs/fidelity.md#act-1-method): pure tensor functions and the per-sample memory.
 
 Two models see the same batch: the RTM (robust trained model, the one reported) and the NTM
 (non-robust trained model, plain cross-entropy on everything).  Nothing here does I/O or copies a
@@ -8,19 +8,19 @@ Per batch of the robust phase (epoch ``e >= W``), with ``y`` the given (noisy) l
 train-mode weak-view predictions ``r = argmax f_R(x_w)``, ``n = argmax f_N(x_w)``:
 
 * memorisation metric ``M = (Acc_N - Acc_R) / Acc_R`` (accuracies on ``y`` in %); mining is on iff
-  ``Acc_R != 0 and M < tau`` (:func:`memorization_metric`, per batch and reversible, B5);
+  ``Acc_R != 0 and M < tau`` (:func:`memorization_metric`, per batch and reversible, ACT-B5);
 * agreement ``A = {r = y, n = y}``, discrepancy ``D = {r != y, n = y}``; ``S = A | D`` while mining
   is on, else ``A`` (``paper_fig2``); ``web_variant``: ``S = {r = y} | {n = y}`` / ``{r = y}``
-  (:func:`selection_masks`, B4);
+  (:func:`selection_masks`, ACT-B4);
 * counter ``c_i += 1`` for ``i in S`` (every sample in warm-up), weight ``w_i = c_i / (e + 1)``
-  (:func:`dsrw_weights`, B6);
+  (:func:`dsrw_weights`, ACT-B6);
 * soft-label bank ``q_i <- a q_i + (1 - a) softmax(f_R(x_w))`` for every ``i`` in the batch and CR
   target ``t_i = y_i if i in S else argmax q_i`` with the updated ``q`` (:func:`ema_soft_labels`,
-  :func:`cr_targets`, B17);
+  :func:`cr_targets`, ACT-B17);
 * ``L_R = s * mean_S(w * CE(f_R(x_w), y)) + (1 - s) * mean_B CE(f_R(x_s), t)`` with ``L_sel = 0``
-  for an empty ``S`` (B8), ``L_N = mean_B CE(f_N(x_w), y)`` (:func:`robust_losses`).
+  for an empty ``S`` (ACT-B8), ``L_N = mean_B CE(f_N(x_w), y)`` (:func:`robust_losses`).
 
-Warm-up (``e < W``): ``L_R = CE + mean_i sum_k p_ik log p_ik`` (the confidence penalty, B7 fixed),
+Warm-up (``e < W``): ``L_R = CE + mean_i sum_k p_ik log p_ik`` (the confidence penalty, ACT-B7 fixed),
 ``L_N = CE`` (:func:`warmup_losses`).
 
 :class:`ActoMemory` keeps the counter and the bank on the training device.  Within an epoch it
@@ -50,7 +50,7 @@ __all__ = [
 
 SELECTION_RULES = ("paper_fig2", "web_variant")
 PROB_FLOOR = 1e-12
-DEFAULT_ETA_END = 1e-4  # lr_plan null: cosine:W,1e-4,E (ACTO.md §5.3, mirrors IDO's eta_min)
+DEFAULT_ETA_END = 1e-4  # lr_plan null: cosine:W,1e-4,E (docs/fidelity.md#act-53-ido-parity-defaults, mirrors IDO's eta_min)
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -85,7 +85,7 @@ class ActoHParams:
 
 
 # ---------------------------------------------------------------------------------------------
-# learning-rate plan (ACTO.md §1.8)
+# learning-rate plan (docs/fidelity.md#act-18-learning-rate-plan)
 # ---------------------------------------------------------------------------------------------
 
 def parse_lr_plan(plan: str | None, *, key: str = "lr_plan") -> tuple[str, tuple]:
@@ -182,7 +182,7 @@ class Selection:
 
 def selection_masks(pred_rtm: torch.Tensor, pred_ntm: torch.Tensor, labels: torch.Tensor,
                     mining_on: torch.Tensor | bool, rule: str = "paper_fig2") -> Selection:
-    """Selected set of a batch (ACTO.md §1.4-1.6).
+    """Selected set of a batch (docs/fidelity.md#act-14-robust-phase).
 
     ``paper_fig2`` (main.py, Figure 2): ``S = A | D`` while mining is on, else ``A``.
     ``web_variant`` (main_web.py, main_food101n.py): ``S = {r = y} | {n = y}`` while mining is on,
@@ -209,7 +209,7 @@ def dsrw_weights(counts: torch.Tensor, epoch: int) -> torch.Tensor:
 def confidence_penalty(logits: torch.Tensor, faithful_clamp: bool = False) -> torch.Tensor:
     """Negative entropy ``mean_i sum_k p_ik log p_ik`` (<= 0; adding it to the loss penalises confidence).
 
-    Default: ``p = softmax(z)``, ``log max(p, 1e-12)`` (DivideMix's NegEntropy; B7 fixed).
+    Default: ``p = softmax(z)``, ``log max(p, 1e-12)`` (DivideMix's NegEntropy; ACT-B7 fixed).
     ``faithful_clamp``: the official ``softmax(z.clamp(min=1e-12))``, which zeroes negative logits.
     """
     z = logits.float()
@@ -274,7 +274,7 @@ def robust_losses(logits_rtm_weak: torch.Tensor, logits_rtm_strong: torch.Tensor
 
     ce_sel = _ce(logits_rtm_weak, labels, hp.label_smoothing)
     sel_f = sel.selected.float()
-    # mean over S of w * CE; 0 (not NaN) for an empty S (B8); no host sync
+    # mean over S of w * CE; 0 (not NaN) for an empty S (ACT-B8); no host sync
     loss_sel = (torch.where(sel.selected, weights * ce_sel, torch.zeros_like(ce_sel))).sum() / sel_f.sum().clamp(min=1)
     if hp.use_cr:
         if logits_rtm_strong is None:

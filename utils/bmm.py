@@ -1,4 +1,4 @@
-"""Two-component beta mixture model (BMM) on integer wrong-event counts (IDO.md 1.5, 1.8).
+"""Two-component beta mixture model (BMM) on integer wrong-event counts (docs/fidelity.md#ido-15-beta-mixture, #ido-18-class-wise-bmm).
 
 One :class:`BetaMixture` object holds ``G`` independent mixtures ("groups"): ``G = 1`` is the global
 BMM of ``stage_2.py``; ``G = C`` with one group per *noisy* class is the class-wise BMM of
@@ -13,9 +13,9 @@ Units and shapes
 * parameters ``alpha``, ``beta``, ``pi``: float64 arrays of shape ``(G, 2)``; ``min``/``max``: int64
   arrays of shape ``(G,)`` (the count range seen at the last fit of that group).
 
-Fit rules (faithful to the official code, with the fixes B5 and B8):
+Fit rules (faithful to the official code, with the fixes IDO-B5 and IDO-B8):
 * normalisation at every fit: ``u = (w - m_g) / (M_g - m_g)``, then ``u * (1 - 2 eps) + eps``;
-  if ``M_g == m_g`` (all-zero, all-equal or single-sample group) ``u = 0.5`` (B8);
+  if ``M_g == m_g`` (all-zero, all-equal or single-sample group) ``u = 0.5`` (IDO-B8);
   a group without samples keeps its parameters and gets ``m_g = M_g = 0``.
 * E-step: ``lik_k = pi_k Beta(u; a_k, b_k)`` floored at eps; ``r_k = lik_k / (sum_k lik_k + eps)``.
 * M-step: weighted method of moments (variance floored at eps, alpha/beta floored at eps), shape
@@ -27,7 +27,7 @@ with their multiplicities as weights; this is the same computation as per-sample
 floating-point summation order differs).
 
 Prediction (:meth:`BetaMixture.normalise`, :meth:`BetaMixture.evaluate`) reuses the stored
-``m``/``M`` and clips u to ``[eps, 1 - eps]`` (fix B5: counts above the fitted maximum behave like the
+``m``/``M`` and clips u to ``[eps, 1 - eps]`` (fix IDO-B5: counts above the fitted maximum behave like the
 maximum instead of falling outside the beta support).  :class:`BmmLookup` serves the same values on
 a torch device from a precomputed table, without host synchronisation.
 """
@@ -301,8 +301,8 @@ class BetaMixture:
             counts: int array ``(N,)``; groups: int array ``(N,)`` or ``None``.
 
         Returns:
-            float64 ``(N,)`` in ``[eps, 1 - eps]`` (clipped, fix B5); 0.5 for degenerate groups
-            (``max == min``, fix B8).
+            float64 ``(N,)`` in ``[eps, 1 - eps]`` (clipped, fix IDO-B5); 0.5 for degenerate groups
+            (``max == min``, fix IDO-B8).
         """
         c = _as_counts(counts)
         g = _as_groups(groups, c.shape[0], self.num_groups)

@@ -178,7 +178,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("epochs", int, 5, "training epochs", min=1),
     _opt("batch_size", int, 128, "training batch size (per process)", min=1),
     _opt("test_batch_size", int, 256, "evaluation batch size", min=1),
-    _opt("optimizer", str, None, "adamw or sgd (null: per backbone, IDO.md 1.2)", nullable=True,
+    _opt("optimizer", str, None, "adamw or sgd (null: per backbone, docs/fidelity.md IDO-K1)", nullable=True,
          choices=("adamw", "sgd")),
     _opt("lr", float, None, "learning rate (null: per backbone)", nullable=True, min=0.0, min_inclusive=False),
     _opt("weight_decay", float, None, "weight decay (null: per backbone)", nullable=True, min=0.0),
@@ -197,7 +197,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("bmm_init_iters", int, 20, "EM iterations of the first fit", min=1, scopes=S2),
     _opt("bmm_refit_iters", int, None, "EM iterations per epoch (null: 1 global, 2 class)", nullable=True, min=0,
          scopes=S2),
-    _opt("entropy_weight", str, "confidence", "confidence: kappa_i*H_i (HEAD, B4 fixed); plain: H_i (Jan 2025)",
+    _opt("entropy_weight", str, "confidence", "confidence: kappa_i*H_i (HEAD, IDO-B4 fixed); plain: H_i (Jan 2025)",
          choices=("confidence", "plain"), scopes=S2),
     _opt("noisy_weight", str, "one_minus_clean", "weight of the entropy term: 1 - clean posterior (code) or the "
          "noisy posterior (figure)", choices=("one_minus_clean", "noisy_posterior"), scopes=S2),
@@ -219,7 +219,7 @@ OPTIONS: tuple[Option, ...] = (
          "(refused otherwise)"),
     _opt("print_config", bool, False, "print the whole resolved config on the console too (it always goes to "
          "checkpoint/{run}/config.yaml and train.log)"),
-    # --- ACTO (ACTO.md §1; docs/acto.md) ---
+    # --- ACTO (docs/fidelity.md#act-1-method; docs/acto.md) ---
     _opt("warmup_epochs", int, 2, "ACTO warm-up epochs W (both models on all samples, RTM with the "
          "confidence penalty); must be < epochs", min=0, scopes=SA),
     _opt("tau", float, 0.025, "ACTO memorisation threshold: mining on in a batch iff M < tau", scopes=SA),
@@ -234,8 +234,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("confidence_penalty", bool, True, "ACTO: negative-entropy penalty on the RTM during warm-up",
          scopes=SA),
     _opt("faithful_conf_penalty_clamp", bool, False, "ACTO: clamp the logits (not the probabilities) in the "
-         "confidence penalty, as the official code (bug B7)", scopes=SA),
-    _opt("use_mining", bool, True, "ACTO ablation: asymmetric sample mining (B19)", scopes=SA),
+         "confidence penalty, as the official code (bug ACT-B7)", scopes=SA),
+    _opt("use_mining", bool, True, "ACTO ablation: asymmetric sample mining (ACT-B19)", scopes=SA),
     _opt("use_dsrw", bool, True, "ACTO ablation: dynamic sample re-weighting c_i/(e+1) (else weight 1)",
          scopes=SA),
     _opt("use_cr", bool, True, "ACTO ablation: consistency regularisation on the strong view (else L_R = "
@@ -252,7 +252,7 @@ OPTIONS: tuple[Option, ...] = (
 
 OPTION_BY_NAME = {o.name: o for o in OPTIONS}
 
-# Named command-line overrides (DESIGN §2); everything else goes through --set.
+# Named command-line overrides (docs/fidelity.md#command-line); everything else goes through --set.
 NAMED_OVERRIDES = ("noise_mode", "noise_ratio", "backbone", "seed", "epochs", "batch_size", "device",
                    "gpuid", "output_dir")
 
@@ -314,7 +314,7 @@ class Config(Mapping):
 
     @property
     def tag(self) -> str:
-        """``{backbone}_{pretrained|scratch}_{dataset}_{noise_mode}_{noise_ratio}`` (DESIGN §3)."""
+        """``{backbone}_{pretrained|scratch}_{dataset}_{noise_mode}_{noise_ratio}`` (docs/fidelity.md#output-names)."""
         init = "pretrained" if (self.pretrained or self.pretrained_path) else "scratch"
         backbone = re.sub(r"[^A-Za-z0-9._-]", "-", self.backbone)
         return f"{backbone}_{init}_{self.dataset}_{self.noise_mode}_{self.noise_ratio:g}"

@@ -1,4 +1,4 @@
-"""IDO dynamic loss (IDO.md 1.7, with the per-sample fix of bug B4).
+"""IDO dynamic loss (docs/fidelity.md#ido-17-dynamic-loss, with the per-sample fix of bug IDO-B4).
 
 L = L_C + L_SIM + L_N, no coefficients:
 
@@ -88,7 +88,7 @@ def weighted_dynamic_loss(
         labels: ``(B,)`` int64 given (noisy) labels in ``[0, C)``.
         weights: ``(3, B)`` float32 weights of the clean, consistency and noisy terms, on the logits'
             device (treated as constants, i.e. detached).
-        entropy_weight: ``"confidence"`` (per-sample kappa_i * H_i, fixed B4) or ``"plain"`` (H_i).
+        entropy_weight: ``"confidence"`` (per-sample kappa_i * H_i, fixed IDO-B4) or ``"plain"`` (H_i).
 
     Returns:
         ``(total, parts)``: ``total`` a float32 scalar tensor ``L_C + L_SIM + L_N`` with gradient;
@@ -115,7 +115,7 @@ def weighted_dynamic_loss(
     if entropy_weight == "confidence":
         kappa = p_bar.max(dim=1).values  # (B,), not detached
         per_sample = weights * torch.stack([ce, sq, kappa])
-        # nw_i * kappa_i * H_i per sample, never a (B, B) broadcast (B4); multiplied in this order the
+        # nw_i * kappa_i * H_i per sample, never a (B, B) broadcast (IDO-B4); multiplied in this order the
         # result is bit-identical to computing each term on its own
         per_sample = torch.cat([per_sample[:2], per_sample[2:] * entropy])
     else:
@@ -137,7 +137,7 @@ def dynamic_loss(
     entropy_weight: str = "confidence",
     noisy_weight: str = "one_minus_clean",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """IDO dynamic loss for one batch from the per-sample BMM outputs (the form of IDO.md 1.7).
+    """IDO dynamic loss for one batch from the per-sample BMM outputs (the form of docs/fidelity.md#ido-17-dynamic-loss).
 
     Args:
         logits_weak, logits_strong: ``(B, C)`` logits of the weak and strong views (any float
@@ -145,7 +145,7 @@ def dynamic_loss(
         labels: ``(B,)`` int64 given (noisy) labels in ``[0, C)``.
         clean_posterior, noisy_posterior, clean_cdf, noisy_cdf: ``(B,)`` per-sample BMM outputs
             tau1, tau2, F1, F2 (tensors or arrays; treated as constants, i.e. detached).
-        entropy_weight: ``"confidence"`` (per-sample kappa_i * H_i, fixed B4) or ``"plain"`` (H_i).
+        entropy_weight: ``"confidence"`` (per-sample kappa_i * H_i, fixed IDO-B4) or ``"plain"`` (H_i).
         noisy_weight: ``"one_minus_clean"`` (1 - tau1, official code) or ``"noisy_posterior"`` (tau2).
 
     Returns:

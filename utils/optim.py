@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule per backbone (IDO.md §1.2), through timm and torch factories."""
+"""Optimiser and learning-rate schedule per backbone (docs/fidelity.md#ido-12-backbones-and-optimisers), through timm and torch factories."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,7 +65,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, kind: str, epochs: int,
 
 
 def stage1_schedule_kind(cfg) -> str:
-    """Constant learning rate when fine-tuning pretrained weights (official); cosine from scratch (B11)."""
+    """Constant learning rate when fine-tuning pretrained weights (official); cosine from scratch (IDO-B11)."""
     if cfg.scheduler is not None:
         return cfg.scheduler
     return "constant" if (cfg.pretrained or cfg.pretrained_path) else "cosine"

@@ -1,4 +1,4 @@
-"""Figures: integer-binned wrong-event histogram (B13 fixed) and the fitted beta mixture."""
+"""Figures: integer-binned wrong-event histogram (IDO-B13 fixed) and the fitted beta mixture."""
 from __future__ import annotations
 
 import matplotlib

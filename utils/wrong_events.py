@@ -1,4 +1,4 @@
-"""Wrong events and the label wave (IDO.md §1.3): per-sample state kept on the training device.
+"""Wrong events and the label wave (docs/fidelity.md#ido-13-stage-1-and-the-base-model): per-sample state kept on the training device.
 
 Both trackers record the current epoch with index *assignment* (not addition) into an epoch buffer
 and fold it into the totals at :meth:`end_epoch`.  A sample is seen once per epoch by one process,
