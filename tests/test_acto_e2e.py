@@ -125,3 +125,20 @@ def test_bad_config_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_checkpoint_every_writes_last_pt_every_k_epochs_and_after_the_last(tmp_path, monkeypatch):
+    """The bank makes last.pt 4 N C bytes: checkpoint_every=2 writes it after epochs 2 and 3 (the last) of 3."""
+    from utils.run import Run
+    saved = []
+    real = Run.save_state
+
+    def record(self, state, **kwargs):
+        saved.append(state["epoch"] + 1)
+        return real(self, state, **kwargs)
+
+    monkeypatch.setattr(Run, "save_state", record)
+    acto.main(["--epochs", "3", "--set", "warmup_epochs=1", "--set", "checkpoint_every=2", "--device", "cpu",
+               "--set", "export_samples=false", "--output_dir", str(tmp_path)])
+    assert saved == [2, 3]
+    assert torch.load(tmp_path / "checkpoint" / f"acto_{TAG}" / "last.pt", weights_only=True)["epoch"] == 2

@@ -23,7 +23,8 @@ RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persi
                               "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
                               "base_model", "wrong_events", "imagenet_val_path", "food101_path",
                               "noisy_label_file", "check_images", "max_image_pixels", "train_csv", "test_csv",
-                              "export_samples", "suspects_grid", "print_config", "review_samples", "overwrite"})
+                              "export_samples", "suspects_grid", "print_config", "review_samples", "overwrite",
+                              "checkpoint_every"})
 
 
 def training_settings(cfg) -> dict:
