@@ -129,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 outputs=[run.path("cleanlab", f"{cfg.tag}.json")])
 
     probs = cross_validated_probs(run, data, folds=extra.folds)
-    issues = find_label_issues(labels=data.noisy_labels, pred_probs=probs)
+    # n_jobs=1: cleanlab's default process pool forks this process, whose torch threads may hold a lock
+    # at the fork; the child then waits on it forever (seen twice: a CI run hung in this call). cleanlab's
+    # result does not depend on n_jobs.
+    issues = find_label_issues(labels=data.noisy_labels, pred_probs=probs, n_jobs=1)
     kept = np.flatnonzero(~issues)
     self_confidence = probs[np.arange(len(probs)), data.noisy_labels]
     is_noisy = data.is_noisy
