@@ -381,7 +381,7 @@ def _child(name: str, variant: str, n: int, c: int, device: str, write) -> None:
     state = prepare(n, c)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current resident size
-    base = _status("VmRSS")
+    base = _status("VmHWM")  # the resident size at the reset (VmRSS read now may already be lower: freed pages)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start, cpu_start = time.perf_counter(), time.process_time()
