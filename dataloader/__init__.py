@@ -30,7 +30,7 @@ from dataloader.tiny_imagenet import load_tiny_imagenet
 from dataloader.webfg import load_webfg
 from dataloader.webvision import load_webvision
 from utils.config import DATASETS
-from utils.distributed import rank0_first
+from utils.distributed import on_rank0_then_share
 from utils.errors import ConfigError, DataError
 
 # In-memory test sets whose transformed (uint8) tensors fit in this many bytes are transformed once, not
@@ -158,8 +158,9 @@ def build_data(cfg, *, stage: str, log: Callable[[str], None] = print) -> Data:
     if cfg.num_classes is not None and cfg.num_classes != raw.num_classes:
         raise ConfigError(f"config key 'num_classes' is {cfg.num_classes} but {raw.name} has {raw.num_classes} "
                           "classes; remove the key")
-    with rank0_first():  # under DDP rank 0 makes (or checks) the noise file, then the others read it
-        noisy, noise_info = _noisy_labels(cfg, raw, log)
+    # under DDP rank 0 makes (or checks) the noise file and sends the labels: made once, and a bad noise
+    # setting is one line on every rank instead of a barrier the others wait at forever
+    noisy, noise_info = on_rank0_then_share(lambda: _noisy_labels(cfg, raw, log))
     resolution = resolve_resolution(cfg, raw)
     # ACT normalises every data set with ImageNet statistics (docs/fidelity.md#act-19a-views)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if cfg.views == "act" else (raw.mean, raw.std)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stage_1 import stage1_step
-from utils.distributed import EpochShuffleSampler, Runtime, rank0_first
+from utils.distributed import EpochShuffleSampler, Runtime
 from utils.acto import ActoMemory, ema_soft_labels
 from utils.engine import Precision, predict_labels, predict_probabilities, train_one_epoch
 from utils.wrong_events import EpochPredictions, WrongEvents
@@ -118,27 +118,32 @@ def test_sharded_report_pass_and_blockwise_bank_merge_equal_one_process(tmp_path
     assert torch.equal(ranks[0]["bank"], expected)
 
 
-def _rank0_first(rank: int, world_size: int, port: int, out: str) -> None:
+def _build_data_on_rank(rank: int, world_size: int, port: int, out: str) -> None:
+    import dataloader
+    from fixtures_data import make_cfg
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    real = dataloader._noisy_labels
+
+    def counted(*args):
+        with open(os.path.join(out, f"noise_made_by_rank{rank}"), "w"):
+            pass
+        return real(*args)
+
+    dataloader._noisy_labels = counted
     try:
-        with rank0_first():
-            if rank == 0:
-                time.sleep(0.5)  # a slow generator: rank 1 must still find the file made
-                with open(out, "w") as f:
-                    f.write("made by rank 0")
-            else:
-                with open(out) as f, open(out + ".1", "w") as g:
-                    g.write(f.read())
+        data = dataloader.build_data(make_cfg(noise_mode="sym", noise_ratio=0.4, noise_dir=out), stage="stage1",
+                                     log=lambda m: None)
+        np.save(os.path.join(out, f"labels{rank}.npy"), data.noisy_labels)
     finally:
         dist.destroy_process_group()
 
 
-def test_rank0_first_runs_the_block_on_rank0_before_the_others(tmp_path):
-    # the noise file is generated once, by rank 0 (build_data wraps it in rank0_first)
-    out = str(tmp_path / "noise.json")
-    mp.spawn(_rank0_first, args=(2, _free_port(), out), nprocs=2, join=True)
-    assert open(out + ".1").read() == "made by rank 0"
+def test_noisy_labels_are_made_once_by_rank0_and_shared(tmp_path):
+    out = str(tmp_path)
+    mp.spawn(_build_data_on_rank, args=(2, _free_port(), out), nprocs=2, join=True)
+    assert sorted(p.name for p in tmp_path.glob("noise_made_by_rank*")) == ["noise_made_by_rank0"]
+    assert np.array_equal(np.load(tmp_path / "labels0.npy"), np.load(tmp_path / "labels1.npy"))
 
 
 def _free_port() -> int:

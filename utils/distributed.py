@@ -6,7 +6,6 @@ Under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) every pro
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 
@@ -50,19 +49,6 @@ class Runtime:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
-
-
-@contextlib.contextmanager
-def rank0_first():
-    """Under DDP, run the block on rank 0 first and on the other ranks after it (e.g. rank 0 writes a cache
-    file that the others then read, so nothing is generated twice); a plain block otherwise.  If rank 0
-    fails inside, the others are still waiting: torchrun ends them with it."""
-    ranked = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    if ranked and dist.get_rank() != 0:
-        dist.barrier()
-    yield
-    if ranked and dist.get_rank() == 0:
-        dist.barrier()
 
 
 def choose_device(requested: str | None, local_rank: int = 0) -> torch.device:
