@@ -22,7 +22,7 @@ import sys
 from typing import Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from dataloader.decode import DEFAULT_MAX_PIXELS, Decoding, ImageTooLarge, pixel_limit
@@ -32,6 +32,7 @@ from model.export import load_exported
 from utils.config import DEVICE_PATTERN
 from utils.errors import ConfigError, DataError, run_main
 from utils.io import save_text
+from utils.signals import DataLoader
 
 TOP_K = 5
 MISSING = "no such file or folder"  # the error of a named input path that does not exist

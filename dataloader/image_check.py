@@ -11,14 +11,14 @@ import time
 from typing import Callable, Mapping, Sequence
 
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from dataloader.base import FileImages
 from dataloader.files import UnreadableImage
 from utils.errors import DataError
 from utils.io import save_text
-from utils.signals import worker_init
+from utils.signals import DataLoader
 
 SHOWN = 10  # paths named in the error line; the full list goes to bad_images.txt
 
@@ -61,8 +61,7 @@ def find_unreadable(images: FileImages, *, indices: Sequence[int] | None = None,
     Decoding runs in ``workers`` DataLoader processes (0: in this process), with a progress bar.
     """
     indices = range(len(images)) if indices is None else indices
-    loader = DataLoader(_Decode(images, indices), batch_size=32, num_workers=workers, collate_fn=_as_list,
-                        worker_init_fn=worker_init)
+    loader = DataLoader(_Decode(images, indices), batch_size=32, num_workers=workers, collate_fn=_as_list)
     bad: list[tuple[str, str]] = []
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, **({"disable": True} if quiet else {})):
         bad += [item for item in batch if item is not None]

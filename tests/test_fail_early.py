@@ -2,6 +2,8 @@
 workers), check_images, and SIGTERM handled like Ctrl-C."""
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import os
 import re
 import signal
@@ -12,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from torch.utils.data._utils import signal_handling
 
 import stage_1
 from dataloader.files import ImageFiles
@@ -22,8 +25,8 @@ from test_resume import _wait_for_rows
 from utils import distributed
 from utils.config import REPO_ROOT
 from utils.errors import run_main
-from utils.io import deferred_interrupt, save_torch
-from utils.signals import Terminated, stop_signals_raise
+from utils.io import save_torch
+from utils.signals import DataLoader, Terminated, deferred_interrupt, stop_signals_raise
 
 FAST = ["--epochs", "1", "--set", "batch_size=256"]
 TAG = "test_resnet_scratch_digits_sym_0.4"
@@ -223,3 +226,36 @@ def test_image_broken_in_epoch_two_keeps_epoch_one_checkpoint(tmp_path, monkeypa
     state = torch.load(last, weights_only=True)
     assert state["epoch"] == 0 and len(state["history"]) == 1
     assert not list(out.rglob("*.tmp"))
+
+
+class _Squares(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return i * i
+
+
+def test_a_stop_while_workers_start_is_raised_once_every_worker_is_tracked(monkeypatch):
+    """SIGTERM arrives inside torch's iterator set-up, after the workers are forked and before the iterator is
+    complete (where the CI hang of 2026-12-03 began): it is raised from ``iter`` once the iterator is whole,
+    which then stops its workers; no worker outlives it and nothing is reported as ignored in ``__del__``."""
+    original = signal_handling._set_SIGCHLD_handler
+
+    def signal_midway():
+        os.kill(os.getpid(), signal.SIGTERM)
+        original()
+
+    monkeypatch.setattr(signal_handling, "_set_SIGCHLD_handler", signal_midway)
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    loader = DataLoader(_Squares(), batch_size=2, num_workers=2)
+    with stop_signals_raise():
+        with pytest.raises(Terminated):
+            iter(loader)
+    gc.collect()
+    deadline = time.time() + 30
+    while multiprocessing.active_children() and time.time() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []
+    assert unraisable == []

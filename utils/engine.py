@@ -14,14 +14,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.accuracy_keys import accuracy_columns, describe_accuracies  # noqa: F401 (the entry points' import)
 from utils.batching import KeepAllBatchSampler
 from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.errors import ConfigError, UsageError
-from utils.signals import check_stop, worker_init
+from utils.signals import DataLoader, check_stop
 from utils.workers import resolve_num_workers
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,7 +62,7 @@ def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
     """The shuffled training loader and one sharded evaluation loader per test set (same names)."""
     workers, _ = resolve_num_workers(cfg.num_workers)  # start_run has logged and replaced "auto" already
     common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
-                  persistent_workers=workers > 0 and cfg.persistent_workers, worker_init_fn=worker_init)
+                  persistent_workers=workers > 0 and cfg.persistent_workers)
     sampler = EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size)
     # A last batch of one sample breaks BatchNorm in training mode: the last two batches share it instead
     train = DataLoader(train_set, batch_sampler=KeepAllBatchSampler(sampler, cfg.batch_size),

@@ -8,15 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import tempfile
-import threading
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from utils.signals import STOP_SIGNALS, raise_for
 
 
 def _umask() -> int:
@@ -42,24 +39,6 @@ def atomic_path(path: str) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) and SIGTERM until the block ends, so a checkpoint being written is finished
-    first; then the first of them is raised as usual (KeyboardInterrupt or :class:`utils.signals.Terminated`)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if received:
-            raise_for(received[0])
 
 
 def _write_with(path: str, writer: Callable[[str], None]) -> str:

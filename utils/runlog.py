@@ -15,7 +15,8 @@ import torch
 from tqdm import tqdm
 
 from utils.errors import DataError, remember_checkpoint
-from utils.io import deferred_interrupt, save_text, save_torch
+from utils.io import save_text, save_torch
+from utils.signals import deferred_interrupt
 
 
 class RunLog:
