@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from dataloader.base import FileImages
-from dataloader.files import existing_files, make_images
+from dataloader.files import check_files_exist, existing_files, make_images
 from dataloader.path_array import PathArray, RootedPaths
+from utils.errors import DataError
 
 PATHS = ["train/cat/a.jpg", "", "train/caf\u00e9/\u20ac.png", "x" * 300, "train/dog/b c,d.png"]
 
@@ -64,3 +65,15 @@ def test_existing_files_agrees_with_isfile(tmp_path):
     assert expected.count(True) == 11  # 10 files and the link to one
     assert existing_files(paths) == expected  # the folder is listed (>= 8 paths)
     assert existing_files(paths, listed_from=10 ** 9) == expected  # one isfile each
+
+
+def test_check_files_exist_counts_the_missing_and_names_the_first_in_list_order(tmp_path):
+    for i in range(10):
+        (tmp_path / "img" / str(i % 2)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "img" / str(i % 2) / f"{i}.jpg").write_bytes(b"x")
+    keys = [f"img/{i % 2}/{i}.jpg" for i in range(12)] + ["img/1/../0/4.jpg", "img/7/x.jpg"]
+    check_files_exist(str(tmp_path), keys[:10] + keys[12:13], listed_in="list.txt", hint="h")  # all present
+    with pytest.raises(DataError) as err:
+        check_files_exist(str(tmp_path), keys, listed_in="list.txt", hint="fix it")
+    assert str(err.value) == (f"3 of the 14 images listed in list.txt are missing, e.g. {tmp_path}/img/0/10.jpg; "
+                              "fix it")
