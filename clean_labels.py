@@ -96,7 +96,7 @@ def stage1_done(argv: Sequence[str]) -> str | None:
     """The stage-1 result JSON when ``output_dir`` holds a complete stage 1 of this very data and these
     settings (same fingerprint of samples and labels, same training keys), else None."""
     from dataloader import build_data
-    from utils.run import training_settings
+    from utils.run import settings_differences, training_settings
 
     cfg = parse_config(argv, prog="clean_labels.py", scope=STAGE1)
     stem = os.path.join(cfg.output_dir, "stage1", f"{cfg.tag}_wrongevent")
@@ -108,7 +108,8 @@ def stage1_done(argv: Sequence[str]) -> str | None:
             meta = json.load(f)
     except (OSError, ValueError):
         return None
-    if meta.get("settings") != json.loads(json.dumps(training_settings(cfg))):
+    settings = meta.get("settings")
+    if not isinstance(settings, dict) or settings_differences(settings, json.loads(json.dumps(training_settings(cfg)))):
         return None
     data = build_data(cfg, stage="stage1", log=lambda message: None)
     return needed[0] if meta.get("fingerprint") == data.fingerprint else None

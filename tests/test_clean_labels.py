@@ -44,6 +44,25 @@ def test_one_command_runs_both_stages_passes_each_setting_once_and_skips_a_finis
     assert f"stage 1 of this data and these settings is complete ({meta})" in capsys.readouterr().out
     assert os.stat(meta).st_mtime_ns == before  # not run again
 
+    # a stage 1 written before a key existed (the key absent from its settings) trained at the key's default
+    args = clean_labels.build_parser().parse_args(argv)
+    stage1_argv = clean_labels.stage_argv(args, clean_labels.STAGE1, *clean_labels.data_settings(args.data))
+    with open(meta, encoding="utf-8") as f:
+        record = json.load(f)
+    assert record["settings"]["decode_background"] == "white"  # the default
+    del record["settings"]["decode_background"]
+    with open(meta, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    assert clean_labels.stage1_done(stage1_argv) == meta
+    record["settings"]["decode_background"] = "black"
+    with open(meta, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    assert clean_labels.stage1_done(stage1_argv) is None
+    record["settings"]["decode_background"] = "white"
+    with open(meta, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    before = os.stat(meta).st_mtime_ns
+
     # other settings for stage 1 (another epoch count): stage 1 runs again, on the same data and seed
     clean_labels.main(argv + ["--epochs", "2"])
     assert "is complete" not in capsys.readouterr().out and os.stat(meta).st_mtime_ns != before

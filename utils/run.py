@@ -32,6 +32,15 @@ def training_settings(cfg) -> dict:
     return {k: v for k, v in cfg.items() if k not in RESUME_FREE_KEYS}
 
 
+def settings_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The keys of ``current`` (:func:`training_settings`) whose value differs in ``saved`` (the settings a
+    checkpoint or result JSON recorded), as ``"key: saved there, current here"``.  A key added to the project
+    after ``saved`` was written trained at its default then, so it counts as that default."""
+    saved = {k: OPTION_BY_NAME[k].default for k in current if k not in saved and k in OPTION_BY_NAME} | dict(saved)
+    return [f"{k}: {saved.get(k, '<missing>')!r} there, {current[k]!r} here" for k in current
+            if saved.get(k, "<missing>") != current[k]]
+
+
 def outputs_conflict(meta: dict, *, fingerprint: str, seed: int) -> str | None:
     """What makes the run recorded in ``meta`` (a result JSON) another run than one on data ``fingerprint``
     with ``seed``: None when it is the same, else a few words for the refusal."""
@@ -109,12 +118,9 @@ class Run:
         if state.get("fingerprint") != fingerprint:
             raise DataError(f"--resume: {path} was written for other data or noisy labels; start without --resume "
                             "or set another run_name")
-        saved, current = state.get("settings") or {}, self.training_settings()
-        # a key added to the project after the checkpoint was written trained at its default then
-        saved = {k: OPTION_BY_NAME[k].default for k in current if k not in saved and k in OPTION_BY_NAME} | saved
-        differ = [k for k in current if saved.get(k, "<missing>") != current[k]]
+        differ = settings_differences(state.get("settings") or {}, self.training_settings())
         if differ:
-            shown = ", ".join(f"{k}: {saved.get(k, '<missing>')!r} there, {current[k]!r} here" for k in differ[:3])
+            shown = ", ".join(differ[:3])
             raise DataError(f"--resume: {path} belongs to a run with other settings ({shown}); resume with the "
                             "settings of that run, or start without --resume to begin a new one")
         for name, part in parts.items():
