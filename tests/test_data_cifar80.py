@@ -82,6 +82,7 @@ def test_wrong_event_histogram_with_open_set(cifar100, tmp_path):
     assert (tmp_path / "h.png").stat().st_size > 0 and path.endswith("h.png")
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2(cifar100, tmp_path):
     root, _ = cifar100
     first, second = run_both_stages("cifar80", root, str(tmp_path / "out"))

@@ -128,6 +128,7 @@ def test_class_folder_without_images_subfolder(tmp_path):
         load(root, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["official", "reorganised"])
 def test_stage1_and_stage2(layout, tmp_path):
     root = tmp_path / "tiny"
