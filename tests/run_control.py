@@ -22,6 +22,7 @@ PARKED_FOR_S = 600  # longer than any test waits; the test ends the process well
 
 _PROGRAM = """
 import os, runpy, sys, time
+sys.path.insert(0, os.getcwd())  # the repository (run as a file, sys.path[0] is the file's folder)
 from utils.runlog import RunLog
 after, marker, parked_for = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 save_state, saved = RunLog.save_state, []
@@ -48,6 +49,17 @@ def start_parked(script: str, argv: list[str], *, epochs: int, marker: str, **po
     return subprocess.Popen(cmd, cwd=REPO_ROOT, **popen_kwargs)
 
 
+def parking_launcher(path: str, *, epochs: int, marker: str) -> list[str]:
+    """For a launcher that runs a script file itself (torchrun): write the parking program to ``path`` and return
+    the arguments that go where the script would, before the entry point and its own arguments.  Every rank
+    parks after its ``epochs``-th checkpoint call (only rank 0 writes last.pt)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(_PROGRAM)
+    if os.path.exists(marker):
+        os.remove(marker)
+    return [path, str(epochs), marker, str(PARKED_FOR_S)]
+
+
 def wait_until_parked(proc: subprocess.Popen, marker: str, *, timeout: float = 240) -> None:
     """Return once ``proc`` has parked; fail the test if it ends or times out first."""
     deadline = time.monotonic() + timeout
@@ -61,16 +73,3 @@ def wait_until_parked(proc: subprocess.Popen, marker: str, *, timeout: float = 2
             pytest.fail(f"the run did not park within {timeout} s")
         time.sleep(0.05)
 
-
-def wait_for_rows(path, rows: int, proc: subprocess.Popen, *, timeout: float = 240) -> None:
-    """Return once metrics.csv at ``path`` holds ``rows`` epochs (a run that cannot be parked: torchrun's ranks);
-    fail the test if ``proc`` ends or times out first.  Whether more epochs finish meanwhile is up to the
-    machine: assert nothing that depends on it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path) and len(open(path).read().strip().splitlines()) >= rows + 1:
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before {rows} epochs: {proc.stderr.read()[-1000:]}")
-        time.sleep(0.05)
-    pytest.fail("timed out waiting for epochs")

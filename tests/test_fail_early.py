@@ -20,7 +20,7 @@ import stage_1
 from dataloader.files import ImageFiles
 from dataloader.image_check import find_unreadable
 from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_image, write_tiny_imagenet
-from run_control import start_parked, wait_for_rows, wait_until_parked
+from run_control import parking_launcher, start_parked, wait_until_parked
 from test_distributed import _free_port
 from utils import distributed
 from utils.config import REPO_ROOT
@@ -184,15 +184,18 @@ def test_sigterm_during_a_checkpoint_write_waits_for_it(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
 def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
-    """As a scheduler stops a job: SIGTERM to torchrun's process group; torchrun forwards it to both ranks
-    (and their DataLoader workers).  Every process ends promptly, rank 0 names last.pt once."""
+    """As a scheduler stops a job: SIGTERM to torchrun's process group right after epoch 1 of 20 (the ranks park
+    there: tests/run_control.py); torchrun forwards it to both ranks (and their DataLoader workers).  Every
+    process ends promptly, rank 0 names last.pt once, and last.pt holds exactly epoch 1."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port),
+    marker = str(tmp_path / "parked")
+    park = parking_launcher(str(tmp_path / "park.py"), epochs=1, marker=marker)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port), *park,
            *_stage1(tmp_path, "--epochs", "20", "--device", "cpu")[1:]]
     run_dir = tmp_path / "checkpoint" / f"stage1_{TAG}"
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"), start_new_session=True)
-    wait_for_rows(run_dir / "metrics.csv", 1, proc)
+    wait_until_parked(proc, marker)
     os.killpg(proc.pid, signal.SIGTERM)
     start = time.time()
     try:
@@ -203,7 +206,7 @@ def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
     assert time.time() - start < 90
     assert err.count("stage_1.py: stopped by SIGTERM; every finished epoch is saved in") == 1, err[-3000:]
     state = torch.load(run_dir / "last.pt", weights_only=True)
-    assert 1 <= state["epoch"] + 1 == len(state["history"]) < 20
+    assert state["epoch"] == 0 and len(state["history"]) == 1
     assert not list(tmp_path.rglob("*.tmp"))
 
 
