@@ -6,6 +6,8 @@ headless browser), or that is long, carries ``@pytest.mark.slow`` and runs only 
 ``python -m pytest`` (what .ci/run runs).  The tier keeps itself honest: while a test that is not marked
 slow sets up, runs or tears down, starting a process fails it with a line naming the marker
 (``_refuse_processes``).  Forked DataLoader workers are allowed: they are part of the code under test.
+A test that is long gets no such refusal (load makes time a poor judge), but the end of the run names every
+unmarked test whose setup and call took more than FAST_TEST_CPU_S of CPU time, a measure load barely moves.
 """
 import time
 
@@ -19,6 +21,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 FAST_TIER_BUDGET_S = 120  # the fast tier's wall time on the 2-core development machine (issue 26)
+FAST_TEST_CPU_S = 2.0  # CPU seconds (setup + call) above which an unmarked test is named as one to mark slow
 
 
 class StartsAProcess(RuntimeError):
@@ -72,10 +75,12 @@ def _in_process_only(item):
     if item.get_closest_marker("slow") is not None:
         return (yield)
     patch = _refuse_processes(item)
+    start = time.process_time()
     try:
         return (yield)
     finally:
         patch.undo()
+        item.stash[_CPU_S] = item.stash.get(_CPU_S, 0.0) + time.process_time() - start
 
 
 @pytest.hookimpl(wrapper=True)
@@ -87,10 +92,13 @@ def pytest_runtest_makereport(item, call):
         item.stash[_REPORTED] = True
         report.outcome = "failed"
         report.longrepr = "\n".join(dict.fromkeys(attempts))
+    if report.when == "call" and _CPU_S in item.stash:  # a user property: it reaches the summary under xdist too
+        report.user_properties.append(("cpu_s", item.stash[_CPU_S]))
     return report
 
 
 _REPORTED = pytest.StashKey[bool]()
+_CPU_S = pytest.StashKey[float]()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -105,6 +113,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         line += f" (budget {FAST_TIER_BUDGET_S} s on the 2-core development machine" + \
             (": OVER BUDGET, move long tests to the slow tier)" if elapsed > FAST_TIER_BUDGET_S else ")")
     terminalreporter.write_line(line)
+    long = sorted(((dict(r.user_properties).get("cpu_s", 0.0), r.nodeid) for reports in terminalreporter.stats.values()
+                   for r in reports if getattr(r, "when", None) == "call"), reverse=True)
+    long = [(cpu, nodeid) for cpu, nodeid in long if cpu > FAST_TEST_CPU_S]
+    if long:
+        terminalreporter.write_line(f"not marked slow, yet above {FAST_TEST_CPU_S} s of CPU (setup + call): "
+                                    "mark them @pytest.mark.slow", yellow=True)
+        for cpu, nodeid in long:
+            terminalreporter.write_line(f"  {cpu:.1f} s CPU  {nodeid}")
 
 
 @pytest.fixture(autouse=True, scope="module")

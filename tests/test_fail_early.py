@@ -93,6 +93,7 @@ def test_check_images_lists_every_unreadable_file_before_training(tmp_path, caps
     assert all(reason.startswith("cannot be decoded: ") for _, reason in listed)
 
 
+@pytest.mark.slow
 def test_check_images_passes_a_clean_set_and_logs_its_speed(tmp_path):
     root = tmp_path / "tiny"
     write_tiny_imagenet(str(root))

@@ -196,6 +196,7 @@ def test_every_entry_point_reads_own_data(dataset, tmp_path):
     assert all((r["is_label_issue"] == "True") == (r["predicted_label"] != r["given_label"]) for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("evaluation", ["test", "val_fraction", "none"])
 def test_confident_learning_baseline_reads_own_data(evaluation, tmp_path):
     pytest.importorskip("cleanlab")

@@ -16,10 +16,11 @@ def session(pytester, monkeypatch):
     Installed plugins stay out (pytest-benchmark asks git for the project's name, in a subprocess)."""
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     with open(CONFTEST, encoding="utf-8") as f:
-        pytester.makeconftest(f.read())
+        conftest = f.read()
     pytester.makeini("[pytest]\nmarkers =\n    slow: the slow tier\naddopts = --strict-markers\n")
 
-    def run(source: str, *args: str):
+    def run(source: str, *args: str, conftest_edit=("", "")):
+        pytester.makeconftest(conftest.replace(*conftest_edit))
         pytester.makepyfile(test_inner=source)
         return pytester.runpytest_inprocess(*args)
     return run
@@ -97,3 +98,28 @@ def test_fast():
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.re_match_lines([r"fast tier \(-m 'not slow'\): \d+\.\d s wall \(budget 120 s on the 2-core "
                                   r"development machine\)"])
+
+
+def test_an_unmarked_test_above_its_cpu_allowance_is_named(session):
+    result = session("""
+import time, pytest
+
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+def test_long():
+    burn(0.3)
+
+@pytest.mark.slow
+def test_long_and_marked():
+    burn(0.3)
+
+def test_short():
+    pass
+""", conftest_edit=("FAST_TEST_CPU_S = 2.0", "FAST_TEST_CPU_S = 0.2"))
+    result.assert_outcomes(passed=3)
+    result.stdout.re_match_lines([r"not marked slow, yet above 0.2 s of CPU \(setup \+ call\): mark them "
+                                  r"@pytest.mark.slow", r"  0\.\d s CPU  test_inner.py::test_long$"])
+    assert "test_long_and_marked" not in result.stdout.str() and "test_short" not in result.stdout.str()
