@@ -48,6 +48,7 @@ def test_web_and_food_configs_are_acts(name):
             (448, 100, 20, 1e-3, "cosine:20,5e-4,100")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ACT_SETS)
 def test_act_config_runs_on_fixture(name, tmp_path):
     """Each ACT config through acto.py (one warm-up, one robust epoch).  The web and food sets swap the
@@ -86,6 +87,7 @@ def test_rtm_summary_is_acts_table1_metric():
     assert result["last_k_std"] == pytest.approx(8.3120, abs=1e-4)  # population std (the sample std is 8.762)
 
 
+@pytest.mark.slow
 def test_ido_stages_run_on_act_cnn_with_act_views(tmp_path):
     """IDO's two stages on ACT's network and views (one epoch each, CIFAR-100 fixture)."""
     import torch

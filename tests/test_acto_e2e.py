@@ -32,6 +32,7 @@ def full_run(tmp_path_factory):
     return out, acto.main(ARGS + ["--output_dir", str(out)])
 
 
+@pytest.mark.slow
 def test_files_and_result_keys(full_run):
     out, result = full_run
     files = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
@@ -71,6 +72,7 @@ def test_files_and_result_keys(full_run):
     assert "epoch 2/2 robust" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(full_run, tmp_path, monkeypatch):
     full_dir, full = full_run
     part_dir = tmp_path / "part"
@@ -127,6 +129,7 @@ def test_bad_config_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_checkpoint_every_writes_last_pt_every_k_epochs_and_after_the_last(tmp_path, monkeypatch):
     """The bank makes last.pt 4 N C bytes: checkpoint_every=2 writes it after epochs 2 and 3 (the last) of 3."""
     from utils.run import Run

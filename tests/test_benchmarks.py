@@ -18,6 +18,7 @@ import confident_learning  # noqa: E402
 import noise_robustness as nr  # noqa: E402
 
 
+@pytest.mark.slow
 def test_confident_learning_end_to_end(tmp_path):
     pytest.importorskip("cleanlab")
     result = confident_learning.main(["--folds", "2", "--retrain_epochs", "2", "--epochs", "1", "--device", "cpu",
@@ -125,6 +126,7 @@ def test_time_steps_rotates_the_order_of_the_variants():
     assert overhead.paired_ratio({"v": [2.0, 3.0, 10.0], "b": [1.0, 1.0, 1.0]}, "v", "b") == 3.0
 
 
+@pytest.mark.slow
 def test_overhead_report_bf16_channels_last(tmp_path):
     import overhead
     out = tmp_path / "performance.md"
@@ -225,6 +227,7 @@ def mnist_weights(tmp_path_factory):
     return out, first
 
 
+@pytest.mark.slow
 def test_pretrain_mnist_writes_backbone_weights_that_load_strictly(mnist_weights):
     import timm
     from model import create_model
@@ -242,6 +245,7 @@ def test_pretrain_mnist_writes_backbone_weights_that_load_strictly(mnist_weights
     assert saved["held_out_acc"] > 15.0
 
 
+@pytest.mark.slow
 def test_noise_robustness_pretrained_tiny_run(mnist_weights, tmp_path, monkeypatch):
     pytest.importorskip("cleanlab")
     monkeypatch.setattr(nr, "IDO_EPOCHS", (1, 1))  # the from-scratch stage 1 it runs for the comparison
@@ -307,6 +311,7 @@ def test_pretrained_options_refuse_bad_input(tmp_path, capsys):
     assert not (tmp_path / "w").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_grid_and_the_jobs_it_runs(tmp_path):
     """A scheduler's SIGTERM to the grid runner: its running jobs are stopped (not left training as orphans),
     none is marked done, and the runner ends with one line and exit status 143."""
@@ -334,6 +339,7 @@ def test_sigterm_stops_the_grid_and_the_jobs_it_runs(tmp_path):
     assert not list(work.glob("*/*.done.json"))
 
 
+@pytest.mark.slow
 def test_scale_quick_measures_every_component_before_and_after(tmp_path):
     import scale
 

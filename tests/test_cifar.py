@@ -240,6 +240,7 @@ def test_stage2_views_of_cifar(tmp_path):
 
 # --------------------------------------------------------------------- the acceptance command
 
+@pytest.mark.slow
 def test_stage1_cli_on_a_cifar100_fixture(tmp_path):
     data_dir = tmp_path / "data"
     write_cifar100(data_dir, n_train=200, n_test=100, nested=True)

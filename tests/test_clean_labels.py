@@ -21,6 +21,7 @@ def config_of(out, run: str) -> str:
         return f.read()
 
 
+@pytest.mark.slow
 def test_one_command_runs_both_stages_passes_each_setting_once_and_skips_a_finished_stage1(tmp_path, capsys):
     root, out = tmp_path / "data", tmp_path / "out"
     write_small(root, "imagefolder")
@@ -68,6 +69,7 @@ def test_one_command_runs_both_stages_passes_each_setting_once_and_skips_a_finis
     assert "is complete" not in capsys.readouterr().out and os.stat(meta).st_mtime_ns != before
 
 
+@pytest.mark.slow
 def test_another_seed_in_the_same_output_dir_is_refused_before_anything_is_written(tmp_path, capsys):
     root, out = tmp_path / "data", tmp_path / "out"
     write_small(root, "imagefolder")
@@ -88,6 +90,7 @@ def test_another_seed_in_the_same_output_dir_is_refused_before_anything_is_writt
     assert not (out / "stage2").exists()
 
 
+@pytest.mark.slow
 def test_other_data_is_refused_and_the_same_run_resumes_or_overwrites_on_request(tmp_path):
     first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "out"
     write_small(first, "imagefolder")

@@ -329,6 +329,7 @@ def cli_results(tmp_path_factory):
     return results, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["range", "nodata"])
 def test_cli_error_is_one_line_exit_2(cli_results, case):
     results, _ = cli_results
@@ -341,6 +342,7 @@ def test_cli_error_is_one_line_exit_2(cli_results, case):
     assert lines[0].startswith("stage_1.py: error: ")
 
 
+@pytest.mark.slow
 def test_cli_precedence_in_printed_config(cli_results):
     """The run that stops at the missing CIFAR folder printed its resolved config (--print_config) and,
     stopping before it claimed its outputs, wrote nothing (no config.yaml, no empty run folder)."""

@@ -1,5 +1,6 @@
 """ACTO's data sets through acto.py with their config/acto files (two epochs: one warm-up, one robust)."""
-import os
+import csv
+import json
 
 import pytest
 
@@ -10,24 +11,33 @@ TAGS = {"cifar80": "cifar80_sym_0.2", "web-aircraft": "web-aircraft_real_0", "we
 
 
 def write_fixture(name, root):
+    """Write the fixture; returns its number of training images."""
     if name in ("cifar80", "cifar100"):
-        write_cifar(root, "cifar100", train_labels=[(7 * i) % 100 for i in range(24)],
-                    test_labels=list(range(0, 100, 9)))
+        info = write_cifar(root, "cifar100", train_labels=[(7 * i) % 100 for i in range(24)],
+                           test_labels=list(range(0, 100, 9)))
     elif name == "food101n":
-        write_food101n(root)
+        info = write_food101n(root)
     else:
-        write_webfg(root)
+        info = write_webfg(root)
+    return len(info["train_labels"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TAGS))
 def test_acto_on_fixture(name, tmp_path):
     import acto
 
     root = str(tmp_path / name)
-    write_fixture(name, root)
+    n = write_fixture(name, root)
     out = tmp_path / "out"
-    acto.main(["--config", config_path("acto", name), "--set", f"data_path={root}", "--backbone", "test_resnet",
+    result = acto.main(["--config", config_path("acto", name), "--set", f"data_path={root}", "--backbone", "test_resnet",
                "--set", "resolution=32", "--epochs", "2", "--set", "warmup_epochs=1", "--set", "pretrained=false",
                "--set", "num_workers=0", "--set", "batch_size=4", "--set", "test_batch_size=8",
                "--output_dir", str(out)])
-    assert os.path.isfile(out / "acto" / f"test_resnet_scratch_{TAGS[name]}.json")
+    stem = out / "acto" / f"test_resnet_scratch_{TAGS[name]}"
+    saved = json.loads(open(f"{stem}.json").read())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["phase"] == ["warmup", "robust"] and len(saved["test_acc"]) == 2
+    assert saved["selected_size"][0] is None and 0 <= saved["selected_size"][1] <= n
+    with open(f"{stem}_samples.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == n  # every training image of the fixture, each once

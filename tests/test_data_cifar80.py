@@ -74,14 +74,29 @@ def test_real_noise_is_refused(cifar100, tmp_path):
         load(root, tmp_path, noise_mode="real")
 
 
-def test_wrong_event_histogram_with_open_set(cifar100, tmp_path):
+def test_wrong_event_histogram_with_open_set(cifar100, tmp_path, monkeypatch):
+    """Every sample is in one bar, the 10 open-set images among the noisy ones (their true label is -1)."""
+    import utils.plots
+
     root, _ = cifar100
     data = load(root, tmp_path)
     counts = np.arange(N_TRAIN) % 3
+    drawn = {}
+
+    def keep_bars(fig, path):
+        drawn.update({c.get_label(): [round(bar.get_height()) for bar in c] for c in fig.axes[0].containers})
+        return path
+
+    monkeypatch.setattr(utils.plots, "save_figure", keep_bars)
     path = wrong_event_histogram(counts, str(tmp_path / "h.png"), is_noisy=data.is_noisy)
-    assert (tmp_path / "h.png").stat().st_size > 0 and path.endswith("h.png")
+    assert path.endswith("h.png") and data.is_noisy[30:].all()
+    noisy = data.is_noisy
+    assert drawn == {"clean label": np.bincount(counts[~noisy], minlength=3).tolist(),
+                     "noisy label": np.bincount(counts[noisy], minlength=3).tolist()}
+    assert sum(drawn["clean label"]) + sum(drawn["noisy label"]) == N_TRAIN
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2(cifar100, tmp_path):
     root, _ = cifar100
     first, second = run_both_stages("cifar80", root, str(tmp_path / "out"))

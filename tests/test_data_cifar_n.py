@@ -138,6 +138,7 @@ def test_synthetic_noise_does_not_need_the_file(cifar100n, tmp_path):
     assert len(data.train) == N_TRAIN
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2_cifar100n(cifar100n, tmp_path):
     root, _, _ = cifar100n
     first, second = run_both_stages("cifar100n", root, str(tmp_path / "out"))
@@ -145,6 +146,7 @@ def test_stage1_and_stage2_cifar100n(cifar100n, tmp_path):
     assert len(second["test_acc"]) == 1
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2_cifar10n(cifar10n, tmp_path):
     root, _, _ = cifar10n
     first, second = run_both_stages("cifar10n", root, str(tmp_path / "out"), "--set", "cifar10n_label=aggre_label")

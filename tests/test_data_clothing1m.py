@@ -123,6 +123,7 @@ def test_label_out_of_range(tmp_path):
         build_data(cfg_for(root, tmp_path), stage="stage1", log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2_share_the_subset(tmp_path):
     root = tmp_path / "clothing1m"
     write_clothing1m(str(root))

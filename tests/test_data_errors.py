@@ -50,6 +50,7 @@ def test_every_dataset_has_configs(stage):
         assert os.path.isfile(os.path.join(REPO_ROOT, "config", stage, f"{name}.yaml"))
 
 
+@pytest.mark.slow
 def test_command_line_exit_status_2(tmp_path):
     """The real command line, as a user types it."""
     proc = subprocess.run(

@@ -52,6 +52,7 @@ def test_missing_image(tmp_path):
         load(root, tmp_path)
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2(tmp_path):
     root = tmp_path / "Food-101N_release"
     write_food101n(str(root))

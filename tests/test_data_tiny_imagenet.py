@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from dataloader import build_data
 from fixtures_data import TINY_WNIDS, make_cfg, run_both_stages, write_image, write_text, write_tiny_imagenet
@@ -39,8 +40,11 @@ def test_stage2_two_views(tmp_path):
     root = tmp_path / "tiny"
     write_tiny_imagenet(str(root))
     data = load(root, tmp_path, stage="stage2")
-    (weak, strong), _, _ = data.train[0]
-    assert weak.shape == strong.shape == (3, 32, 32)
+    for i in range(3):
+        (weak, strong), label, index = data.train[i]
+        assert weak.shape == strong.shape == (3, 32, 32) and weak.dtype == strong.dtype
+        assert index == i and label == data.noisy_labels[i]
+        assert not torch.equal(weak, strong)  # the strong view is augmented further
 
 
 def test_index_order_and_fingerprint_do_not_depend_on_mount_point(tmp_path):
@@ -128,6 +132,7 @@ def test_class_folder_without_images_subfolder(tmp_path):
         load(root, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["official", "reorganised"])
 def test_stage1_and_stage2(layout, tmp_path):
     root = tmp_path / "tiny"

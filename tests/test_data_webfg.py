@@ -66,6 +66,7 @@ def test_class_folder_with_no_image(tmp_path):
         load("web-aircraft", root, tmp_path)
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2(tmp_path):
     root = tmp_path / "web-aircraft"
     write_webfg(str(root))

@@ -99,6 +99,7 @@ def test_malformed_list_line(tmp_path):
         load(root, tmp_path)
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2(tmp_path):
     root = tmp_path / "webvision"
     write_webvision(str(root))
@@ -107,6 +108,7 @@ def test_stage1_and_stage2(tmp_path):
     assert len(second["test_acc"]) == 1
 
 
+@pytest.mark.slow
 def test_imagenet_val_accuracy_reported_beside_webvision(tmp_path):
     root = tmp_path / "webvision"
     write_webvision(str(root))

@@ -97,6 +97,7 @@ def _report_and_bank(rank: int, world_size: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sharded_report_pass_and_blockwise_bank_merge_equal_one_process(tmp_path):
     out = str(tmp_path / "r")
     mp.spawn(_report_and_bank, args=(2, _free_port(), out), nprocs=2, join=True)
@@ -139,6 +140,7 @@ def _build_data_on_rank(rank: int, world_size: int, port: int, out: str) -> None
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_noisy_labels_are_made_once_by_rank0_and_shared(tmp_path):
     out = str(tmp_path)
     mp.spawn(_build_data_on_rank, args=(2, _free_port(), out), nprocs=2, join=True)
@@ -158,6 +160,7 @@ def test_sampler_pads_so_merging_must_not_double_count():
     assert len(together) == N + 1 and len(set(together)) == N  # one sample is seen twice per epoch
 
 
+@pytest.mark.slow
 def test_merged_wrong_events_equal_single_process_counts(tmp_path):
     out = str(tmp_path / "merged.pt")
     mp.spawn(_count, args=(2, _free_port(), out), nprocs=2, join=True)
@@ -171,6 +174,7 @@ def test_merged_wrong_events_equal_single_process_counts(tmp_path):
         assert torch.equal(epoch_predictions, predicted)  # every sample recorded once, none left at -1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="needs gloo")
 def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),

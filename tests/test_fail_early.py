@@ -20,8 +20,8 @@ import stage_1
 from dataloader.files import ImageFiles
 from dataloader.image_check import find_unreadable
 from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_image, write_tiny_imagenet
+from run_control import parking_launcher, start_parked, wait_until_parked
 from test_distributed import _free_port
-from test_resume import _wait_for_rows
 from utils import distributed
 from utils.config import REPO_ROOT
 from utils.errors import run_main
@@ -44,6 +44,7 @@ def test_bf16_on_a_gpu_without_bf16_stops_before_data_is_loaded(tmp_path, monkey
     assert "bf16 is not supported by Tesla V100-SXM2-16GB" in err and "precision=fp16" in err
 
 
+@pytest.mark.slow
 def test_corrupt_image_inside_a_worker_gives_one_line(tmp_path):
     """num_workers 2 (as every shipped config): the worker's DataError reaches the user as its one line."""
     root = tmp_path / "tiny"
@@ -92,6 +93,7 @@ def test_check_images_lists_every_unreadable_file_before_training(tmp_path, caps
     assert all(reason.startswith("cannot be decoded: ") for _, reason in listed)
 
 
+@pytest.mark.slow
 def test_check_images_passes_a_clean_set_and_logs_its_speed(tmp_path):
     root = tmp_path / "tiny"
     write_tiny_imagenet(str(root))
@@ -104,6 +106,7 @@ def test_check_images_passes_a_clean_set_and_logs_its_speed(tmp_path):
     assert not list(out.rglob("bad_images.txt"))
 
 
+@pytest.mark.slow
 def test_image_above_the_pixel_limit_inside_a_worker_gives_one_line(tmp_path):
     """imagefolder, num_workers 2, max_image_pixels 1000: the 40x40 image (1600 pixels) stops the run with one
     line naming it, its size and the key (exit 2); the 12x12 ones (144 pixels) are read."""
@@ -141,29 +144,31 @@ def _stage1(out, *extra):
             "--set", "num_workers=2", *extra]
 
 
-def test_sigterm_stops_like_ctrl_c_and_resume_finishes_the_same_run(tmp_path):
-    full, cut = tmp_path / "full", tmp_path / "cut"
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
+    """SIGTERM to the run's process group right after epoch 1 of 2 (the run parks there: tests/run_control.py):
+    exit 143, one line naming last.pt, which holds exactly epoch 1, nothing half-written; --resume finishes the
+    run (that it ends as the uninterrupted run: tests/test_resume.py::test_killed_run_resumes_to_the_uninterrupted_run)."""
     env = dict(SUBPROCESS_ENV, TQDM_DISABLE="1")
-    subprocess.run(_stage1(full), cwd=REPO_ROOT, check=True, capture_output=True, timeout=300, env=env)
-
-    run_dir = cut / "checkpoint" / f"stage1_{TAG}"
-    proc = subprocess.Popen(_stage1(cut), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
-    _wait_for_rows(run_dir / "metrics.csv", 1, proc)
+    run_dir = tmp_path / "checkpoint" / f"stage1_{TAG}"
+    marker = str(tmp_path / "parked")
+    proc = start_parked("stage_1.py", _stage1(tmp_path)[2:], epochs=1, marker=marker, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    wait_until_parked(proc, marker)
     os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler does: the run and its DataLoader workers
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert err.strip().splitlines() == [f"stage_1.py: stopped by SIGTERM; every finished epoch is saved in "
                                         f"{run_dir / 'last.pt'} (continue with --resume)"]
-    assert not (cut / "stage1" / f"{TAG}_wrongevent.npy").exists(), "the run finished before SIGTERM"
-    assert not list(cut.rglob("*.tmp"))
-    resumed = subprocess.run(_stage1(cut, "--resume"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                             env=env)
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["epoch"] == 0 and len(state["history"]) == 1  # stopped after epoch 1 of 2, on any machine
+    assert not (tmp_path / "stage1" / f"{TAG}_wrongevent.npy").exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+    resumed = subprocess.run(_stage1(tmp_path, "--resume"), cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a = np.load(full / "stage1" / f"{TAG}_wrongevent.npy")
-    b = np.load(cut / "stage1" / f"{TAG}_wrongevent.npy")
-    np.testing.assert_array_equal(a, b)
-    assert (full / "checkpoint" / f"stage1_{TAG}" / "metrics.csv").read_text() == (run_dir / "metrics.csv").read_text()
+    assert [line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2"]
+    assert np.load(tmp_path / "stage1" / f"{TAG}_wrongevent.npy").shape == (1257,)
 
 
 def test_sigterm_during_a_checkpoint_write_waits_for_it(tmp_path):
@@ -177,17 +182,21 @@ def test_sigterm_during_a_checkpoint_write_waits_for_it(tmp_path):
     assert torch.load(path, weights_only=True)["epoch"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
 def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
-    """As a scheduler stops a job: SIGTERM to torchrun's process group; torchrun forwards it to both ranks
-    (and their DataLoader workers).  Every process ends promptly, rank 0 names last.pt once."""
+    """As a scheduler stops a job: SIGTERM to torchrun's process group right after epoch 1 of 20 (the ranks park
+    there: tests/run_control.py); torchrun forwards it to both ranks (and their DataLoader workers).  Every
+    process ends promptly, rank 0 names last.pt once, and last.pt holds exactly epoch 1."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port),
+    marker = str(tmp_path / "parked")
+    park = parking_launcher(str(tmp_path / "park.py"), epochs=1, marker=marker)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port), *park,
            *_stage1(tmp_path, "--epochs", "20", "--device", "cpu")[1:]]
     run_dir = tmp_path / "checkpoint" / f"stage1_{TAG}"
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"), start_new_session=True)
-    _wait_for_rows(run_dir / "metrics.csv", 1, proc)
+    wait_until_parked(proc, marker)
     os.killpg(proc.pid, signal.SIGTERM)
     start = time.time()
     try:
@@ -198,10 +207,11 @@ def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
     assert time.time() - start < 90
     assert err.count("stage_1.py: stopped by SIGTERM; every finished epoch is saved in") == 1, err[-3000:]
     state = torch.load(run_dir / "last.pt", weights_only=True)
-    assert 1 <= state["epoch"] + 1 == len(state["history"]) < 20
+    assert state["epoch"] == 0 and len(state["history"]) == 1
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_image_broken_in_epoch_two_keeps_epoch_one_checkpoint(tmp_path, monkeypatch, capsys):
     """A file that goes bad mid-run (read in a worker) stops the run; last.pt still holds epoch 1, whole."""
     from utils.runlog import RunLog

@@ -140,6 +140,7 @@ def test_a_repo_without_the_weights_is_one_line(hub, tmp_path):
                               "pytorch_model.bin")
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="^fetch_weights.py needs --config CONFIG and/or --backbone NAME$"):
         fetch_weights.main([])

@@ -201,6 +201,7 @@ def test_a_repo_without_its_config_is_not_cached(tmp_path):
     assert cached_weights(files, str(tmp_path)).endswith("model.safetensors")
 
 
+@pytest.mark.slow
 def test_a_run_without_network_or_cached_weights_stops_within_5_s_with_one_line(tmp_path, closed_port):
     """stage_1.py with pretrained: true, an empty cache and a hub that refuses connections: one line on
     stderr, exit 2, within 5 s of the program's start (imports excluded: on this shared 2-core machine

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 
+import pytest
 import torch
 
 import stage_1
@@ -126,6 +127,7 @@ class ScriptedEpochPredictions(EpochPredictions):
         return out
 
 
+@pytest.mark.slow
 def test_saved_base_model_is_the_minimum_epoch_not_a_later_one(tmp_path, monkeypatch):
     snapshots: list[dict] = []
     real_train_one_epoch = stage_1.train_one_epoch

@@ -34,6 +34,7 @@ def _list(rank: int, world_size: int, port: int, roots: list[str], out: str) -> 
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="needs gloo")
 def test_rank0_lists_and_the_others_receive(tmp_path):
     good = tmp_path / "good"

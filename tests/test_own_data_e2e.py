@@ -49,6 +49,7 @@ def read_rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", ["stage1/" + TAG, "stage2/" + TAG + "_class"])
 def test_flags_find_the_misplaced_files(demo, stem):
     root, out, _ = demo
@@ -58,6 +59,7 @@ def test_flags_find_the_misplaced_files(demo, stem):
     assert q["precision"] >= 0.85 and q["recall"] >= 0.85, q  # chance: precision 0.2
 
 
+@pytest.mark.slow
 def test_review_taking_every_predicted_label_corrects_the_demo(demo, browser, tmp_path, capsys):
     """The digits demo's stage-2 review page: the predicted label taken for every flag (key p on each card),
     exported, gives the labels digits_tree computes from the samples CSV, with far fewer wrong than the 20 %
@@ -90,6 +92,7 @@ def test_review_taking_every_predicted_label_corrects_the_demo(demo, browser, tm
               f"labels wrong ({100 * wrong / len(rows):.1f} %), 251 before (20.0 %)")
 
 
+@pytest.mark.slow
 def test_csv_summary_and_grid_agree(demo):
     root, out, _ = demo
     stem = out / "stage2" / f"{TAG}_class"
@@ -115,6 +118,7 @@ def test_csv_summary_and_grid_agree(demo):
     assert grid.size[0] > 8 * 100 and grid.size[1] > 4 * 100  # 32 images, 8 per row
 
 
+@pytest.mark.slow
 def test_model_file_and_predict_reproduce_the_test_accuracy(demo, tmp_path):
     root, out, result = demo
     model_path = out / "stage2" / f"{TAG}_class_model.pt"
@@ -131,6 +135,7 @@ def test_model_file_and_predict_reproduce_the_test_accuracy(demo, tmp_path):
     assert all(float(r["prob"]) == float(r["top1_prob"]) >= float(r["top5_prob"]) for r in rows)
 
 
+@pytest.mark.slow
 def test_predict_unreadable_image_gets_an_error_row(demo, tmp_path, capsys):
     _, out, _ = demo
     good = write_image(str(tmp_path / "a.png"), size=8)
@@ -161,6 +166,7 @@ def write_small(root, dataset: str) -> None:
         write_text(str(root / "test.csv"), lines["test"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["imagefolder", "csv"])
 def test_every_entry_point_reads_own_data(dataset, tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
@@ -190,6 +196,7 @@ def test_every_entry_point_reads_own_data(dataset, tmp_path):
     assert all((r["is_label_issue"] == "True") == (r["predicted_label"] != r["given_label"]) for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("evaluation", ["test", "val_fraction", "none"])
 def test_confident_learning_baseline_reads_own_data(evaluation, tmp_path):
     pytest.importorskip("cleanlab")
@@ -219,6 +226,7 @@ def test_confident_learning_baseline_reads_own_data(evaluation, tmp_path):
     assert result["clean_size"] + result["num_flagged"] == (12 if evaluation == "val_fraction" else 18)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["missing", "foreign"])
 def test_predict_refuses_a_missing_or_foreign_model_one_line_exit_2(demo, which, tmp_path):
     import subprocess

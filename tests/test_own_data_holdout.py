@@ -63,6 +63,7 @@ def read_json(path):
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_val_fraction_named_on_the_given_labels_in_every_result(tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
     write_tree(root, TREE)
@@ -93,6 +94,7 @@ def test_val_fraction_named_on_the_given_labels_in_every_result(tmp_path):
     assert len(rows) == 16 == len(np.load(out / "stage1" / f"{tag}_wrongevent.npy"))  # training part only
 
 
+@pytest.mark.slow
 def test_no_test_set_and_no_val_fraction_trains_without_evaluation(tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
     write_tree(root, TREE)

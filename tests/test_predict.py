@@ -171,6 +171,7 @@ def test_unusable_out_is_refused_before_predicting(tmp_path, capsys, monkeypatch
     assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["random_bytes", "state_dict", "missing", "folder", "truncated"])
 def test_a_file_that_is_not_an_exported_model_is_one_line(tmp_path, case):
     image = write_image(str(tmp_path / "a.png"), size=12)

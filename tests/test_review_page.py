@@ -100,6 +100,7 @@ def test_paths_are_front_coded_losslessly_and_the_page_is_self_contained():
         page_data(export_labels=np.zeros(5), **kw)
 
 
+@pytest.mark.slow
 def test_a_run_writes_the_page_and_finds_an_identical_file_under_another_label(tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
     write_small(root, "imagefolder")
@@ -156,6 +157,7 @@ def select(browser, selector: str, value: str) -> None:
                      "s.dispatchEvent(new Event('change', {bubbles: true})); })()")
 
 
+@pytest.mark.slow
 def test_review_decide_reload_export_and_train_on_the_corrected_labels(browser, tmp_path, capsys):
     page, paths, given, suspects, predicted = small_page(tmp_path)
     browser.open("file://" + page)
@@ -224,6 +226,7 @@ def test_review_decide_reload_export_and_train_on_the_corrected_labels(browser, 
         assert sorted((r[1], r[column]) for r in rows[1:]) == sorted(map(tuple, expected[1:]))
 
 
+@pytest.mark.slow
 def test_two_thousand_thumbnails_load_and_respond(browser, tmp_path, capsys):
     """Interactivity of a page with 2,000 thumbnails (logged, not asserted: machines differ)."""
     rng = np.random.default_rng(0)

@@ -13,6 +13,8 @@ import pytest
 
 from utils.config import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # every test runs sh (a subprocess), quick as the stub makes it
+
 STUB = """#!/bin/sh
 echo "$*" >> "$CALLS"
 echo "last acc 1.00 (stub)"

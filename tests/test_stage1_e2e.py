@@ -50,6 +50,7 @@ def cli_run(tmp_path_factory):
     return out, cfg, proc
 
 
+@pytest.mark.slow
 def test_cli_writes_exactly_the_stage1_files(cli_run):
     out, cfg, proc = cli_run
     tag = cfg.tag
@@ -66,6 +67,7 @@ def test_cli_writes_exactly_the_stage1_files(cli_run):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_wrong_event_file_and_metadata(cli_run):
     out, cfg, _ = cli_run
     tag = cfg.tag
@@ -106,6 +108,7 @@ def test_wrong_event_file_and_metadata(cli_run):
 DURATION = r"(\d\.\ds|\d+s|\d+m\d\ds|\d+h\d\dm)"
 
 
+@pytest.mark.slow
 def test_console_opens_with_the_summary_and_epoch_lines_give_time_left(cli_run):
     """The console: the noise line, the run's summary (not the 55-line config), then one line per epoch
     ending in the time per epoch and the time left; the full config is in train.log."""
@@ -133,6 +136,7 @@ def test_console_opens_with_the_summary_and_epoch_lines_give_time_left(cli_run):
     assert "config:\n" + cfg.to_yaml() in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_run_directory(cli_run):
     out, cfg, _ = cli_run
     run_dir = out / "checkpoint" / f"stage1_{cfg.tag}"
@@ -151,6 +155,7 @@ def test_run_directory(cli_run):
         out / "stage1" / f"{cfg.tag}_wrongevent.npy").tolist()
 
 
+@pytest.mark.slow
 def test_base_model_loads_and_reproduces_its_test_accuracy(cli_run):
     out, cfg, _ = cli_run
     state = torch.load(out / "base_model" / f"{cfg.tag}.pt", weights_only=True)
@@ -169,56 +174,11 @@ def test_base_model_loads_and_reproduces_its_test_accuracy(cli_run):
 
 # ------------------------------------------------------------------------------------- resume
 
-ARGS = ["--epochs", "3", "--batch_size", "128", "--set", "resolution=16", "--device", "cpu"]
-
-
 class Interrupted(KeyboardInterrupt):
     pass
 
 
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
-    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
-    full = stage_1.main(ARGS + ["--output_dir", str(full_dir)])
-    tag = full["tag"]
-
-    real = stage_1.train_one_epoch
-
-    def stop_at_third_epoch(**kwargs):
-        if kwargs["epoch"] == 2:
-            raise Interrupted()
-        return real(**kwargs)
-
-    monkeypatch.setattr(stage_1, "train_one_epoch", stop_at_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        stage_1.main(ARGS + ["--output_dir", str(part_dir)])
-    run_dir = part_dir / "checkpoint" / f"stage1_{tag}"
-    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
-    assert len(read_metrics(run_dir / "metrics.csv")) == 2
-    assert not (part_dir / "stage1" / f"{tag}_wrongevent.npy").exists()
-
-    monkeypatch.setattr(stage_1, "train_one_epoch", real)
-    resumed = stage_1.main(ARGS + ["--output_dir", str(part_dir), "--resume"])
-
-    assert resumed["history"] == full["history"]
-    assert resumed["base_model_epoch"] == full["base_model_epoch"]
-    a = np.load(full_dir / "stage1" / f"{tag}_wrongevent.npy")
-    b = np.load(part_dir / "stage1" / f"{tag}_wrongevent.npy")
-    assert np.array_equal(a, b) and a.sum() > 0
-    assert (full_dir / "checkpoint" / f"stage1_{tag}" / "metrics.csv").read_text() == \
-        (run_dir / "metrics.csv").read_text()
-    for name in (f"base_model/{tag}.pt",):
-        sa = torch.load(full_dir / name, weights_only=True)
-        sb = torch.load(part_dir / name, weights_only=True)
-        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), name
-    la = torch.load(full_dir / "checkpoint" / f"stage1_{tag}" / "last.pt", weights_only=True)
-    lb = torch.load(run_dir / "last.pt", weights_only=True)
-    assert all(torch.equal(la["model"][k], lb["model"][k]) for k in la["model"])
-    ja = json.loads((full_dir / "stage1" / f"{tag}_wrongevent.json").read_text())
-    jb = json.loads((part_dir / "stage1" / f"{tag}_wrongevent.json").read_text())
-    assert ja == jb
-    # the log of the resumed run says so, and kept the first part
-    log = (run_dir / "train.log").read_text()
-    assert "resumed from" in log and "epoch 1/3" in log
+# stage 1's exact resume after a kill: tests/test_resume.py::test_killed_run_resumes_to_the_uninterrupted_run
 
 
 def test_resume_refuses_missing_or_foreign_checkpoints(tmp_path):
@@ -238,6 +198,7 @@ def test_resume_refuses_missing_or_foreign_checkpoints(tmp_path):
         stage_1.main(["--epochs", "1", "--output_dir", str(out), "--device", "cpu", "--resume"])
 
 
+@pytest.mark.slow
 def test_resume_never_continues_a_stale_run(tmp_path, monkeypatch):
     out = str(tmp_path)
     base = ["--batch_size", "128", "--set", "resolution=16", "--device", "cpu", "--output_dir", out]

@@ -29,6 +29,7 @@ def runs(tmp_path_factory):
     return out, first, global_, class_
 
 
+@pytest.mark.slow
 def test_exactly_the_stage2_files(runs):
     out = runs[0]
     report = ("_samples.csv", "_summary.json", "_suspects.png", "_review.html", "_model.pt")
@@ -42,6 +43,7 @@ def test_exactly_the_stage2_files(runs):
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bmm", ["global", "class"])
 def test_result_file(runs, bmm):
     out = runs[0]
@@ -64,6 +66,7 @@ def test_result_file(runs, bmm):
     assert all(len(params) == groups for params in result["bmm_params"])
 
 
+@pytest.mark.slow
 def test_wrong_events_keep_growing_by_at_most_one_per_view(runs):
     out = runs[0]
     stage1 = np.load(out / "stage1" / f"{TAG}_wrongevent.npy")
@@ -74,6 +77,7 @@ def test_wrong_events_keep_growing_by_at_most_one_per_view(runs):
         assert grown.sum() > 0
 
 
+@pytest.mark.slow
 def test_wrong_events_of_other_noisy_labels_are_refused(runs):
     out = runs[0]
     # same tag and paths, other noisy labels (another noise seed): the fingerprint differs
@@ -81,6 +85,7 @@ def test_wrong_events_of_other_noisy_labels_are_refused(runs):
         stage_2.main(COMMON + ["--output_dir", str(out), "--epochs", "1", "--set", "noise_seed=7"])
 
 
+@pytest.mark.slow
 def test_missing_stage1_files_one_line_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "stage_2_class.py", "--output_dir", str(tmp_path), "--device", "cpu"],
                           capture_output=True, text=True, timeout=120)
@@ -90,6 +95,7 @@ def test_missing_stage1_files_one_line_exit_2(tmp_path):
     assert not (tmp_path / "stage2").exists()
 
 
+@pytest.mark.slow
 def test_digits_default_writes_the_report_and_the_model(runs):
     """In-memory data: paths ``train/<index>``, true labels known, detection quality of the flags in the summary;
     the exported model's weights are the final ones."""
@@ -119,6 +125,7 @@ def test_digits_default_writes_the_report_and_the_model(runs):
     assert meta["test_transform"] == {"family": "small", "resolution": 16} and meta["dataset"] == "digits"
 
 
+@pytest.mark.slow
 def test_resume_reads_the_mixtures_from_their_own_file_and_gives_the_same_result(runs, tmp_path, monkeypatch):
     # last.pt holds no growing list of mixtures (one line per epoch in bmm_history.jsonl instead); a run
     # stopped after epoch 1 and resumed gives the uninterrupted result, mixtures of every epoch included

@@ -143,6 +143,7 @@ def test_pickled_code_is_never_run(tmp_path):
         _load(path)
 
 
+@pytest.mark.slow
 def test_last_pt_of_a_run_here_starts_another_run(tmp_path):
     """stage 1's last.pt (and base model) as pretrained_path of a new run: the log names the count."""
     first = tmp_path / "first"
@@ -187,18 +188,31 @@ def test_pinned_tags_resolve_in_installed_timm():
 
 
 def test_hub_weights_are_logged_with_their_tag(monkeypatch, tmp_path):
-    """pretrained: true (timm's hub, offline here: timm's loader is replaced by a no-op and the hub is
-    said to be reachable) logs the tag and the cache the download goes to."""
+    """pretrained: true (timm's hub, offline here: timm's loader is replaced by one that loads a fake hub file,
+    strictly, as timm's does, and the hub is said to be reachable) logs the tag, the number of tensors the file
+    gave and the cache the download goes to; the model holds the file's weights."""
     import timm.models._builder as builder
     from model import hub_weights
 
-    monkeypatch.setattr(builder, "load_pretrained", lambda model, *a, **k: None)
+    hub_file = {}
+
+    def load_fake_hub_file(model, *args, **kwargs):
+        # the file as timm's hub ships one: every weight and running statistic, no num_batches_tracked
+        generator = torch.Generator().manual_seed(0)
+        hub_file.update({k: torch.randn(v.shape, generator=generator) for k, v in model.state_dict().items()
+                         if not k.endswith("num_batches_tracked")})
+        model.load_state_dict(hub_file, strict=True)
+
+    monkeypatch.setattr(builder, "load_pretrained", load_fake_hub_file)
     monkeypatch.setattr(hub_weights, "reachable", lambda endpoint, **k: True)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     lines = []
-    create_model("resnet18.a1_in1k", num_classes=3, pretrained=True, img_size=32, log=lines.append)
-    assert lines == ["backbone resnet18.a1_in1k: 100/100 tensors from timm's hub (timm/resnet18.a1_in1k), "
-                     f"downloaded into {tmp_path}"]
+    model = create_model("resnet18.a1_in1k", num_classes=3, pretrained=True, img_size=32, log=lines.append)
+    assert len(hub_file) == 100  # the headless backbone: 60 weights and biases, 2 x 20 BatchNorm running statistics
+    assert lines == [f"backbone resnet18.a1_in1k: {len(hub_file)}/{len(hub_file)} tensors from timm's hub "
+                     f"(timm/resnet18.a1_in1k), downloaded into {tmp_path}"]
+    backbone = model.backbone.state_dict()
+    assert all(torch.equal(backbone[k], v) for k, v in hub_file.items())
 
 
 def test_vit_position_embedding_is_resized_by_timms_filter(tmp_path):
