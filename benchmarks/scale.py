@@ -452,7 +452,8 @@ def measure(name: str, variant: str, n: int, c: int, *, device: str = "cpu", max
     estimate = COMPONENTS[name][0](variant)[2]
     row = {"component": name, "variant": variant, "n": n, "c": c}
     if estimate is not None and estimate(n, c) > max_bytes:
-        return {**row, "skipped": f"needs about {estimate(n, c) / 2 ** 30:.0f} GiB"}
+        return {**row, "skipped": f"needs about {estimate(n, c) / 2 ** 30:.0f} GiB, over the {max_bytes / 2 ** 30:g} "
+                                  "GiB allowed (--max-gb)"}
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: measure, send the result, leave without running the parent's exit handlers
@@ -498,14 +499,15 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB"
 
 
-def report(rows: list[dict], *, sizes, classes: int, device: str) -> str:
+def report(rows: list[dict], *, sizes, classes: int, device: str, command: str = "") -> str:
+    command = command or ("--quick" if sizes[-1] < 50_000 else "")
     lines = [BEGIN, f"## Per-sample machinery at scale (`benchmarks/scale.py`)", "",
-             f"Measured by `python benchmarks/scale.py{' --quick' if sizes[-1] < 50_000 else ''}` on {_machine()}, "
+             f"Measured by `python benchmarks/scale.py{' ' + command if command else ''}` on {_machine()}, "
              f"torch {torch.__version__}, one thread per component, device `{device}`, commit {_commit()}, "
              f"{date.today().isoformat()}. C = {classes:,} classes; each cell is wall seconds (CPU seconds of the "
              "component's process: the better figure where the machine was shared) / peak MB the component "
              "added (its own forked process; see the script's docstring for the method). `before` is the code "
-             "before the scale work, kept in the script for this comparison.", ""]
+             "before the change the row measures, kept in the script for this comparison.", ""]
     head = "| component | variant | " + " | ".join(f"N = {_fmt_n(n)}" for n in sizes) + " | notes (largest N) |"
     lines += [head, "|---" * (len(sizes) + 3) + "|"]
     keyed = {(r["component"], r["variant"], r["n"]): r for r in rows}
@@ -579,7 +581,8 @@ def main(argv=None) -> dict:
                         f.write(json.dumps(row) + "\n")
                 shown = row.get("skipped") or f"{row['seconds']:.3f} s, {row['peak_mb']:.0f} MB  {row.get('note') or ''}"
                 print(f"N={n:>9,} {name} [{variant}]: {shown}", flush=True)
-    text = report(rows, sizes=sizes, classes=classes, device=args.device)
+    text = report(rows, sizes=sizes, classes=classes, device=args.device,
+                  command=" ".join(sys.argv[1:] if argv is None else argv))
     print(text)
     write_section(text, args.out)
     return {"rows": rows, "out": args.out}

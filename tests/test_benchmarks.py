@@ -368,4 +368,4 @@ def test_scale_skips_a_before_that_would_not_fit():
     import scale
 
     row = scale.measure("ACTO bank: end_epoch, one process", "before", 1_280_000, 1000, max_bytes=10 * 2 ** 30)
-    assert row["skipped"] == "needs about 24 GiB"
+    assert row["skipped"] == "needs about 24 GiB, over the 10 GiB allowed (--max-gb)"
