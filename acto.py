@@ -221,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     f"{fmt(row['mean_metric'], '.4f')}")
         log.info(f"{msg} | {clock.lap(epoch)}")
         log.write_metrics(history)
-        # the bank is 4 N C bytes in every last.pt (5 GB at 1.28M x 1,000): checkpoint_every trades the
-        # epochs a preemption may cost for that write; the last epoch is always saved
+        # every checkpoint writes the bank (4 N C bytes, 5 GB at 1.28M x 1,000, a file beside last.pt):
+        # checkpoint_every trades the epochs a preemption may cost for that write; the last epoch is always saved
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
 

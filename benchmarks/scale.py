@@ -30,6 +30,7 @@ import json
 import os
 import pickle
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from utils.distributed import EpochShuffleSampler  # noqa: E402
 from utils.engine import reduce_probabilities  # noqa: E402
 from utils.io import save_json, save_text, save_torch  # noqa: E402
 from utils.metrics import detection_auc, split_quality  # noqa: E402
+from utils.runlog import RunLog  # noqa: E402
 from utils.sample_report import (COLUMNS, _InMemoryPaths, _six_digits, sample_rows, scores_from_predictions,  # noqa: E402
                                  summarize, write_samples_csv)
 from utils.wrong_events import EpochPredictions, LabelWave, WrongEvents  # noqa: E402
@@ -109,6 +111,28 @@ def _old_bank_end_epoch(bank, rows, updated):
     rows, updated = rows.clone(), updated.clone()
     hit = updated > 0
     return torch.where(hit[:, None], rows / updated.clamp(min=1.0)[:, None], bank)
+
+
+def _old_block_merge(mem, updated, reduce_sum):
+    """ActoMemory._merge_bank at 006d548: every row divided by the number of processes that updated it."""
+    n, c = mem.bank.shape
+    step = max(1, mem.MERGE_BLOCK_BYTES // max(1, c * mem.bank.element_size()))
+    for start in range(0, n, step):
+        block = mem.bank[start:start + step]
+        total = updated[start:start + step]
+        untouched = total == 0
+        kept = block[untouched]
+        block.mul_(mem._updated[start:start + step, None])
+        merged = reduce_sum(block)
+        merged.div_(total.clamp(min=1.0)[:, None])
+        merged[untouched] = kept
+        if merged is not block:
+            block.copy_(merged)
+
+
+def _old_bank_checkpoint(mem, path):
+    """last.pt at 006d548: the counter and a host copy of the whole bank pickled into it."""
+    save_torch({"memory": {"counter": mem.counter.clone(), "bank": mem.bank.clone()}}, path)
 
 
 def _old_detection(weights: SampleWeights, counts, is_noisy):
@@ -177,10 +201,15 @@ def comp_report_write(variant):
     return prepare, run, (lambda n, c: 700 * n) if variant == "before" else None
 
 
+def _bank(n, c):
+    mem = ActoMemory(torch.as_tensor(_labels(n, c)), c)
+    mem._updated.fill_(1.0)  # every row updated this epoch, by this process
+    return mem
+
+
 def comp_bank_end_epoch(variant):
     def prepare(n, c):
-        mem = ActoMemory(torch.as_tensor(_labels(n, c)), c)
-        mem._updated.fill_(1.0)
+        mem = _bank(n, c)
         if variant == "before":
             return mem.bank, mem.bank.clone(), mem._updated
         return mem
@@ -189,29 +218,54 @@ def comp_bank_end_epoch(variant):
         if variant == "before":
             _old_bank_end_epoch(*state)
             return "bank + its epoch buffer of rows held: 2 banks"
-        start = time.perf_counter()
-        updated = state._updated.clone()
-        state.end_epoch()  # one process
-        one = time.perf_counter() - start
-        start = time.perf_counter()
-        state._merge_bank(updated, lambda t: t)  # what a DDP merge computes on a rank (without the network)
-        return (f"1 bank held; seconds and peak include the DDP block merge ({time.perf_counter() - start:.2f} s; "
-                f"one process: {one:.3f} s)")
+        state.end_epoch()  # one process: nothing to merge
+        return "1 bank held, updated in place"
     return prepare, run, (lambda n, c: 4 * n * c * 5) if variant == "before" else (lambda n, c: 4 * n * c)
+
+
+def comp_bank_merge(variant):
+    """What the DDP block merge computes on a rank, without the network: the all-reduce is the identity (a
+    real rank adds it, and Runtime.reduce_sum's copy of each 64 MB block).  The rows of the sampler's padding
+    (seen by two ranks) are a handful; here every row counts once, as for all others."""
+    def prepare(n, c):
+        mem = _bank(n, c)
+        return mem, mem._updated.clone()
+
+    def run(state):
+        mem, updated = state
+        if variant == "before":
+            _old_block_merge(mem, updated, lambda t: t)
+        else:
+            mem._merge_bank(updated, lambda t: t)
+        return "blocks of 64 MB; the all-reduce not included"
+    return prepare, run, lambda n, c: 4 * n * c
 
 
 def comp_bank_checkpoint(variant):
     def prepare(n, c):
         mem = ActoMemory(torch.as_tensor(_labels(n, c)), c)
-        return mem, os.path.join(tempfile.mkdtemp(), "last.pt")
+        folder = tempfile.mkdtemp()
+        return mem, folder
 
     def run(state):
-        mem, path = state
-        save_torch({"memory": mem.state_dict()}, path)
-        size = os.path.getsize(path)
-        os.remove(path)
-        return f"last.pt {size / MB:,.0f} MB every epoch"
-    return prepare, run, lambda n, c: 8 * n * c
+        mem, folder = state
+        path = os.path.join(folder, "last.pt")
+        if variant == "before":
+            _old_bank_checkpoint(mem, path)
+            size = os.path.getsize(path)
+            os.remove(path)
+            return f"last.pt {size / MB:,.0f} MB (the bank inside)"
+        log = RunLog(folder)
+        log.save_state({"memory": mem.state_dict()}, arrays={"memory.bank": mem.bank})
+        state_ = log.load_state(torch.device("cpu"))
+        file = state_["arrays"]["memory.bank"]["file"]
+        size, small = os.path.getsize(os.path.join(folder, file)), os.path.getsize(path)
+        start = time.perf_counter()
+        log.load_arrays(state_, {"memory.bank": mem.bank})  # --resume: read back into the bank, in place
+        read = time.perf_counter() - start
+        shutil.rmtree(folder)
+        return f"bank file {size:,} bytes + last.pt {small / MB:.1f} MB; includes reading it back ({read:.2f} s)"
+    return prepare, run, (lambda n, c: 8 * n * c) if variant == "before" else (lambda n, c: 4 * n * c)
 
 
 def comp_idn(variant):
@@ -351,8 +405,9 @@ def comp_noise_cache(variant):
 COMPONENTS = {
     "report: per-batch reduction of the evaluation": (comp_report_reduce, True),
     "report: table, CSV and summary": (comp_report_write, True),
-    "ACTO bank: end_epoch": (comp_bank_end_epoch, True),
-    "ACTO bank: checkpoint": (comp_bank_checkpoint, False),
+    "ACTO bank: end_epoch, one process": (comp_bank_end_epoch, True),
+    "ACTO bank: DDP block merge on a rank": (comp_bank_merge, True),
+    "ACTO bank: checkpoint": (comp_bank_checkpoint, True),
     "idn noise": (comp_idn, False),
     "stage 2 detection() per epoch": (comp_detection, True),
     "stage 2 BMM history in last.pt": (comp_bmm_history, True),
@@ -397,7 +452,8 @@ def measure(name: str, variant: str, n: int, c: int, *, device: str = "cpu", max
     estimate = COMPONENTS[name][0](variant)[2]
     row = {"component": name, "variant": variant, "n": n, "c": c}
     if estimate is not None and estimate(n, c) > max_bytes:
-        return {**row, "skipped": f"needs about {estimate(n, c) / 2 ** 30:.0f} GiB"}
+        return {**row, "skipped": f"needs about {estimate(n, c) / 2 ** 30:.0f} GiB, over the {max_bytes / 2 ** 30:g} "
+                                  "GiB allowed (--max-gb)"}
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: measure, send the result, leave without running the parent's exit handlers
@@ -443,14 +499,15 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB"
 
 
-def report(rows: list[dict], *, sizes, classes: int, device: str) -> str:
+def report(rows: list[dict], *, sizes, classes: int, device: str, command: str = "") -> str:
+    command = command or ("--quick" if sizes[-1] < 50_000 else "")
     lines = [BEGIN, f"## Per-sample machinery at scale (`benchmarks/scale.py`)", "",
-             f"Measured by `python benchmarks/scale.py{' --quick' if sizes[-1] < 50_000 else ''}` on {_machine()}, "
+             f"Measured by `python benchmarks/scale.py{' ' + command if command else ''}` on {_machine()}, "
              f"torch {torch.__version__}, one thread per component, device `{device}`, commit {_commit()}, "
              f"{date.today().isoformat()}. C = {classes:,} classes; each cell is wall seconds (CPU seconds of the "
              "component's process: the better figure where the machine was shared) / peak MB the component "
              "added (its own forked process; see the script's docstring for the method). `before` is the code "
-             "before the scale work, kept in the script for this comparison.", ""]
+             "before the change the row measures, kept in the script for this comparison.", ""]
     head = "| component | variant | " + " | ".join(f"N = {_fmt_n(n)}" for n in sizes) + " | notes (largest N) |"
     lines += [head, "|---" * (len(sizes) + 3) + "|"]
     keyed = {(r["component"], r["variant"], r["n"]): r for r in rows}
@@ -524,7 +581,8 @@ def main(argv=None) -> dict:
                         f.write(json.dumps(row) + "\n")
                 shown = row.get("skipped") or f"{row['seconds']:.3f} s, {row['peak_mb']:.0f} MB  {row.get('note') or ''}"
                 print(f"N={n:>9,} {name} [{variant}]: {shown}", flush=True)
-    text = report(rows, sizes=sizes, classes=classes, device=args.device)
+    text = report(rows, sizes=sizes, classes=classes, device=args.device,
+                  command=" ".join(sys.argv[1:] if argv is None else argv))
     print(text)
     write_section(text, args.out)
     return {"rows": rows, "out": args.out}

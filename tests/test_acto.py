@@ -234,6 +234,53 @@ def test_memory_ddp_merge_counts_padding_once(block_bytes):
     assert merged["stats"]["samples"].item() == 6 and merged["stats"]["batches"].item() == 2
 
 
+class _DividingEveryRow(ActoMemory):
+    """The block merge before the padding-only division (006d548): every merged row divided by its count."""
+
+    def _merge_bank(self, updated, reduce_sum):
+        n, c = self.bank.shape
+        step = max(1, self.MERGE_BLOCK_BYTES // max(1, c * self.bank.element_size()))
+        for start in range(0, n, step):
+            block = self.bank[start:start + step]
+            total = updated[start:start + step]
+            untouched = total == 0
+            kept = block[untouched]
+            block.mul_(self._updated[start:start + step, None])
+            merged = reduce_sum(block)
+            merged.div_(total.clamp(min=1.0)[:, None])
+            merged[untouched] = kept
+            if merged is not block:
+                block.copy_(merged)
+
+
+@pytest.mark.parametrize("block_bytes", [None, 5 * 7 * 4])  # one block; blocks of five rows
+def test_merge_divides_only_shared_rows_and_equals_dividing_every_row_bit_for_bit(block_bytes):
+    # three "ranks", random subsets: rows updated by 0, 1, 2 or 3 processes (3: x / 3 is inexact, so a
+    # difference in the division would show), several epochs so merged rows feed the next EMA
+    torch.manual_seed(11)
+    n, c, world = 41, 7, 3
+    labels = torch.randint(0, c, (n,))
+    fast = [ActoMemory(labels, c) for _ in range(world)]
+    reference = [_DividingEveryRow(labels, c) for _ in range(world)]
+    counts = []
+    for epoch in range(4):
+        seen = torch.zeros(n, dtype=torch.int32)
+        for rank in range(world):
+            index = torch.randperm(n)[:20 + 5 * rank]
+            logits = 3 * torch.randn(len(index), c)
+            for mem in (fast[rank], reference[rank]):
+                mem.update_soft_labels(index, logits, 0.8)
+            seen[index] += 1
+        counts.append(torch.bincount(seen, minlength=world + 1))
+        _end_epochs_together(fast, block_bytes=block_bytes)
+        _end_epochs_together(reference, block_bytes=block_bytes)
+        for rank in range(world):
+            assert torch.equal(fast[rank].bank, reference[rank].bank), (epoch, rank)
+            assert torch.equal(fast[rank].bank, fast[0].bank)  # every process holds the same bank
+    assert (sum(counts) > 0).all()  # rows updated by 0, 1, 2 and 3 processes all occurred
+    assert not torch.equal(fast[0].bank, F.one_hot(labels, c).float())
+
+
 class _EpochBufferBank:
     """The bank before the in-place version (reference): rows kept in an epoch buffer, merged with
     clone / divide / where at the end of the epoch (one process)."""
@@ -292,27 +339,33 @@ def test_memory_end_epoch_stays_within_one_and_a_half_banks(monkeypatch):
 
 
 def test_memory_state_round_trip():
+    # last.pt holds the counter; the bank is a checkpoint array (its own file, tests/test_checkpoint_arrays.py)
     mem = ActoMemory(torch.tensor([0, 1, 2]), 3)
     mem.select(torch.arange(3), torch.tensor([True, False, True]))
     mem.update_soft_labels(torch.arange(3), torch.randn(3, 3), 0.8)
     mem.end_epoch()
     other = ActoMemory(torch.tensor([0, 0, 0]), 3)
     other.load_state_dict(mem.state_dict())
+    assert torch.equal(other.counter, mem.counter) and not torch.equal(other.bank, mem.bank)
+    # a last.pt written before the bank had a file of its own holds it inline: still restored
+    other.load_state_dict({**mem.state_dict(), "bank": mem.bank.clone()})
     assert torch.equal(other.counter, mem.counter) and torch.equal(other.bank, mem.bank)
     with pytest.raises(ValueError):
         ActoMemory(torch.tensor([0, 1]), 3).load_state_dict(mem.state_dict())
+    with pytest.raises(ValueError):
+        ActoMemory(torch.tensor([0, 1, 2]), 4).load_state_dict({**mem.state_dict(), "bank": mem.bank})
 
 
-def test_memory_state_is_a_snapshot_on_cpu():
+def test_memory_state_is_a_snapshot_on_cpu_and_the_bank_is_not_copied():
     mem = ActoMemory(torch.tensor([0, 1, 2]), 3)
     mem.select(torch.arange(3), torch.tensor([True, False, True]))
     mem.end_epoch()
     state = mem.state_dict()
+    assert set(state) == {"counter"} and mem.checkpoint_arrays()["bank"] is mem.bank  # the live bank
     mem.select(torch.arange(3), torch.tensor([True, True, True]))
     mem.update_soft_labels(torch.arange(3), torch.randn(3, 3), 0.5)
     mem.end_epoch()
     assert state["counter"].tolist() == [1, 0, 1]
-    assert torch.equal(state["bank"], torch.eye(3))
 
 
 # --- losses ----------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import csv
 import json
 import os
 
+import numpy as np
+
 import pytest
 import torch
 import yaml
@@ -19,6 +21,16 @@ N_DIGITS_TRAIN = 1257
 
 class Interrupted(KeyboardInterrupt):
     pass
+
+
+def bank_file(run_dir) -> str:
+    """The bank's file that last.pt names (checkpoint/{run}/last.memory.bank.{token}.npy)."""
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    return last["arrays"]["memory.bank"]["file"]
+
+
+def saved_bank(run_dir) -> torch.Tensor:
+    return torch.from_numpy(np.load(run_dir / bank_file(run_dir)))
 
 
 def read_metrics(path):
@@ -40,7 +52,8 @@ def test_files_and_result_keys(full_run):
     report = [f"acto/{TAG}{s}"
               for s in ("_samples.csv", "_summary.json", "_suspects.png", "_review.html", "_model.pt")]
     assert files == sorted(report + [f"acto/{TAG}.json", f"{run}/config.yaml", f"{run}/train.log", f"{run}/metrics.csv",
-                            f"{run}/last.pt", "noise_file/digits_sym_0.4_seed0_ido.json"])
+                            f"{run}/last.pt", f"{run}/{bank_file(out / run)}",
+                            "noise_file/digits_sym_0.4_seed0_ido.json"])
     saved = json.loads((out / "acto" / f"{TAG}.json").read_text())
     assert saved == json.loads(json.dumps(result))
     for key in ("best_acc", "last_acc", "last_k_mean", "test_acc", "ntm_test_acc", "selected_size",
@@ -67,7 +80,9 @@ def test_files_and_result_keys(full_run):
     counter = last["memory"]["counter"]
     assert counter.shape == (N_DIGITS_TRAIN,) and counter.min() >= 1 and counter.max() <= 2
     assert int((counter == 2).sum()) == saved["selected_size"][1]
-    bank = last["memory"]["bank"]
+    assert "bank" not in last["memory"]  # in its own file, beside last.pt
+    assert last["arrays"]["memory.bank"]["shape"] == [N_DIGITS_TRAIN, 10]
+    bank = saved_bank(run_dir)
     assert torch.allclose(bank.sum(1), torch.ones(N_DIGITS_TRAIN), atol=1e-5)
     assert "epoch 2/2 robust" in (run_dir / "train.log").read_text()
 
@@ -98,8 +113,37 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(full_run, tmp_
     for part in ("rtm", "ntm"):
         assert all(torch.equal(la[part][k], lb[part][k]) for k in la[part]), part
     assert torch.equal(la["memory"]["counter"], lb["memory"]["counter"])
-    assert torch.equal(la["memory"]["bank"], lb["memory"]["bank"])
+    assert torch.equal(saved_bank(full_dir / "checkpoint" / f"acto_{TAG}"), saved_bank(run_dir))
     assert "resumed from" in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_crash_between_the_bank_file_and_last_pt_resumes_the_previous_epoch_exactly(full_run, tmp_path, monkeypatch):
+    """Killed after epoch 2's bank file is written, before its last.pt: the resume starts from epoch 1's
+    last.pt and bank (not epoch 2's bank), and ends bit-identical to the uninterrupted run."""
+    import utils.runlog
+    full_dir, full = full_run
+    part_dir = tmp_path / "part"
+    run_dir = part_dir / "checkpoint" / f"acto_{TAG}"
+    real = utils.runlog.save_torch
+
+    def killed_at_second_save(state, path):
+        if state["epoch"] == 1:
+            raise Interrupted()
+        return real(state, path)
+
+    monkeypatch.setattr(utils.runlog, "save_torch", killed_at_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        acto.main(ARGS + ["--output_dir", str(part_dir)])
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 0
+    orphan = {f for f in os.listdir(run_dir) if f.endswith(".npy")} - {bank_file(run_dir)}
+    assert len(orphan) == 1  # epoch 2's bank, named by no last.pt
+
+    monkeypatch.setattr(utils.runlog, "save_torch", real)
+    resumed = acto.main(ARGS + ["--output_dir", str(part_dir), "--resume"])
+    assert resumed["history"] == full["history"]
+    assert torch.equal(saved_bank(full_dir / "checkpoint" / f"acto_{TAG}"), saved_bank(run_dir))
+    assert [f for f in os.listdir(run_dir) if f.endswith(".npy")] == [bank_file(run_dir)]  # orphan removed
 
 
 def test_resume_refuses_foreign_checkpoint(tmp_path):

@@ -361,6 +361,8 @@ def test_scale_quick_measures_every_component_before_and_after(tmp_path):
     assert history[1] < history[0] / 10
     assert by[("report: table, CSV and summary", "before", 10_000)]["note"] == \
         by[("report: table, CSV and summary", "after", 10_000)]["note"]
+    bank_file = by[("ACTO bank: checkpoint", "after", 10_000)]["note"].split(" bytes")[0].split()[-1]
+    assert int(bank_file.replace(",", "")) == 128 + 4 * 10_000 * 50  # .npy header + the float32 bank
     text = out.read_text()
     assert text.startswith("# Performance\n\nearlier text\n") and text.count(scale.BEGIN) == 1
     assert "| stratified holdout | after |" in text and "N = 10k" in text
@@ -371,5 +373,5 @@ def test_scale_quick_measures_every_component_before_and_after(tmp_path):
 def test_scale_skips_a_before_that_would_not_fit():
     import scale
 
-    row = scale.measure("ACTO bank: end_epoch", "before", 1_280_000, 1000, max_bytes=10 * 2 ** 30)
-    assert row["skipped"] == "needs about 24 GiB"
+    row = scale.measure("ACTO bank: end_epoch, one process", "before", 1_280_000, 1000, max_bytes=10 * 2 ** 30)
+    assert row["skipped"] == "needs about 24 GiB, over the 10 GiB allowed (--max-gb)"

@@ -210,3 +210,9 @@ def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
         log = (tmp_path / "checkpoint" / run_name / "train.log").read_text()
         assert "world size 2" in log and log.count(f"/{epochs} ") == epochs, "rank 0 alone logs each epoch once"
     assert not [p for p in tmp_path.rglob("*.tmp")]
+    # the ACTO bank beside last.pt: written by rank 0 alone (one file, the one last.pt names; the first
+    # epoch's was removed), every row a probability vector
+    acto_dir = tmp_path / "checkpoint" / f"acto_{tag}"
+    entry = torch.load(acto_dir / "last.pt", weights_only=True)["arrays"]["memory.bank"]
+    assert sorted(p.name for p in acto_dir.glob("*.npy")) == [entry["file"]]
+    assert np.allclose(np.load(acto_dir / entry["file"]).sum(1), 1.0, atol=1e-5)

@@ -394,22 +394,33 @@ class ActoMemory:
             kept = block[untouched]  # a copy of the rows nobody updated
             block.mul_(self._updated[start:start + step, None])  # this process's rows, 0 elsewhere
             merged = reduce_sum(block)
-            merged.div_(total.clamp(min=1.0)[:, None])
+            # the mean divides by the number of processes that updated the row; x / 1 == x exactly, so only
+            # the sampler's padding duplicates (fewer than world_size rows) need the division: one pass over
+            # the bank less, the same bits (tests/test_acto.py pins it against dividing every row)
+            shared = total > 1
+            merged[shared] = merged[shared] / total[shared, None]
             merged[untouched] = kept
             if merged is not block:
                 block.copy_(merged)
 
     def state_dict(self) -> dict:
-        # copies (a CPU run's .cpu() would return the live tensors); on a GPU straight to the host, so the
-        # device never holds a second bank
-        return {"counter": _host_copy(self.counter), "bank": _host_copy(self.bank)}
+        """The counter (a host copy).  The bank is not in it: see :meth:`checkpoint_arrays`."""
+        return {"counter": _host_copy(self.counter)}
+
+    def checkpoint_arrays(self) -> dict:
+        """``{"bank": the live bank}``: the checkpoint streams it to a file of its own, block by block, and
+        restores it in place (utils/checkpoint_arrays.py), so the host never holds an N x C copy."""
+        return {"bank": self.bank}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["counter"].shape != self.counter.shape or state["bank"].shape != self.bank.shape:
-            raise ValueError(f"ACTO memory of shape {tuple(state['bank'].shape)} does not fit "
-                             f"{tuple(self.bank.shape)}")
+        """Restore the counter (and the bank where ``state`` holds it: a last.pt written before the bank had
+        a file of its own); the epoch's buffers start empty."""
+        if state["counter"].shape != self.counter.shape or ("bank" in state and state["bank"].shape != self.bank.shape):
+            shape = tuple(state["bank"].shape) if "bank" in state else tuple(state["counter"].shape)
+            raise ValueError(f"ACTO memory of shape {shape} does not fit {tuple(self.bank.shape)}")
         self.counter.copy_(state["counter"])
-        self.bank.copy_(state["bank"])
+        if "bank" in state:
+            self.bank.copy_(state["bank"])
         for buf in (self._selected, self._mined, self._updated, self._stats):
             buf.zero_()
 

@@ -96,7 +96,8 @@ class Run:
         (model, optimiser, scheduler, scaler, per-sample statistics, ...) under its name, and what
         identifies the run (fingerprint and settings)."""
         snapshot = {name: part.state_dict() for name, part in parts.items()}
-        self.log.save_state({**state, **snapshot, "fingerprint": fingerprint, "settings": self.training_settings()})
+        self.log.save_state({**state, **snapshot, "fingerprint": fingerprint, "settings": self.training_settings()},
+                            arrays=_checkpoint_arrays(parts))
 
     def check_images(self, data) -> None:
         """``check_images: true``: decode every training and test image file once, now; all unreadable
@@ -125,8 +126,20 @@ class Run:
                             "settings of that run, or start without --resume to begin a new one")
         for name, part in parts.items():
             part.load_state_dict(state[name])
+        arrays = _checkpoint_arrays(parts, held_by=state)
+        if arrays:
+            self.log.load_arrays(state, arrays)
         self.log.info(f"resumed from {path} after epoch {state['epoch'] + 1}")
         return state
+
+
+def _checkpoint_arrays(parts: Mapping[str, Any], *, held_by: Mapping[str, Any] | None = None) -> dict:
+    """``{"part.key": tensor}`` of the parts' ``checkpoint_arrays()``: large tensors that last.pt does not hold
+    (saved to files of their own, restored in place; utils/checkpoint_arrays.py).  ``held_by``: a last.pt's
+    state; a tensor that a part's entry there holds itself (a last.pt written before the files) is left out."""
+    return {f"{name}.{key}": tensor for name, part in parts.items()
+            for key, tensor in (part.checkpoint_arrays() if hasattr(part, "checkpoint_arrays") else {}).items()
+            if held_by is None or key not in held_by[name]}
 
 
 def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: str,

@@ -10,13 +10,17 @@ import io
 import json
 import os
 import time
+from typing import Mapping
 
 import torch
 from tqdm import tqdm
 
+from utils.checkpoint_arrays import read_npy_into, remove_unreferenced, save_arrays
 from utils.errors import DataError, remember_checkpoint
 from utils.io import save_text, save_torch
 from utils.signals import deferred_interrupt
+
+ARRAYS_KEY = "arrays"  # last.pt: {name: {"file", "shape", "dtype"}} of the tensors kept in files of their own
 
 
 class RunLog:
@@ -83,11 +87,17 @@ class RunLog:
         writer.writerows(history)
         save_text(buf.getvalue(), os.path.join(self.run_dir, "metrics.csv"))
 
-    def save_state(self, state: dict) -> None:
-        """Write last.pt atomically (a crash keeps the previous epoch's file; Ctrl-C waits for the save)."""
+    def save_state(self, state: dict, arrays: Mapping[str, torch.Tensor] = {}) -> None:
+        """Write last.pt atomically (a crash keeps the previous epoch's file; Ctrl-C waits for the save).
+
+        ``arrays`` (large tensors, e.g. ACTO's N x C bank) go to ``.npy`` files of their own first, streamed
+        in blocks; last.pt names them under ``"arrays"`` and the files of the previous last.pt are removed
+        after it is replaced (utils/checkpoint_arrays.py: what each crash window leaves)."""
         if self.enabled:
             with deferred_interrupt():
-                save_torch(state, self.last_path)
+                entries = save_arrays(self.run_dir, arrays)
+                save_torch({**state, ARRAYS_KEY: entries}, self.last_path)
+                remove_unreferenced(self.run_dir, entries)
 
     def append_record(self, name: str, record, *, first: bool = False) -> None:
         """Append one epoch's ``record`` (JSON) as a line of ``{name}.jsonl`` (``first``: start the file
@@ -122,3 +132,16 @@ class RunLog:
             return torch.load(self.last_path, map_location=device, weights_only=True)
         except Exception as err:  # a foreign or damaged file: say which and why
             raise DataError(f"--resume: cannot read {self.last_path}: {err}") from None
+
+    def load_arrays(self, state: dict, arrays: Mapping[str, torch.Tensor]) -> None:
+        """Fill every tensor of ``arrays`` in place from the file that last.pt (``state``) names for it."""
+        entries = state.get(ARRAYS_KEY) or {}
+        for name, tensor in arrays.items():
+            if name not in entries:
+                raise DataError(f"--resume: {self.last_path} names no file for {name}; start without --resume")
+            path = os.path.join(self.run_dir, entries[name]["file"])
+            try:
+                read_npy_into(tensor, path)
+            except (OSError, ValueError) as err:
+                raise DataError(f"--resume: cannot read {name} of {self.last_path}: {err}; start without "
+                                "--resume") from None
