@@ -27,8 +27,8 @@ from utils.runlog import RunLog
 after, marker, parked_for = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 save_state, saved = RunLog.save_state, []
 
-def save_state_then_park(self, state):
-    save_state(self, state)
+def save_state_then_park(self, state, *args, **kwargs):
+    save_state(self, state, *args, **kwargs)
     saved.append(1)
     if len(saved) == after:
         open(marker, "w").close()
