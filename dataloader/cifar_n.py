@@ -19,7 +19,6 @@ import torch
 from utils.errors import DataError
 
 HUMAN_FILES = {"cifar10": "CIFAR-10_human.pt", "cifar100": "CIFAR-100_human.pt"}
-CIFAR10N_KEYS = ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")
 CIFAR100N_KEY = "noisy_label"
 URL = "https://github.com/UCSC-REAL/cifar-10-100n (folder data/)"
 
