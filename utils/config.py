@@ -43,7 +43,7 @@ class Option:
     words: tuple = ()  # strings accepted besides the type (num_workers: "auto")
     pattern: str | None = None  # a string value must match this regex as a whole
     pattern_help: str = ""  # what the pattern accepts, in words (for the error line)
-    path: bool = False  # a file or folder: ~ and $VARIABLES are expanded (README: Your own data)
+    path: bool = False  # a file or folder: ~ and $VARIABLES are expanded (docs/own_data.md)
 
     def check(self, value: Any, source: str) -> Any:
         """Return ``value`` converted to this option's type, or raise ConfigError."""
@@ -143,7 +143,7 @@ OPTIONS: tuple[Option, ...] = (
          "classes; null: none)", nullable=True, path=True),
     _opt("food101_path", str, None, "Food-101 release, the food101n test set (null: {data_path}/food-101)",
          nullable=True, path=True),
-    # own data (dataset imagefolder / csv) and the per-sample report (README: Your own data)
+    # own data (dataset imagefolder / csv) and the per-sample report (docs/own_data.md)
     _opt("train_csv", str, None, "csv: path,label list of the training images (null: {data_path}/train.csv)",
          nullable=True, path=True),
     _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True, path=True),
