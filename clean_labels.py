@@ -20,7 +20,7 @@ import json
 import os
 from typing import Sequence
 
-from utils.config import ACTO, OPTION_BY_NAME, REPO_ROOT, STAGE1, STAGE2, ConfigError, parse_config
+from utils.config import ACTO, OPTION_BY_NAME, REPO_ROOT, STAGE1, STAGE2, ConfigError, options_help, parse_config
 from utils.errors import run_main
 
 STAGES = {STAGE1: "stage_1", STAGE2: "stage_2_class", ACTO: "acto"}
@@ -33,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="clean_labels.py", description=__doc__.split("\n")[0])
+    p = _Parser(prog="clean_labels.py", description=__doc__.split("\n")[0], epilog=options_help(None),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="an imagefolder (DATA/train/<class>/<image>, optional val/ or test/) or a "
                                 "path,label CSV file")
     p.add_argument("--output_dir", required=True, help="where stage1/, stage2/, acto/, base_model/ go")

@@ -9,6 +9,8 @@ file that tries to run code is refused instead of unpickled.
 """
 from __future__ import annotations
 
+import codecs
+import contextlib
 import os
 import pickle
 import zipfile
@@ -19,7 +21,6 @@ import torch
 from utils.errors import DataError
 
 HUMAN_FILES = {"cifar10": "CIFAR-10_human.pt", "cifar100": "CIFAR-100_human.pt"}
-CIFAR10N_KEYS = ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")
 CIFAR100N_KEY = "noisy_label"
 URL = "https://github.com/UCSC-REAL/cifar-10-100n (folder data/)"
 
@@ -39,10 +40,20 @@ def _numpy_safe_globals() -> list:
     return allowed
 
 
+def _allowed(safe: list):
+    """``torch.serialization.safe_globals(safe)`` (torch >= 2.5); torch 2.4 has only the process-wide
+    ``add_safe_globals``, which takes plain objects (no ``(object, name)`` aliases), and does not yet allow
+    ``_codecs.encode``, through which numpy pickles an array's bytes."""
+    if hasattr(torch.serialization, "safe_globals"):
+        return torch.serialization.safe_globals(safe)
+    torch.serialization.add_safe_globals([entry for entry in safe if not isinstance(entry, tuple)] + [codecs.encode])
+    return contextlib.nullcontext()
+
+
 def safe_load_label_file(path: str) -> dict:
     """``torch.load`` a CIFAR-N label file with ``weights_only=True`` and the numpy allow-list."""
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with _allowed(_numpy_safe_globals()):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, AttributeError,
             ValueError, TypeError) as err:

@@ -23,8 +23,6 @@ from PIL import Image
 
 from dataloader.digits import SPLIT_SEED, TEST_FRACTION, _to_rgb_uint8
 
-CLASS_NAMES = [str(d) for d in range(10)]
-
 
 def write_digits_tree(root: str, *, misplaced: float = 0.2, seed: int = 0) -> dict:
     """Write the tree; returns ``{"misplaced": set of train keys, "num_train": N, "num_test": M}``."""

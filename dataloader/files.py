@@ -109,11 +109,6 @@ def make_images(root: str, keys: "Sequence[str] | PathArray") -> ImageFiles:
     return ImageFiles(RootedPaths(root, keys))
 
 
-def require_dir(path: str, message: str) -> None:
-    if not os.path.isdir(path):
-        raise DataError(message)
-
-
 def class_name(folder: str) -> str:
     """The class a folder (or CSV label) names: Unicode NFC, so NFD and NFC spellings are one class."""
     return unicodedata.normalize("NFC", folder)

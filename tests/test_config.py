@@ -54,9 +54,9 @@ def test_yaml_then_named_then_set(tmp_path):
     assert cfg.epochs == 9
     # --set values are YAML
     cfg = parse(["--config", cfg_file, "--set", "pretrained=false", "--set", "data_path=/data/c100",
-                 "--set", "lr=0.25", "--set", "step_milestones=[2, 3]", "--set", "num_classes=null"])
+                 "--set", "lr=0.25", "--set", "step_milestones=[2, 3]"])
     assert cfg.pretrained is False and cfg.data_path == "/data/c100" and cfg.lr == 0.25
-    assert cfg.step_milestones == [2, 3] and cfg.num_classes is None
+    assert cfg.step_milestones == [2, 3]
     # integers are accepted for float keys and converted
     cfg = parse(["--config", cfg_file, "--noise_ratio", "1"])
     assert cfg.noise_ratio == 1.0 and isinstance(cfg.noise_ratio, float)

@@ -10,21 +10,19 @@ import argparse
 import math
 import os
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from dataloader import LOADERS
 from utils.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STAGE1, STAGE2, ACTO = "stage1", "stage2", "acto"
 ALL_SCOPES = frozenset({STAGE1, STAGE2, ACTO})
-
-# Data sets known to dataloader/; dataloader.registry checks that this list and its own agree.
-DATASETS = ("digits", "cifar10", "cifar100", "tiny_imagenet", "clothing1m", "webvision", "cifar80",
-            "web-aircraft", "web-bird", "web-car", "food101n", "imagefolder", "csv")
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class Option:
     words: tuple = ()  # strings accepted besides the type (num_workers: "auto")
     pattern: str | None = None  # a string value must match this regex as a whole
     pattern_help: str = ""  # what the pattern accepts, in words (for the error line)
-    path: bool = False  # a file or folder: ~ and $VARIABLES are expanded (README: Your own data)
+    path: bool = False  # a file or folder: ~ and $VARIABLES are expanded (docs/own_data.md)
 
     def check(self, value: Any, source: str) -> Any:
         """Return ``value`` converted to this option's type, or raise ConfigError."""
@@ -111,15 +109,13 @@ def _opt(name, type_, default, help_, **kw) -> Option:
 
 
 S1, S2, SA = frozenset({STAGE1}), frozenset({STAGE2}), frozenset({ACTO})
-S12 = frozenset({STAGE1, STAGE2})
 S2A = frozenset({STAGE2, ACTO})
 
 OPTIONS: tuple[Option, ...] = (
     # --- data ---
-    _opt("dataset", str, "digits", "data set name", choices=DATASETS),
+    _opt("dataset", str, "digits", "data set name", choices=tuple(LOADERS)),  # the one list: dataloader.LOADERS
     _opt("data_path", str, "./data", "directory holding the data set files", path=True),
     _opt("download", bool, False, "let torchvision download CIFAR into data_path"),
-    _opt("num_classes", int, None, "number of classes (null: from the data set)", nullable=True, min=2),
     _opt("noise_mode", str, "sym", "label noise", choices=("sym", "asym", "idn", "real")),
     _opt("noise_ratio", float, 0.4, "fraction of samples given a synthetic noisy label", min=0.0, max=1.0),
     _opt("noise_convention", str, "ido", "ido: IDO/DivideMix noise; act: ACT noise", choices=("ido", "act")),
@@ -147,7 +143,7 @@ OPTIONS: tuple[Option, ...] = (
          "classes; null: none)", nullable=True, path=True),
     _opt("food101_path", str, None, "Food-101 release, the food101n test set (null: {data_path}/food-101)",
          nullable=True, path=True),
-    # own data (dataset imagefolder / csv) and the per-sample report (README: Your own data)
+    # own data (dataset imagefolder / csv) and the per-sample report (docs/own_data.md)
     _opt("train_csv", str, None, "csv: path,label list of the training images (null: {data_path}/train.csv)",
          nullable=True, path=True),
     _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True, path=True),
@@ -334,8 +330,56 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+def yaml_text(value: Any) -> str:
+    """``value`` as it is written in a config file (``null``, ``true``, ``[0.5, 0.75]``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def allowed_values(opt: Option) -> str:
+    """What ``opt`` accepts beyond the obvious, in words (``one of fp32, bf16, fp16``; ``an integer >= 1``;
+    ``a path: ~ and $VARIABLES expanded``); empty for a plain string or a true/false key."""
+    if opt.choices is not None:
+        return "one of " + ", ".join(str(c) for c in opt.choices)
+    if opt.pattern is not None:
+        return opt.pattern_help
+    if opt.path:
+        return "a path; ~ and $VARIABLES are expanded"
+    if opt.type in (int, float):
+        bounds = []
+        if opt.min is not None:
+            bounds.append(f"{'>=' if opt.min_inclusive else '>'} {opt.min:g}")
+        if opt.max is not None:
+            bounds.append(f"{'<=' if opt.max_inclusive else '<'} {opt.max:g}")
+        kind = "an integer" if opt.type is int else "a number"
+        return " ".join([kind, " and ".join(bounds)] if bounds else [kind]) + "".join(f" or {w}" for w in opt.words)
+    return ""
+
+
+def options_help(scope: str | None, *, width: int = 100) -> str:
+    """Every config key that ``scope`` accepts (None: every key, each marked with the stages that take it
+    unless all do), with its default, meaning and allowed values, in :data:`OPTIONS` order: the epilog of
+    ``--help``."""
+    title = f"config keys of {scope}" if scope else "config keys (passed to the stages that take them)"
+    lines = [f"{title}, set in the YAML file or with --set KEY=VALUE; each with the default it takes where the "
+             "config file does not set it:"]
+    for opt in OPTIONS:
+        if scope is not None and scope not in opt.scopes:
+            continue
+        only = f"  [{', '.join(sorted(opt.scopes))} only]" if scope is None and opt.scopes != ALL_SCOPES else ""
+        allowed = allowed_values(opt)
+        lines.append(f"  {opt.name} = {yaml_text(opt.default)}{only}")
+        lines += textwrap.wrap(opt.help + (f" ({allowed})" if allowed else ""), width=width,
+                               initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False)
+    return "\n".join(lines)
+
+
 def build_arg_parser(prog: str, scope: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=f"{prog} ({scope}); see README.md")
+    parser = _Parser(prog=prog, description=f"{prog} ({scope}); see README.md and docs/usage.md",
+                     epilog=options_help(scope), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help=f"YAML config (default: config/{scope}/digits.yaml)")
     for name in NAMED_OVERRIDES:

@@ -83,8 +83,13 @@ def setup_runtime(requested_device: str | None) -> Runtime:
     return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def shutdown(runtime: Runtime) -> None:
-    if runtime.distributed and dist.is_initialized():
+def end_process_group() -> None:
+    """Destroy the process group this process joined (:func:`setup_runtime` under torchrun), if any.
+
+    Called by :func:`utils.errors.run_main` when an entry point's ``main`` has returned: a group left to the
+    interpreter's exit makes torch warn that it was not destroyed and leaves NCCL's communicators to be torn
+    down in an undefined order.  A failed run exits without it (a peer may still wait in a collective)."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -84,7 +84,8 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     """Run an entry point's ``main``: a :class:`UsageError` becomes one line on stderr and exit 2; Ctrl-C
     and SIGTERM (a scheduler's stop) end it with one line naming ``last.pt``, exit 130 / 143.
 
-    Under torchrun only rank 0 prints the stop line (every rank is stopped the same way).
+    Under torchrun only rank 0 prints the stop line (every rank is stopped the same way); a run that
+    finished destroys its process group (:func:`utils.distributed.end_process_group`).
     """
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "main"
     with stop_signals_raise():
@@ -92,6 +93,9 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
             code, line = _outcome(main, argv, prog)
         except KeyboardInterrupt as err:  # the stop signal was handled while another error was being reported
             code, line = _stopped(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT, prog)
+    if code == 0:
+        from utils.distributed import end_process_group  # here: utils.distributed imports this module
+        end_process_group()
     if line is not None and (code == 2 or os.environ.get("RANK", "0") == "0"):
         print(line, file=sys.stderr)
     if code:

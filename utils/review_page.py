@@ -25,7 +25,6 @@ from typing import Sequence
 import numpy as np
 
 THUMBNAIL_SIDE = 96  # px, the longer side of a thumbnail
-DECISIONS = ("keep", "predicted", "other", "remove", "unsure")
 
 
 @dataclass(frozen=True)
