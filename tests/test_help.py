@@ -34,6 +34,14 @@ def test_help_of_the_real_command_line(capsys):
     assert "\n  num_workers = 4\n" in out and "an integer >= 0 or auto" in out
 
 
+def test_help_of_stage_2_class_shows_the_key_it_fixes(capsys):
+    import stage_2_class
+    with pytest.raises(SystemExit):
+        stage_2_class.main(["--help"])
+    out = capsys.readouterr().out
+    assert "\n  bmm = class  [fixed by this script]\n" in out and "\n  bmm = global" not in out
+
+
 def test_clean_labels_help_lists_every_key_and_the_stages_that_take_it():
     text = clean_labels.build_parser().format_help()
     for opt in OPTIONS:

@@ -23,7 +23,7 @@ from utils.config import REPO_ROOT
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 # the digits default's optimiser (config/stage1/digits.yaml) at 16 px; 8 + 2 epochs find the misplaced files
-# with precision >= 0.91 and recall >= 0.98 for tree seeds 0-2 (README: Your own data)
+# well above chance (the test asserts precision and recall >= 0.85; chance precision is 0.2)
 FAST = ["--backbone", "test_resnet", "--set", "pretrained=false", "--set", "resolution=16", "--set", "hflip=false",
         "--set", "num_workers=0", "--batch_size", "64", "--set", "optimizer=adamw", "--set", "lr=0.003",
         "--set", "weight_decay=0.0001", "--device", "cpu"]

@@ -359,10 +359,11 @@ def allowed_values(opt: Option) -> str:
     return ""
 
 
-def options_help(scope: str | None, *, width: int = 100) -> str:
+def options_help(scope: str | None, *, width: int = 100, forced: Mapping[str, Any] | None = None) -> str:
     """Every config key that ``scope`` accepts (None: every key, each marked with the stages that take it
     unless all do), with its default, meaning and allowed values, in :data:`OPTIONS` order: the epilog of
-    ``--help``."""
+    ``--help``.  A key in ``forced`` (fixed by the entry point) shows that value instead of the default."""
+    forced = forced or {}
     title = f"config keys of {scope}" if scope else "config keys (passed to the stages that take them)"
     lines = [f"{title}, set in the YAML file or with --set KEY=VALUE; each with the default it takes where the "
              "config file does not set it:"]
@@ -371,15 +372,18 @@ def options_help(scope: str | None, *, width: int = 100) -> str:
             continue
         only = f"  [{', '.join(sorted(opt.scopes))} only]" if scope is None and opt.scopes != ALL_SCOPES else ""
         allowed = allowed_values(opt)
-        lines.append(f"  {opt.name} = {yaml_text(opt.default)}{only}")
+        if opt.name in forced:
+            lines.append(f"  {opt.name} = {yaml_text(forced[opt.name])}  [fixed by this script]")
+        else:
+            lines.append(f"  {opt.name} = {yaml_text(opt.default)}{only}")
         lines += textwrap.wrap(opt.help + (f" ({allowed})" if allowed else ""), width=width,
                                initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False)
     return "\n".join(lines)
 
 
-def build_arg_parser(prog: str, scope: str) -> argparse.ArgumentParser:
+def build_arg_parser(prog: str, scope: str, forced: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=f"{prog} ({scope}); see README.md and docs/usage.md",
-                     epilog=options_help(scope), formatter_class=argparse.RawDescriptionHelpFormatter)
+                     epilog=options_help(scope, forced=forced), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help=f"YAML config (default: config/{scope}/digits.yaml)")
     for name in NAMED_OVERRIDES:
@@ -449,7 +453,7 @@ def parse_config(argv: Sequence[str] | None, *, prog: str, scope: str,
     ``forced`` holds values the entry point itself fixes (``stage_2_class.py`` fixes ``bmm: class``);
     a user value that contradicts one is an error rather than silently ignored.
     """
-    args = build_arg_parser(prog, scope).parse_args(argv)
+    args = build_arg_parser(prog, scope, forced).parse_args(argv)
     path = args.config or default_config_path(scope)
     layers: list[tuple[str, Mapping[str, Any]]] = [(path, _read_yaml(path))]
     named = {}
