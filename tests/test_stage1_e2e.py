@@ -21,6 +21,7 @@ from utils.distributed import Runtime
 from utils.batching import batch_sizes
 from utils.engine import Precision, evaluate, make_loaders, seed_epoch
 from utils.errors import DataError
+import utils.lifecycle
 
 from fixtures_data import SUBPROCESS_ENV
 
@@ -181,14 +182,14 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, monk
     full = stage_1.main(ARGS + ["--output_dir", str(full_dir)])
     tag = full["tag"]
 
-    real = stage_1.train_one_epoch
+    real = utils.lifecycle.train_one_epoch
 
     def stop_at_third_epoch(**kwargs):
         if kwargs["epoch"] == 2:
             raise Interrupted()
         return real(**kwargs)
 
-    monkeypatch.setattr(stage_1, "train_one_epoch", stop_at_third_epoch)
+    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", stop_at_third_epoch)
     with pytest.raises(KeyboardInterrupt):
         stage_1.main(ARGS + ["--output_dir", str(part_dir)])
     run_dir = part_dir / "checkpoint" / f"stage1_{tag}"
@@ -196,7 +197,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, monk
     assert len(read_metrics(run_dir / "metrics.csv")) == 2
     assert not (part_dir / "stage1" / f"{tag}_wrongevent.npy").exists()
 
-    monkeypatch.setattr(stage_1, "train_one_epoch", real)
+    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", real)
     resumed = stage_1.main(ARGS + ["--output_dir", str(part_dir), "--resume"])
 
     assert resumed["history"] == full["history"]
@@ -247,7 +248,7 @@ def test_resume_never_continues_a_stale_run(tmp_path, monkeypatch):
     def interrupt(**kwargs):
         raise Interrupted()
 
-    monkeypatch.setattr(stage_1, "train_one_epoch", interrupt)
+    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", interrupt)
     with pytest.raises(KeyboardInterrupt):
         stage_1.main(new)                                      # fresh run stopped during epoch 1
     monkeypatch.undo()
