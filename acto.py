@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataloader import build_data
+from dataloader import Data, build_data
 from model import create_model, weights_source
 from model.export import export_model
 from timm.optim import create_optimizer_v2
@@ -24,15 +24,13 @@ from utils.acto import ActoHParams, ActoMemory, build_lr_plan, parse_lr_plan, ro
     warmup_losses, DEFAULT_ETA_END
 from utils.accuracy_keys import accuracy_summary, describe_result
 from utils.config import ACTO
-from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
-    train_one_epoch
-from utils.epoch_clock import EpochClock
+from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders
 from utils.errors import ConfigError, run_main
 from utils.io import save_json
+from utils.lifecycle import Method, fmt, run_method
 from utils.optim import OptimSettings, build_optimizer, optim_settings
 from utils.run import Run, place_model, start_run
 from utils.run_summary import log_summary
-from utils.sample_report import export_sample_report
 
 LAST_K = 10  # ACT's Table 1 metric: mean RTM accuracy over the last min(10, E) epochs
 
@@ -95,11 +93,10 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def acto_step(memory: ActoMemory, hp: ActoHParams, phase: dict):
-    """Training step over the model pair; ``phase["epoch"]`` is set by the loop before each epoch."""
+def acto_step(memory: ActoMemory, hp: ActoHParams, epoch: int):
+    """Training step over the model pair in ``epoch`` (0-based): warm-up or robust losses."""
     def step(pair: ModelPair, batch):
         (weak, strong), labels, index = batch
-        epoch = phase["epoch"]
         _, logits_r = pair.rtm(weak)
         _, logits_n = pair.ntm(weak)
         if epoch < hp.warmup_epochs:
@@ -150,98 +147,100 @@ def epoch_row(epoch: int, phase: str, lrs: tuple[float, float], stats: dict, rtm
     return row
 
 
-def fmt(value, spec=".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
+class Acto(Method):
+    """Asymmetric co-training: in warm-up both models learn every label; then the NTM's agreement with the
+    noisy labels and the RTM's soft-label memory select the samples the RTM learns (utils/acto.py)."""
 
+    def __init__(self, run: Run, data: Data, hp: ActoHParams):
+        super().__init__(run, data)
+        cfg, runtime, log = run.cfg, run.runtime, run.log
+        self.hp = hp
+        weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+        settings = optim_settings(cfg)
+        self.rtm_lrs, self.ntm_lrs, self.rtm_plan, self.ntm_plan = lr_plans(cfg, settings, log.info)
+        self.rtm, self.ntm = build_models(cfg, data.num_classes, data.resolution, log=log.detail)
+        self.model = ModelPair(place_model(self.rtm, run), place_model(self.ntm, run))
+        self.opt_rtm = build_acto_optimizer(self.rtm, settings, cfg.nesterov)
+        self.opt_ntm = build_acto_optimizer(self.ntm, settings, cfg.nesterov)
+        self.optimizers = (self.opt_rtm, self.opt_ntm)
+        log_summary(run, data, model=f"RTM and NTM, {weights}",
+                    optimiser=f"{settings.name}{' nesterov' if cfg.nesterov and settings.name == 'sgd' else ''} "
+                              f"weight decay {settings.weight_decay:g}; RTM lr plan {self.rtm_plan} from "
+                              f"{settings.lr:g}; NTM lr plan {self.ntm_plan} from {cfg.ntm_lr or settings.lr:g}; "
+                              f"warm-up lr {cfg.warmup_lr or settings.lr:g}",
+                    method=f"warm-up {cfg.warmup_epochs} of {cfg.epochs} epochs; selection {hp.selection_rule}, "
+                           f"tau {hp.tau:g}, EMA {hp.ema_alpha:g}, weights {hp.selection_weight:g}/"
+                           f"{1 - hp.selection_weight:g}, label smoothing {hp.label_smoothing:g}",
+                    outputs=[run.path("acto", f"{cfg.tag}.json"), run.path("acto", f"{cfg.tag}_*")])
+        self.memory = ActoMemory(torch.as_tensor(data.noisy_labels), data.num_classes, device=runtime.device)
+        self.clean = None if data.is_noisy is None else torch.as_tensor(~data.is_noisy, device=runtime.device)
+        self.loader, self.test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
+        self.evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last,
+                                normalise=data.normalise)
+        self.parts = {"rtm": self.rtm, "ntm": self.ntm, "opt_rtm": self.opt_rtm, "opt_ntm": self.opt_ntm,
+                      "scaler": run.precision.scaler, "memory": self.memory}
+        # the bank is 4 N C bytes in every last.pt (5 GB at 1.28M x 1,000)
+        self.checkpoint_every = cfg.checkpoint_every
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    run: Run = start_run(argv, prog="acto.py", scope=ACTO, run_name="acto_{tag}", claims_outputs=True)
-    cfg, runtime, log = run.cfg, run.runtime, run.log
-    validate(cfg)
-    hp = ActoHParams.from_config(cfg)
-    data = build_data(cfg, stage="stage2", log=log.info)
-    run.claim_outputs(run.path("acto", f"{cfg.tag}.json"), fingerprint=data.fingerprint)
-    run.check_images(data)
-    n = len(data.train)
-    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+    def phase(self, epoch: int) -> str:
+        return "warmup" if epoch < self.hp.warmup_epochs else "robust"
 
-    settings = optim_settings(cfg)
-    rtm_lrs, ntm_lrs, rtm_plan, ntm_plan = lr_plans(cfg, settings, log.info)
-    rtm, ntm = build_models(cfg, data.num_classes, data.resolution, log=log.detail)
-    pair = ModelPair(place_model(rtm, run), place_model(ntm, run))
-    opt_rtm = build_acto_optimizer(rtm, settings, cfg.nesterov)
-    opt_ntm = build_acto_optimizer(ntm, settings, cfg.nesterov)
-    log_summary(run, data, model=f"RTM and NTM, {weights}",
-                optimiser=f"{settings.name}{' nesterov' if cfg.nesterov and settings.name == 'sgd' else ''} weight "
-                          f"decay {settings.weight_decay:g}; RTM lr plan {rtm_plan} from {settings.lr:g}; NTM lr plan "
-                          f"{ntm_plan} from {cfg.ntm_lr or settings.lr:g}; warm-up lr {cfg.warmup_lr or settings.lr:g}",
-                method=f"warm-up {cfg.warmup_epochs} of {cfg.epochs} epochs; selection {hp.selection_rule}, tau "
-                       f"{hp.tau:g}, EMA {hp.ema_alpha:g}, weights {hp.selection_weight:g}/{1 - hp.selection_weight:g},"
-                       f" label smoothing {hp.label_smoothing:g}",
-                outputs=[run.path("acto", f"{cfg.tag}.json"), run.path("acto", f"{cfg.tag}_*")])
+    def epoch_name(self, epoch: int) -> str:
+        return f"acto {self.phase(epoch)}"
 
-    memory = ActoMemory(torch.as_tensor(data.noisy_labels), data.num_classes, device=runtime.device)
-    clean = None if data.is_noisy is None else torch.as_tensor(~data.is_noisy, device=runtime.device)
-    train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
-    evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last,
-                       normalise=data.normalise)
-    history: list[dict] = []
-    start_epoch = 0
-    resumable = {"rtm": rtm, "ntm": ntm, "opt_rtm": opt_rtm, "opt_ntm": opt_ntm, "scaler": run.precision.scaler,
-                 "memory": memory}
-    if cfg.resume:
-        state = run.load_state(fingerprint=data.fingerprint, parts=resumable)
-        history = list(state["history"])
-        start_epoch = state["epoch"] + 1
+    def epoch_step(self, epoch: int):
+        set_lr(self.opt_rtm, self.rtm_lrs[epoch])
+        set_lr(self.opt_ntm, self.ntm_lrs[epoch])
+        return acto_step(self.memory, self.hp, epoch)
 
-    phase = {"epoch": start_epoch}
-    step = acto_step(memory, hp, phase)
-    clock = EpochClock(cfg.epochs)
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
-        phase["epoch"] = epoch
-        set_lr(opt_rtm, rtm_lrs[epoch])
-        set_lr(opt_ntm, ntm_lrs[epoch])
-        name = "warmup" if epoch < hp.warmup_epochs else "robust"
-        stats = train_one_epoch(model=pair, loader=train_loader, optimizer=(opt_rtm, opt_ntm), step=step,
-                                precision=run.precision, runtime=runtime, epoch=epoch,
-                                channels_last=cfg.channels_last, desc=f"acto {name}", normalise=data.normalise)
-        merged = memory.end_epoch(runtime.reduce_max, runtime.reduce_sum)
-        rtm_accs = evaluate_all(rtm, test_loaders, **evaluate_kw)
-        ntm_accs = evaluate_all(ntm, dict(list(test_loaders.items())[:1]), **evaluate_kw)  # the first set only
-        row = epoch_row(epoch, name, (rtm_lrs[epoch], ntm_lrs[epoch]), stats, rtm_accs, ntm_accs, merged, clean, n)
-        history.append(row)
-        msg = (f"epoch {epoch + 1}/{cfg.epochs} {name} loss {stats['loss']:.4f} RTM {describe_accuracies(rtm_accs)} "
-               f"NTM {describe_accuracies(ntm_accs)} train acc (noisy labels) RTM {row['train_acc_rtm']:.2f} "
-               f"NTM {row['train_acc_ntm']:.2f}")
-        if name == "robust":
-            msg += (f" | selected {row['selected_size']} ({100 * row['selected_frac']:.1f}%) precision "
-                    f"{fmt(row['selected_precision'])} recall {fmt(row['selected_recall'])} mined "
-                    f"{row['mined_size']} mining on {100 * row['mining_active_frac']:.0f}% of batches, mean M "
-                    f"{fmt(row['mean_metric'], '.4f')}")
-        log.info(f"{msg} | {clock.lap(epoch)}")
-        log.write_metrics(history)
-        # every checkpoint writes the bank (4 N C bytes, 5 GB at 1.28M x 1,000, a file beside last.pt):
-        # checkpoint_every trades the epochs a preemption may cost for that write; the last epoch is always saved
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
+    def end_epoch(self, epoch: int, stats: dict) -> tuple[dict, str]:
+        runtime, phase = self.run.runtime, self.phase(epoch)
+        merged = self.memory.end_epoch(runtime.reduce_max, runtime.reduce_sum)
+        rtm_accs = evaluate_all(self.rtm, self.test_loaders, **self.evaluate_kw)
+        ntm_accs = evaluate_all(self.ntm, dict(list(self.test_loaders.items())[:1]), **self.evaluate_kw)  # first set
+        row = epoch_row(epoch, phase, (self.rtm_lrs[epoch], self.ntm_lrs[epoch]), stats, rtm_accs, ntm_accs,
+                        merged, self.clean, len(self.data.train))
+        message = (f"epoch {epoch + 1}/{self.epochs} {phase} loss {stats['loss']:.4f} RTM "
+                   f"{describe_accuracies(rtm_accs)} NTM {describe_accuracies(ntm_accs)} train acc (noisy labels) "
+                   f"RTM {row['train_acc_rtm']:.2f} NTM {row['train_acc_ntm']:.2f}")
+        if phase == "robust":
+            message += (f" | selected {row['selected_size']} ({100 * row['selected_frac']:.1f}%) precision "
+                        f"{fmt(row['selected_precision'], '.3f')} recall {fmt(row['selected_recall'], '.3f')} mined "
+                        f"{row['mined_size']} mining on {100 * row['mining_active_frac']:.0f}% of batches, mean M "
+                        f"{fmt(row['mean_metric'])}")
+        return row, message
 
-    result = {**summarize(cfg, history, data, rtm_plan, ntm_plan), "fingerprint": data.fingerprint}
-    if runtime.is_main:
-        path = save_json(result, run.path("acto", f"{cfg.tag}.json"))
-    # every process takes its shard of the evaluation pass; the main one writes the report
-    export_sample_report(run, data, rtm, stem=run.path("acto", cfg.tag))
-    if runtime.is_main:
-        model_path = export_model(rtm, cfg=cfg, data=data, path=run.path("acto", f"{cfg.tag}_model.pt"))
+    def summary(self, history: list[dict]) -> dict:
+        return {**summarize(self.cfg, history, self.data, self.rtm_plan, self.ntm_plan),
+                "fingerprint": self.data.fingerprint}
+
+    def save_results(self, result: dict) -> None:
+        self.result_path = save_json(result, self.run.path("acto", f"{self.cfg.tag}.json"))
+
+    def sample_report(self) -> dict:
+        return dict(model=self.rtm, stem=self.run.path("acto", self.cfg.tag))
+
+    def export(self, result: dict) -> None:
+        cfg, log = self.cfg, self.run.log
+        model_path = export_model(self.rtm, cfg=cfg, data=self.data, path=self.run.path("acto", f"{cfg.tag}_model.pt"))
         log.info(f"model for predict.py (the RTM): {model_path}")
-        last = history[-1]
+        last = result["history"][-1]
         accuracy = (f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
                     f"{result['last_k']} {result['last_k_mean']:.2f} +- {result['last_k_std']:.2f} population std, "
                     "ACT's Table 1 metric)" if "last_k" in result
-                    else describe_result(result, data.test_sets))
-        log.info(f"RTM {accuracy}; last selection precision "
-                 f"{fmt(last['selected_precision'])} recall {fmt(last['selected_recall'])}: {path}")
-    return result
+                    else describe_result(result, self.data.test_sets))
+        log.info(f"RTM {accuracy}; last selection precision {fmt(last['selected_precision'], '.3f')} recall "
+                 f"{fmt(last['selected_recall'], '.3f')}: {self.result_path}")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    run = start_run(argv, prog="acto.py", scope=ACTO, run_name="acto_{tag}", claims_outputs=True)
+    validate(run.cfg)
+    hp = ActoHParams.from_config(run.cfg)  # refuses a bad key before any data is loaded
+    data = build_data(run.cfg, stage="stage2", log=run.log.info)
+    run.claim_outputs(run.path("acto", f"{run.cfg.tag}.json"), fingerprint=data.fingerprint)
+    run.check_images(data)
+    return run_method(Acto(run, data, hp))
 
 
 def summarize(cfg, history: list[dict], data, rtm_plan: str, ntm_plan: str) -> dict:

@@ -12,22 +12,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataloader import build_data
+from dataloader import Data, build_data
 from model import create_model, weights_source
 from model.export import state_for_saving
 from utils.accuracy_keys import acc_key
 from utils.config import STAGE1
-from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
-    train_one_epoch
-from utils.epoch_clock import EpochClock
+from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders
 from utils.errors import run_main
 from utils.io import save_json, save_npy, save_torch
+from utils.lifecycle import Method, run_method
 from utils.metrics import detection_auc
 from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind
 from utils.plots import wrong_event_histogram
-from utils.run import place_model, start_run
+from utils.run import Run, place_model, start_run
 from utils.run_summary import log_summary
-from utils.sample_report import export_sample_report, stage1_label_score
+from utils.sample_report import stage1_label_score
 from utils.wrong_events import EpochPredictions, LabelWave, WrongEvents
 
 
@@ -43,82 +42,90 @@ def stage1_step(wrong_events: WrongEvents, predictions: EpochPredictions):
     return step
 
 
+class Stage1(Method):
+    """Cross-entropy on the noisy labels; every epoch's predictions count wrong events (per sample, the
+    epochs it was predicted as another class than its label) and feed the label wave, whose first
+    prediction-change minimum is saved as the base model of stage 2."""
+
+    name = "stage 1"
+
+    def __init__(self, run: Run, data: Data):
+        super().__init__(run, data)
+        cfg, runtime, log = run.cfg, run.runtime, run.log
+        weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+        self.net = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
+                                pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen,
+                                log=log.detail)
+        self.model = place_model(self.net, run)
+        settings = optim_settings(cfg)
+        self.optimizer = build_optimizer(self.net, settings)
+        self.optimizers = (self.optimizer,)
+        schedule = stage1_schedule_kind(cfg)
+        self.scheduler = build_scheduler(self.optimizer, kind=schedule, epochs=cfg.epochs,
+                                         milestones=cfg.step_milestones)
+        self.base_path = run.path("base_model", f"{cfg.tag}.pt")
+        log_summary(run, data, model=weights + (" (backbone frozen)" if cfg.frozen else ""),
+                    optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, "
+                              f"schedule {schedule}",
+                    outputs=[run.path("stage1", f"{cfg.tag}_*"), self.base_path])
+        n = len(data.train)
+        self.wrong_events = WrongEvents(n, device=runtime.device)
+        self.predictions = EpochPredictions(n, device=runtime.device)
+        self.wave = LabelWave()
+        self.noisy_labels = torch.as_tensor(data.noisy_labels, device=runtime.device)
+        self.parts = {"model": self.net, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                      "scaler": run.precision.scaler, "wrong_events": self.wrong_events, "label_wave": self.wave}
+        self.loader, self.test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
+        self.step = stage1_step(self.wrong_events, self.predictions)
+
+    def epoch_step(self, epoch: int):
+        return self.step
+
+    def end_epoch(self, epoch: int, stats: dict) -> tuple[dict, str]:
+        run, runtime = self.run, self.run.runtime
+        self.wrong_events.end_epoch(runtime.reduce_max)
+        epoch_predictions = self.predictions.end_epoch(runtime.reduce_max)
+        wave_step = self.wave.observe(epoch, epoch_predictions)
+        if wave_step.is_new_minimum and runtime.is_main:
+            save_torch(state_for_saving(self.net), self.base_path)
+        accuracies = evaluate_all(self.net, self.test_loaders, precision=run.precision, runtime=runtime,
+                                  channels_last=self.cfg.channels_last, normalise=self.data.normalise)
+        self.scheduler.step()
+        train_acc = 100.0 * float((epoch_predictions == self.noisy_labels).float().mean())
+        row = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": round(stats["loss"], 6),
+               "train_acc_noisy": round(train_acc, 4), **accuracy_columns(accuracies),
+               "prediction_change": wave_step.prediction_change, "base_model_epoch": self.wave.best_epoch + 1}
+        message = (f"epoch {epoch + 1}/{self.epochs} loss {stats['loss']:.4f} train acc (noisy labels) "
+                   f"{train_acc:.2f} {describe_accuracies(accuracies)} prediction change "
+                   f"{wave_step.prediction_change}" + (" -> base model" if wave_step.is_new_minimum else ""))
+        return row, message
+
+    def counts(self) -> np.ndarray:
+        return self.wrong_events.counts.cpu().numpy()  # merged: the same on every process
+
+    def summary(self, history: list[dict]) -> dict:
+        return {"tag": self.cfg.tag, "base_model_epoch": self.wave.best_epoch + 1, "history": history}
+
+    def save_results(self, result: dict) -> dict:
+        return save_stage1_outputs(self.run, self.data, self.counts(), self.wave, result["history"])
+
+    def sample_report(self) -> dict:
+        counts = self.counts()
+        return dict(model=self.net, stem=self.run.path("stage1", self.cfg.tag), wrong_events=counts,
+                    label_score=stage1_label_score(counts))
+
+    def export(self, result: dict) -> None:
+        self.run.log.info(f"base model (epoch {self.wave.best_epoch + 1}, first prediction-change minimum): "
+                          f"{self.base_path}")
+        self.run.log.info(f"wrong events: {result['wrong_events_path']}")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     run = start_run(argv, prog="stage_1.py", scope=STAGE1, run_name="stage1_{tag}", claims_outputs=True)
-    cfg, runtime, log = run.cfg, run.runtime, run.log
-    tag = cfg.tag
-    data = build_data(cfg, stage="stage1", log=log.info)
-    run.claim_outputs(run.path("stage1", f"{tag}_wrongevent.json"), fingerprint=data.fingerprint)
+    data = build_data(run.cfg, stage="stage1", log=run.log.info)
+    run.claim_outputs(run.path("stage1", f"{run.cfg.tag}_wrongevent.json"), fingerprint=data.fingerprint)
     run.check_images(data)
-    n = len(data.train)
-    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
-
-    model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
-                         pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen,
-                         log=log.detail)
-    train_model = place_model(model, run)
-    settings = optim_settings(cfg)
-    optimizer = build_optimizer(model, settings)
-    schedule = stage1_schedule_kind(cfg)
-    scheduler = build_scheduler(optimizer, kind=schedule, epochs=cfg.epochs, milestones=cfg.step_milestones)
-    base_path = run.path("base_model", f"{tag}.pt")
-    log_summary(run, data, model=weights + (" (backbone frozen)" if cfg.frozen else ""),
-                optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, "
-                          f"schedule {schedule}",
-                outputs=[run.path("stage1", f"{tag}_*"), base_path])
-
-    wrong_events = WrongEvents(n, device=runtime.device)
-    predictions = EpochPredictions(n, device=runtime.device)
-    wave = LabelWave()
-    history: list[dict] = []
-    start_epoch = 0
-    resumable = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": run.precision.scaler,
-                 "wrong_events": wrong_events, "label_wave": wave}
-    if cfg.resume:
-        state = run.load_state(fingerprint=data.fingerprint, parts=resumable)
-        history = list(state["history"])
-        start_epoch = state["epoch"] + 1
-
-    train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
-    step = stage1_step(wrong_events, predictions)
-    clock = EpochClock(cfg.epochs)
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(model=train_model, loader=train_loader, optimizer=optimizer, step=step,
-                                precision=run.precision, runtime=runtime, epoch=epoch,
-                                channels_last=cfg.channels_last, desc="stage 1", normalise=data.normalise)
-        wrong_events.end_epoch(runtime.reduce_max)
-        epoch_predictions = predictions.end_epoch(runtime.reduce_max)
-        wave_step = wave.observe(epoch, epoch_predictions)
-        if wave_step.is_new_minimum and runtime.is_main:
-            save_torch(state_for_saving(model), base_path)
-        accuracies = evaluate_all(model, test_loaders, precision=run.precision, runtime=runtime,
-                                  channels_last=cfg.channels_last, normalise=data.normalise)
-        scheduler.step()
-        train_acc = 100.0 * float((epoch_predictions == torch.as_tensor(data.noisy_labels, device=runtime.device))
-                                  .float().mean())
-        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(stats["loss"], 6),
-                        "train_acc_noisy": round(train_acc, 4), **accuracy_columns(accuracies),
-                        "prediction_change": wave_step.prediction_change,
-                        "base_model_epoch": wave.best_epoch + 1})
-        log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} train acc (noisy labels) "
-                 f"{train_acc:.2f} {describe_accuracies(accuracies)} prediction change {wave_step.prediction_change}"
-                 + (" -> base model" if wave_step.is_new_minimum else "") + f" | {clock.lap(epoch)}")
-        run.save_state({"epoch": epoch, "history": history}, fingerprint=data.fingerprint, parts=resumable)
-        log.write_metrics(history)
-
-    result = {"tag": tag, "base_model_epoch": wave.best_epoch + 1, "history": history}
-    counts = wrong_events.counts.cpu().numpy()  # merged: the same on every process
-    if runtime.is_main:
-        result.update(save_stage1_outputs(run, data, counts, wave, history))
-    # every process takes its shard of the evaluation pass; the main one writes the report
-    export_sample_report(run, data, model, stem=run.path("stage1", tag), wrong_events=counts,
-                         label_score=stage1_label_score(counts))
-    if runtime.is_main:
-        log.info(f"base model (epoch {wave.best_epoch + 1}, first prediction-change minimum): {base_path}")
-        log.info(f"wrong events: {result['wrong_events_path']}")
-    return result
+    return run_method(Stage1(run, data))
 
 
 def save_stage1_outputs(run, data, counts: np.ndarray, wave: LabelWave, history: list[dict]) -> dict:

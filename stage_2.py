@@ -21,18 +21,16 @@ from model.export import export_model
 from utils.accuracy_keys import accuracy_summary, describe_result
 from utils.bmm import BetaMixture, BmmLookup, pair_histogram
 from utils.config import STAGE2
-from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders, seed_epoch, \
-    train_one_epoch
-from utils.epoch_clock import EpochClock
+from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders
 from utils.errors import DataError, run_main
 from utils.io import save_json
+from utils.lifecycle import Method, fmt, run_method
 from utils.losses import loss_weights, weighted_dynamic_loss
 from utils.metrics import grouped_detection_auc, split_quality
 from utils.optim import build_optimizer, build_scheduler, optim_settings
 from utils.plots import bmm_fit_plot
 from utils.run import Run, place_model, start_run
 from utils.run_summary import log_summary
-from utils.sample_report import export_sample_report
 from utils.wrong_events import WrongEvents
 
 
@@ -189,102 +187,128 @@ def load_base_model(run: Run, data: Data) -> torch.nn.Module:
     return model
 
 
+class Stage2(Method):
+    """The base model retrained with the dynamic loss: every epoch adds the two views' wrong events to the
+    stage-1 counts, and the beta mixture refitted to them weighs each sample's three loss terms."""
+
+    name = "stage 2"
+
+    def __init__(self, run: Run, data: Data, stage1_counts: np.ndarray, stage1_meta: dict):
+        super().__init__(run, data)
+        cfg, runtime = run.cfg, run.runtime
+        self.stage1_counts = stage1_counts
+        self.net = load_base_model(run, data)
+        self.model = place_model(self.net, run)
+        settings = optim_settings(cfg)
+        self.optimizer = build_optimizer(self.net, settings)
+        self.optimizers = (self.optimizer,)
+        self.scheduler = build_scheduler(self.optimizer, kind="cosine", epochs=cfg.epochs, eta_min=cfg.eta_min)
+        self.refit_iters = cfg.bmm_refit_iters if cfg.bmm_refit_iters is not None else (2 if cfg.bmm == "class"
+                                                                                         else 1)
+        self.stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
+        log_summary(run, data, model=f"from the stage-1 base model {base_model_path(run)}",
+                    optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, cosine "
+                              f"to {cfg.eta_min:g}",
+                    method=f"{cfg.bmm} BMM ({cfg.bmm_init_iters} EM iterations, then {self.refit_iters} per epoch) "
+                           f"on the wrong events of {stage1_meta.get('epochs')} stage-1 epochs; entropy term "
+                           f"{cfg.entropy_weight}, noisy weight {cfg.noisy_weight}",
+                    outputs=[self.stem + ".json", self.stem + "_*"])
+        self.wrong_events = WrongEvents(len(data.train), device=runtime.device,
+                                        initial=torch.as_tensor(stage1_counts))
+        self.weights = SampleWeights(class_wise=cfg.bmm == "class", noisy_labels=data.noisy_labels,
+                                     num_classes=data.num_classes, device=runtime.device, new_events=VIEWS,
+                                     noisy_weight=cfg.noisy_weight)
+        self.loader, self.test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
+        self.evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last,
+                                normalise=data.normalise)
+        self.parts = {"model": self.net, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                      "scaler": run.precision.scaler, "wrong_events": self.wrong_events}
+        self.step = stage2_step(self.wrong_events, self.weights, cfg)
+        # the mixture after each epoch: in checkpoint/{run}/bmm_history.jsonl and the result, not in metrics.csv
+        self.bmm_history: list[dict] = []
+
+    def start(self) -> None:
+        self.weights.fit(self.stage1_counts, iterations=self.cfg.bmm_init_iters)
+        self.base_accs = evaluate_all(self.net, self.test_loaders, **self.evaluate_kw)
+        self.initial = {"bmm": self.weights.bmm.describe(), **self.weights.detection(self.stage1_counts,
+                                                                                      self.data.is_noisy)}
+        self.run.log.info(f"base model {describe_accuracies(self.base_accs)}; initial BMM "
+                          f"{fmt_bmm(self.weights.bmm)}; noise-detection AUC {fmt(self.initial['auc'])}")
+
+    def resume(self, state: dict) -> list[dict]:
+        self.weights.load_state_dict(state["bmm"], self.wrong_events.counts.cpu().numpy())
+        self.base_accs, self.initial = state["base_accs"], state["initial"]
+        history = list(state["history"])
+        if history and "bmm" in history[0]:  # checkpoints from before bmm_history.jsonl carry them inline
+            self.bmm_history = [row["bmm"] for row in history]
+            return without_bmm(history)
+        self.bmm_history = self.run.log.read_records(BMM_HISTORY, len(history)) if history else []
+        return history
+
+    def epoch_step(self, epoch: int):
+        return self.step
+
+    def end_epoch(self, epoch: int, stats: dict) -> tuple[dict, str]:
+        self.wrong_events.end_epoch(self.run.runtime.reduce_max)
+        counts = self.wrong_events.counts.cpu().numpy()
+        self.weights.fit(counts, iterations=self.refit_iters)  # identical on every rank: same counts, same EM
+        accuracies = evaluate_all(self.net, self.test_loaders, **self.evaluate_kw)
+        self.scheduler.step()
+        detection = self.weights.detection(counts, self.data.is_noisy)
+        row = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": round(stats["loss"], 6),
+               **accuracy_columns(accuracies), **detection}
+        self.bmm_history.append(self.weights.bmm.describe())
+        # one line per epoch in its own file; last.pt keeps the rest of the history
+        self.run.log.append_record(BMM_HISTORY, self.bmm_history[-1], first=epoch == 0)
+        message = (f"epoch {epoch + 1}/{self.epochs} loss {stats['loss']:.4f} {describe_accuracies(accuracies)} "
+                   f"AUC {fmt(detection['auc'])} BMM {fmt_bmm(self.weights.bmm)}")
+        return row, message
+
+    def checkpoint_state(self, history: list[dict]) -> dict:
+        return {"bmm": self.weights.state_dict(), "history": history, "base_accs": self.base_accs,
+                "initial": self.initial}
+
+    def counts(self) -> np.ndarray:
+        return self.wrong_events.counts.cpu().numpy()  # merged: the same on every process
+
+    def summary(self, history: list[dict]) -> dict:
+        cfg, data = self.cfg, self.data
+        return {
+            "tag": cfg.tag, "bmm": cfg.bmm, "entropy_weight": cfg.entropy_weight, "seed": cfg.seed,
+            **accuracy_summary(history, data.test_sets, base=self.base_accs), "initial": self.initial,
+            **{key: [row[key] for row in history] for key in ("auc", "clean_size", "clean_precision",
+                                                              "clean_recall")},
+            "bmm_params": self.bmm_history, "train_loss": [row["train_loss"] for row in history],
+            "realised_noise_rate": data.noise_info.get("realised_noise_rate"), "fingerprint": data.fingerprint,
+        }
+
+    def save_results(self, result: dict) -> None:
+        save_json(result, self.stem + ".json")
+        bmm_fit_plot(self.counts(), self.weights.bmm, self.stem + "_bmm.png", groups=self.weights.groups_np,
+                     is_noisy=self.data.is_noisy,
+                     title=f"{self.cfg.tag}: {self.cfg.bmm} BMM after {self.cfg.epochs} stage-2 epochs")
+
+    def sample_report(self) -> dict:
+        counts = self.counts()
+        return dict(model=self.net, stem=self.stem, wrong_events=counts,
+                    label_score=self.weights.clean_posterior(counts), class_wise=self.weights.class_wise)
+
+    def export(self, result: dict) -> None:
+        log = self.run.log
+        model_path = export_model(self.net, cfg=self.cfg, data=self.data, path=self.stem + "_model.pt")
+        log.info(f"model for predict.py: {model_path}")
+        log.info(f"{describe_result(result, self.data.test_sets, base=True)}: {self.stem}.json")
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str = "stage_2.py",
          forced: Mapping[str, Any] | None = None) -> dict:
     run = start_run(argv, prog=prog, scope=STAGE2, run_name="stage2_{tag}_{bmm}", forced=forced,
                     claims_outputs=True)
-    cfg, runtime, log = run.cfg, run.runtime, run.log
-    data = build_data(cfg, stage="stage2", log=log.info)
+    data = build_data(run.cfg, stage="stage2", log=run.log.info)
     stage1_counts, stage1_meta = load_stage1(run, data)
-    run.claim_outputs(run.path("stage2", f"{cfg.tag}_{cfg.bmm}.json"), fingerprint=data.fingerprint)
+    run.claim_outputs(run.path("stage2", f"{run.cfg.tag}_{run.cfg.bmm}.json"), fingerprint=data.fingerprint)
     run.check_images(data)
-    model = load_base_model(run, data)
-    train_model = place_model(model, run)
-    settings = optim_settings(cfg)
-    optimizer = build_optimizer(model, settings)
-    scheduler = build_scheduler(optimizer, kind="cosine", epochs=cfg.epochs, eta_min=cfg.eta_min)
-    refit_iters = cfg.bmm_refit_iters if cfg.bmm_refit_iters is not None else (2 if cfg.bmm == "class" else 1)
-    stem = run.path("stage2", f"{cfg.tag}_{cfg.bmm}")
-    log_summary(run, data, model=f"from the stage-1 base model {base_model_path(run)}",
-                optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, cosine to "
-                          f"{cfg.eta_min:g}",
-                method=f"{cfg.bmm} BMM ({cfg.bmm_init_iters} EM iterations, then {refit_iters} per epoch) on the "
-                       f"wrong events of {stage1_meta.get('epochs')} stage-1 epochs; entropy term {cfg.entropy_weight}, "
-                       f"noisy weight {cfg.noisy_weight}",
-                outputs=[stem + ".json", stem + "_*"])
-
-    wrong_events = WrongEvents(len(data.train), device=runtime.device, initial=torch.as_tensor(stage1_counts))
-    weights = SampleWeights(class_wise=cfg.bmm == "class", noisy_labels=data.noisy_labels,
-                            num_classes=data.num_classes, device=runtime.device, new_events=VIEWS,
-                            noisy_weight=cfg.noisy_weight)
-    train_loader, test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
-    evaluate_kw = dict(precision=run.precision, runtime=runtime, channels_last=cfg.channels_last,
-                       normalise=data.normalise)
-    history: list[dict] = []
-    start_epoch = 0
-    resumable = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": run.precision.scaler,
-                 "wrong_events": wrong_events}
-    if cfg.resume:
-        state = run.load_state(fingerprint=data.fingerprint, parts=resumable)
-        weights.load_state_dict(state["bmm"], wrong_events.counts.cpu().numpy())
-        history, base_accs, initial = list(state["history"]), state["base_accs"], state["initial"]
-        start_epoch = state["epoch"] + 1
-        if history and "bmm" not in history[0]:  # checkpoints from before bmm_history.jsonl carry them inline
-            history = [{**row, "bmm": bmm} for row, bmm in zip(history, log.read_records(BMM_HISTORY, len(history)))]
-    else:
-        weights.fit(stage1_counts, iterations=cfg.bmm_init_iters)
-        base_accs = evaluate_all(model, test_loaders, **evaluate_kw)
-        initial = {"bmm": weights.bmm.describe(), **weights.detection(stage1_counts, data.is_noisy)}
-        log.info(f"base model {describe_accuracies(base_accs)}; initial BMM {fmt_bmm(weights.bmm)}; noise-detection AUC "
-                 f"{fmt(initial['auc'])}")
-
-    step = stage2_step(wrong_events, weights, cfg)
-    clock = EpochClock(cfg.epochs)
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_epoch(cfg.seed, epoch, runtime, (train_loader,))
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(model=train_model, loader=train_loader, optimizer=optimizer, step=step,
-                                precision=run.precision, runtime=runtime, epoch=epoch,
-                                channels_last=cfg.channels_last, desc="stage 2", normalise=data.normalise)
-        wrong_events.end_epoch(runtime.reduce_max)
-        counts = wrong_events.counts.cpu().numpy()
-        weights.fit(counts, iterations=refit_iters)  # identical on every rank: same counts, same EM
-        accuracies = evaluate_all(model, test_loaders, **evaluate_kw)
-        scheduler.step()
-        detection = weights.detection(counts, data.is_noisy)
-        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": round(stats["loss"], 6),
-                        **accuracy_columns(accuracies), **detection, "bmm": weights.bmm.describe()})
-        log.info(f"epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} {describe_accuracies(accuracies)} "
-                 f"AUC {fmt(detection['auc'])} BMM {fmt_bmm(weights.bmm)} | {clock.lap(epoch)}")
-        # the mixture of every epoch goes to its own file, line by line; last.pt keeps the rest of the history
-        log.append_record(BMM_HISTORY, history[-1]["bmm"], first=epoch == 0)
-        run.save_state({"epoch": epoch, "bmm": weights.state_dict(), "history": without_bmm(history),
-                        "base_accs": base_accs, "initial": initial}, fingerprint=data.fingerprint, parts=resumable)
-        log.write_metrics(without_bmm(history))
-
-    result = {
-        "tag": cfg.tag, "bmm": cfg.bmm, "entropy_weight": cfg.entropy_weight, "seed": cfg.seed,
-        **accuracy_summary(history, data.test_sets, base=base_accs), "initial": initial,
-        **{key: [row[key] for row in history] for key in ("auc", "clean_size", "clean_precision", "clean_recall")},
-        "bmm_params": [row["bmm"] for row in history], "train_loss": [row["train_loss"] for row in history],
-        "realised_noise_rate": data.noise_info.get("realised_noise_rate"), "fingerprint": data.fingerprint,
-    }
-    counts = wrong_events.counts.cpu().numpy()  # merged: the same on every process
-    if runtime.is_main:
-        save_json(result, stem + ".json")
-        bmm_fit_plot(counts, weights.bmm, stem + "_bmm.png", groups=weights.groups_np, is_noisy=data.is_noisy,
-                     title=f"{cfg.tag}: {cfg.bmm} BMM after {cfg.epochs} stage-2 epochs")
-    # every process takes its shard of the evaluation pass; the main one writes the report
-    export_sample_report(run, data, model, stem=stem, wrong_events=counts,
-                         label_score=weights.clean_posterior(counts), class_wise=weights.class_wise)
-    if runtime.is_main:
-        log.info(f"model for predict.py: {export_model(model, cfg=cfg, data=data, path=stem + '_model.pt')}")
-        log.info(f"{describe_result(result, data.test_sets, base=True)}: {stem}.json")
-    return result
-
-
-def fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    return run_method(Stage2(run, data, stage1_counts, stage1_meta))
 
 
 def fmt_bmm(bmm: BetaMixture) -> str:

@@ -37,9 +37,10 @@ from dataloader.base import NoisyLabelDataset  # noqa: E402
 from model import create_model, weights_source  # noqa: E402
 from utils.accuracy_keys import acc_key, describe_result  # noqa: E402
 from utils.config import STAGE1  # noqa: E402
-from utils.engine import evaluate, make_loaders, predict_probabilities, seed_epoch, train_one_epoch  # noqa: E402
+from utils.engine import evaluate, make_loaders, predict_probabilities  # noqa: E402
 from utils.errors import ConfigError, run_main  # noqa: E402
 from utils.io import save_json  # noqa: E402
+from utils.lifecycle import Method, run_method  # noqa: E402
 from utils.metrics import detection_auc, split_quality  # noqa: E402
 from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind  # noqa: E402
 from utils.run import Run, place_model, start_run  # noqa: E402
@@ -52,33 +53,39 @@ def cross_entropy_step(model, batch):
     return F.cross_entropy(logits.float(), labels)
 
 
-def train_model(run: Run, data, train_set, *, epochs: int, seed: int, desc: str, test_loader=None,
-                log_epochs: bool = False) -> tuple:
-    """A fresh model trained with cross-entropy on ``train_set``; returns (model, accuracy (%) on ``test_loader``
-    per epoch; [] without one).
+class CrossEntropyTraining(Method):
+    """A fresh model (the config's backbone, optimiser and schedule) trained with plain cross-entropy on
+    ``train_set`` for ``epochs``, its RNGs seeded from ``seed``; not checkpointed (no ``parts``).  With
+    ``test_loader`` (the set ``test_name``) the history holds its accuracy (%) after every epoch, and
+    ``log_epochs`` logs it (the progress of a long run: benchmarks/pretrain_mnist.py)."""
 
-    ``log_epochs``: log every epoch's test accuracy (progress of a long run)."""
-    cfg, runtime = run.cfg, run.runtime
-    torch.manual_seed(seed)
-    model = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
-                         pretrained_path=cfg.pretrained_path, img_size=data.resolution)
-    train = place_model(model, run)
-    optimizer = build_optimizer(model, optim_settings(cfg))
-    scheduler = build_scheduler(optimizer, kind=stage1_schedule_kind(cfg), epochs=epochs,
-                                milestones=cfg.step_milestones)
-    loader, _ = make_loaders(train_set, {}, cfg.replace(seed=seed), runtime)
-    accuracies = []
-    for epoch in range(epochs):
-        seed_epoch(seed, epoch, runtime, (loader,))
-        train_one_epoch(model=train, loader=loader, optimizer=optimizer, step=cross_entropy_step,
-                        precision=run.precision, runtime=runtime, epoch=epoch, desc=desc, normalise=data.normalise)
-        scheduler.step()
-        if test_loader is not None:
-            accuracies.append(round(evaluate(model, test_loader, precision=run.precision, runtime=runtime,
-                                             normalise=data.normalise), 4))
-            if log_epochs:
-                run.log.info(f"{desc} epoch {epoch + 1}/{epochs}: test accuracy {accuracies[-1]:.2f}")
-    return model, accuracies
+    def __init__(self, run: Run, data, train_set, *, epochs: int, seed: int, name: str, test_loader=None,
+                 test_name: str | None = None, log_epochs: bool = False):
+        super().__init__(run, data)
+        cfg = run.cfg
+        self.epochs, self.seed, self.name = epochs, seed, name
+        self.test_loader, self.test_name, self.log_epochs = test_loader, test_name, log_epochs
+        torch.manual_seed(seed)
+        self.net = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
+                                pretrained_path=cfg.pretrained_path, img_size=data.resolution)
+        self.model = place_model(self.net, run)
+        optimizer = build_optimizer(self.net, optim_settings(cfg))
+        self.optimizers = (optimizer,)
+        self.scheduler = build_scheduler(optimizer, kind=stage1_schedule_kind(cfg), epochs=epochs,
+                                         milestones=cfg.step_milestones)
+        self.loader, _ = make_loaders(train_set, {}, cfg.replace(seed=seed), run.runtime)
+
+    def epoch_step(self, epoch: int):
+        return cross_entropy_step
+
+    def end_epoch(self, epoch: int, stats: dict) -> tuple[dict | None, str | None]:
+        self.scheduler.step()
+        if self.test_loader is None:
+            return None, None
+        accuracy = round(evaluate(self.net, self.test_loader, precision=self.run.precision, runtime=self.run.runtime,
+                                  channels_last=self.cfg.channels_last, normalise=self.data.normalise), 4)
+        message = f"{self.name} epoch {epoch + 1}/{self.epochs}: test accuracy {accuracy:.2f}"
+        return {"epoch": epoch + 1, acc_key(self.test_name): accuracy}, message if self.log_epochs else None
 
 
 def cross_validated_probs(run: Run, data, *, folds: int) -> np.ndarray:
@@ -90,13 +97,45 @@ def cross_validated_probs(run: Run, data, *, folds: int) -> np.ndarray:
     probs = np.zeros((len(data.train), data.num_classes), dtype=np.float64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
     for k, (fit_idx, held_idx) in enumerate(splitter.split(np.zeros(len(data.noisy_labels)), data.noisy_labels)):
-        model, _ = train_model(run, data, Subset(data.train, fit_idx.tolist()), epochs=cfg.epochs,
-                               seed=cfg.seed * 1000 + k, desc=f"fold {k + 1}/{folds}")
+        fold = CrossEntropyTraining(run, data, Subset(data.train, fit_idx.tolist()), epochs=cfg.epochs,
+                                    seed=cfg.seed * 1000 + k, name=f"fold {k + 1}/{folds}")
+        run_method(fold)
         probs[held_idx] = predict_probabilities(
-            model, Subset(eval_view, held_idx.tolist()), batch_size=cfg.test_batch_size, num_workers=cfg.num_workers,
-            precision=run.precision, device=run.runtime.device, normalise=data.normalise)
+            fold.net, Subset(eval_view, held_idx.tolist()), batch_size=cfg.test_batch_size,
+            num_workers=cfg.num_workers, precision=run.precision, device=run.runtime.device,
+            normalise=data.normalise)
         run.log.info(f"fold {k + 1}/{folds}: {len(fit_idx)} samples fitted, {len(held_idx)} predicted")
     return probs
+
+
+class ConfidentLearning(CrossEntropyTraining):
+    """Step 3: a fresh model trained on the samples not flagged as label issues and tested after every epoch
+    on the first evaluation set ("test", or own data's "val_given_labels"; none: not tested); its summary is
+    the baseline's result, cleanlab/{tag}.json."""
+
+    def __init__(self, run: Run, data, *, issues: np.ndarray, detection: dict, folds: int, retrain_epochs: int):
+        self.issues, self.detection, self.folds = issues, detection, folds
+        name = data.test_name
+        _, tests = make_loaders(data.train, data.test_sets, run.cfg, run.runtime)
+        super().__init__(run, data, Subset(data.train, np.flatnonzero(~issues).tolist()), epochs=retrain_epochs,
+                         seed=run.cfg.seed, name="retrain", test_loader=tests[name] if name else None,
+                         test_name=name)
+
+    def summary(self, history: list[dict]) -> dict:
+        cfg, name = self.cfg, self.test_name
+        result = {
+            "method": "cleanlab", "tag": cfg.tag, "seed": cfg.seed, "folds": self.folds, "cv_epochs": cfg.epochs,
+            "retrain_epochs": self.epochs, "realised_noise_rate": self.data.noise_info.get("realised_noise_rate"),
+            "num_flagged": int(self.issues.sum()), **self.detection,
+        }
+        if name:
+            accs = [row[acc_key(name)] for row in history]
+            result.update({acc_key(name, "last"): accs[-1], acc_key(name, "best"): max(accs), acc_key(name): accs})
+        return result
+
+    def save_results(self, result: dict) -> None:
+        path = save_json(result, self.run.path("cleanlab", f"{self.cfg.tag}.json"))
+        self.run.log.info(f"{describe_result(result, [self.test_name] if self.test_name else [])}: {path}")
 
 
 def parse_extra(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -128,36 +167,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
                        f"{retrain_epochs} epochs on the kept samples",
                 outputs=[run.path("cleanlab", f"{cfg.tag}.json")])
 
-    probs = cross_validated_probs(run, data, folds=extra.folds)
-    # n_jobs=1: cleanlab's default process pool forks this process, whose torch threads may hold a lock
+    probs = cross_validated_probs(run, data, folds=extra.folds)  # 1.
+    # 2. n_jobs=1: cleanlab's default process pool forks this process, whose torch threads may hold a lock
     # at the fork; the child then waits on it forever (seen twice: a CI run hung in this call). cleanlab's
     # result does not depend on n_jobs.
     issues = find_label_issues(labels=data.noisy_labels, pred_probs=probs, n_jobs=1)
-    kept = np.flatnonzero(~issues)
     self_confidence = probs[np.arange(len(probs)), data.noisy_labels]
     is_noisy = data.is_noisy
     split = split_quality(~issues, None if is_noisy is None else ~is_noisy)
     auc = detection_auc(self_confidence, is_noisy)
     log.info(f"cleanlab flags {int(issues.sum())} of {len(issues)} labels; kept split precision "
              f"{split['precision']} recall {split['recall']}, AUC {auc}")
-
-    # the first evaluation set: "test", or own data's "val_given_labels"; None (own data without either): none
-    name = data.test_name
-    _, tests = make_loaders(data.train, data.test_sets, cfg, run.runtime)
-    _, accs = train_model(run, data, Subset(data.train, kept.tolist()), epochs=retrain_epochs,
-                          seed=cfg.seed, desc="retrain", test_loader=tests[name] if name else None)
-    result = {
-        "method": "cleanlab", "tag": cfg.tag, "seed": cfg.seed, "folds": extra.folds, "cv_epochs": cfg.epochs,
-        "retrain_epochs": retrain_epochs, "realised_noise_rate": data.noise_info.get("realised_noise_rate"),
-        "num_flagged": int(issues.sum()), "auc": auc, "clean_size": split["size"],
-        "clean_precision": split["precision"], "clean_recall": split["recall"],
-    }
-    if name:
-        result.update({acc_key(name, "last"): accs[-1], acc_key(name, "best"): max(accs), acc_key(name): accs})
-    if run.runtime.is_main:
-        path = save_json(result, run.path("cleanlab", f"{cfg.tag}.json"))
-        log.info(f"{describe_result(result, [name] if name else [])}: {path}")
-    return result
+    detection = {"auc": auc, "clean_size": split["size"], "clean_precision": split["precision"],
+                 "clean_recall": split["recall"]}
+    # 3.
+    return run_method(ConfidentLearning(run, data, issues=issues, detection=detection, folds=extra.folds,
+                                        retrain_epochs=retrain_epochs))
 
 
 if __name__ == "__main__":

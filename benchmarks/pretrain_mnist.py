@@ -41,7 +41,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from confident_learning import train_model  # noqa: E402
+from confident_learning import CrossEntropyTraining  # noqa: E402
 from dataloader import Data  # noqa: E402
 from dataloader import transforms as tfm  # noqa: E402
 from dataloader.base import ArrayImages, NoisyLabelDataset, RawData  # noqa: E402
@@ -51,6 +51,7 @@ from utils.config import STAGE1  # noqa: E402
 from utils.engine import make_loaders  # noqa: E402
 from utils.errors import ConfigError, run_main  # noqa: E402
 from utils.io import save_json, save_torch  # noqa: E402
+from utils.lifecycle import run_method  # noqa: E402
 from utils.run import start_run  # noqa: E402
 
 DEFAULT_WEIGHTS = os.path.join(REPO, "runs", "pretrain_mnist", "test_resnet_mnist.pth")
@@ -124,11 +125,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
              f"{cfg.resolution} px, mean {raw.mean[0]} std {raw.std[0]}; {cfg.backbone} from scratch, {cfg.epochs} "
              f"epochs, {cfg.optimizer} lr {cfg.lr:g} (the config's data and noise keys are not used)")
     _, tests = make_loaders(data.train, data.test_sets, cfg, run.runtime)
-    model, held_out = train_model(run, data, data.train, epochs=cfg.epochs, seed=cfg.seed, desc="MNIST",
-                                  test_loader=tests["test"], log_epochs=True)
+    training = CrossEntropyTraining(run, data, data.train, epochs=cfg.epochs, seed=cfg.seed, name="MNIST",
+                                    test_loader=tests["test"], test_name="test", log_epochs=True)
+    held_out = [row["test_acc"] for row in run_method(training)["history"]]
     seconds = round(time.perf_counter() - started, 1)
     cpu_seconds = round(time.process_time() - cpu_started, 1)  # wall time alone misleads on a shared machine
-    state = state_for_saving(model.backbone)
+    state = state_for_saving(training.net.backbone)
     result = {
         "weights": extra.weights, "backbone": cfg.backbone, "timm_name": timm_name(cfg.backbone),
         "resolution": cfg.resolution, "mean": list(raw.mean), "std": list(raw.std), "seed": cfg.seed,

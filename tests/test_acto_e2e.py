@@ -13,6 +13,7 @@ import yaml
 
 import acto
 from utils.errors import ConfigError, DataError, run_main
+import utils.lifecycle
 
 ARGS = ["--epochs", "2", "--set", "warmup_epochs=1", "--device", "cpu"]
 TAG = "test_resnet_scratch_digits_sym_0.4"
@@ -91,21 +92,21 @@ def test_files_and_result_keys(full_run):
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(full_run, tmp_path, monkeypatch):
     full_dir, full = full_run
     part_dir = tmp_path / "part"
-    real = acto.train_one_epoch
+    real = utils.lifecycle.train_one_epoch
 
     def stop_at_second_epoch(**kwargs):
         if kwargs["epoch"] == 1:
             raise Interrupted()
         return real(**kwargs)
 
-    monkeypatch.setattr(acto, "train_one_epoch", stop_at_second_epoch)
+    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", stop_at_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         acto.main(ARGS + ["--output_dir", str(part_dir)])
     run_dir = part_dir / "checkpoint" / f"acto_{TAG}"
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 0
     assert not (part_dir / "acto").exists()
 
-    monkeypatch.setattr(acto, "train_one_epoch", real)
+    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", real)
     resumed = acto.main(ARGS + ["--output_dir", str(part_dir), "--resume"])
     assert resumed["history"] == full["history"]
     la = torch.load(full_dir / "checkpoint" / f"acto_{TAG}" / "last.pt", weights_only=True)

@@ -21,6 +21,7 @@ from utils.distributed import Runtime
 from utils.batching import batch_sizes
 from utils.engine import Precision, evaluate, make_loaders, seed_epoch
 from utils.errors import DataError
+import utils.lifecycle
 
 from fixtures_data import SUBPROCESS_ENV
 
@@ -208,7 +209,7 @@ def test_resume_never_continues_a_stale_run(tmp_path, monkeypatch):
     def interrupt(**kwargs):
         raise Interrupted()
 
-    monkeypatch.setattr(stage_1, "train_one_epoch", interrupt)
+    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", interrupt)
     with pytest.raises(KeyboardInterrupt):
         stage_1.main(new)                                      # fresh run stopped during epoch 1
     monkeypatch.undo()

@@ -1,4 +1,5 @@
-"""The epoch loop shared by the entry points: seeding, loaders, mixed precision, train and evaluate.
+"""One epoch of every method: seeding, loaders, mixed precision, train and evaluate (the run around the
+epochs, from resume to the artefacts, is :func:`utils.lifecycle.run_method`).
 
 A training step is a function ``step(model, batch) -> loss`` that also does its own bookkeeping
 (wrong events, predictions) on the device; :func:`train_one_epoch` owns zero_grad / backward /
