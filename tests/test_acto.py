@@ -1,5 +1,7 @@
 """Tests for utils/acto.py (docs/fidelity.md#act-1-method): selection, mining switch, DSRW, soft labels, losses, LR plan."""
 import math
+import os
+import sys
 import threading
 
 import pytest
@@ -9,7 +11,12 @@ import torch.nn.functional as F
 from utils.acto import (ActoHParams, ActoMemory, build_lr_plan, confidence_penalty, cr_targets, dsrw_weights,
                         ema_soft_labels, memorization_metric, parse_lr_plan, robust_losses, selection_masks,
                         selection_quality, warmup_losses)
+from utils.config import REPO_ROOT
 from utils.errors import ConfigError
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+
+from scale import _old_block_merge  # noqa: E402  (the merge before, measured there)
 
 # four samples covering the four cells of Figure 2's truth table
 LABELS = torch.tensor([0, 1, 2, 3])
@@ -235,22 +242,11 @@ def test_memory_ddp_merge_counts_padding_once(block_bytes):
 
 
 class _DividingEveryRow(ActoMemory):
-    """The block merge before the padding-only division (006d548): every merged row divided by its count."""
+    """The block merge before the padding-only division (006d548): every merged row divided by its count
+    (kept once, in benchmarks/scale.py, which measures it against the current merge)."""
 
     def _merge_bank(self, updated, reduce_sum):
-        n, c = self.bank.shape
-        step = max(1, self.MERGE_BLOCK_BYTES // max(1, c * self.bank.element_size()))
-        for start in range(0, n, step):
-            block = self.bank[start:start + step]
-            total = updated[start:start + step]
-            untouched = total == 0
-            kept = block[untouched]
-            block.mul_(self._updated[start:start + step, None])
-            merged = reduce_sum(block)
-            merged.div_(total.clamp(min=1.0)[:, None])
-            merged[untouched] = kept
-            if merged is not block:
-                block.copy_(merged)
+        _old_block_merge(self, updated, reduce_sum)
 
 
 @pytest.mark.parametrize("block_bytes", [None, 5 * 7 * 4])  # one block; blocks of five rows
