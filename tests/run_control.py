@@ -31,7 +31,8 @@ def save_state_then_park(self, state, *args, **kwargs):
     save_state(self, state, *args, **kwargs)
     saved.append(1)
     if len(saved) == after:
-        open(marker, "w").close()
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes last.pt: the marker waits for it
+            open(marker, "w").close()
         time.sleep(parked_for)
 
 RunLog.save_state = save_state_then_park
@@ -52,7 +53,8 @@ def start_parked(script: str, argv: list[str], *, epochs: int, marker: str, **po
 def parking_launcher(path: str, *, epochs: int, marker: str) -> list[str]:
     """For a launcher that runs a script file itself (torchrun): write the parking program to ``path`` and return
     the arguments that go where the script would, before the entry point and its own arguments.  Every rank
-    parks after its ``epochs``-th checkpoint call (only rank 0 writes last.pt)."""
+    parks after its ``epochs``-th checkpoint call; only rank 0 writes last.pt, so only rank 0 creates the marker
+    (another rank returns from the call at once and would announce the park before last.pt exists)."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(_PROGRAM)
     if os.path.exists(marker):
