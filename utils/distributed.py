@@ -6,6 +6,7 @@ Under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) every pro
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -50,6 +51,38 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Copy rank 0's buffers of ``model`` (batch-norm running statistics) into every process's, in place.
+        Called before each evaluation: the ranks then evaluate the model that rank 0 saves (see
+        :func:`data_parallel`)."""
+        if self.distributed:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
+
+# torch >= 2.14 renames DDP's broadcast_buffers (and warns on the old name)
+_NO_FORWARD_BUFFER_SYNC = ("forward_sync_buffers" if "forward_sync_buffers" in
+                           inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+                           else "broadcast_buffers")
+
+
+def data_parallel(model: torch.nn.Module, runtime: Runtime) -> torch.nn.parallel.DistributedDataParallel:
+    """``model`` under DistributedDataParallel, without DDP's copy of rank 0's buffers before every forward.
+
+    Why: torch 2.4 and 2.5 make that copy in place into the batch-norm buffers that the previous forward
+    saved for backward, so a step with two forwards before one backward (stage 2's weak and strong views,
+    ACTO's two passes) fails in backward ("modified by an inplace operation"); torch 2.14 does not.  Without
+    the copy nothing a step computes changes: training-mode batch norm uses the batch's statistics, and
+    rank 0, whose buffers the copy came from, never received any.  The other ranks' running statistics
+    drift from rank 0's; they are used only in evaluation, which takes rank 0's first
+    (:meth:`Runtime.broadcast_buffers`), as it is rank 0's model that is saved and exported.
+    """
+    device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                        **{_NO_FORWARD_BUFFER_SYNC: False})
+    runtime.broadcast_buffers(model)  # torch 2.4 does not sync buffers at construction without the forward copy
+    return wrapped
+
 
 def choose_device(requested: str | None, local_rank: int = 0) -> torch.device:
     if requested is None:
@@ -84,12 +117,16 @@ def setup_runtime(requested_device: str | None) -> Runtime:
 
 
 def end_process_group() -> None:
-    """Destroy the process group this process joined (:func:`setup_runtime` under torchrun), if any.
+    """Destroy the NCCL process group this process joined (:func:`setup_runtime` under torchrun), if any.
 
-    Called by :func:`utils.errors.run_main` when an entry point's ``main`` has returned: a group left to the
-    interpreter's exit makes torch warn that it was not destroyed and leaves NCCL's communicators to be torn
-    down in an undefined order.  A failed run exits without it (a peer may still wait in a collective)."""
-    if dist.is_available() and dist.is_initialized():
+    Called by :func:`utils.errors.run_main` when an entry point's ``main`` has returned: an NCCL group left to
+    the interpreter's exit makes torch warn that it was not destroyed and leaves its communicators to be torn
+    down in an undefined order.  A gloo group (CPU) is left to the exit, which tears it down without a word:
+    destroying it can deadlock at torch 2.4 and 2.5 (the destructor joins gloo's worker threads while
+    holding the GIL, and a thread still releasing a finished collective's tensor waits for the GIL; 10 of
+    40 and 14 of 40 two-process runs hung, none without the call).  A failed run exits without it (a peer
+    may still wait in a collective)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
         dist.destroy_process_group()
 
 

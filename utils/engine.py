@@ -166,7 +166,9 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision, runtime: Runtime,
              channels_last: bool = False, normalise: Callable[[Any], Any] | None = None) -> float:
-    """Top-1 accuracy (%) of argmax logits over the whole (sharded) loader (``normalise``: as in training)."""
+    """Top-1 accuracy (%) of argmax logits over the whole (sharded) loader (``normalise``: as in training).
+    Every shard is evaluated with rank 0's buffers (batch-norm statistics), the model that is saved."""
+    runtime.broadcast_buffers(model)  # why: utils.distributed.data_parallel
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
     total = torch.zeros((), dtype=torch.int64, device=runtime.device)
@@ -235,6 +237,7 @@ def predict_labels(model: torch.nn.Module, dataset, *, batch_size: int, num_work
     device, n = runtime.device, len(dataset)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
                         sampler=ShardSampler(n, rank=runtime.rank, world_size=runtime.world_size))
+    runtime.broadcast_buffers(model)  # every shard evaluated by rank 0's model, the saved one (data_parallel)
     model.eval()
     predicted = torch.zeros(n, dtype=torch.int64, device=device)
     predicted_prob = torch.zeros(n, dtype=torch.float32, device=device)

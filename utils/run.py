@@ -10,7 +10,7 @@ import torch
 
 from dataloader.image_check import check_images
 from utils.config import OPTION_BY_NAME, Config, parse_config
-from utils.distributed import Runtime, setup_runtime
+from utils.distributed import Runtime, data_parallel, setup_runtime
 from utils.engine import Precision, seed_everything
 from utils.errors import DataError
 from utils.runlog import RunLog
@@ -180,8 +180,7 @@ def place_model(model: torch.nn.Module, run: Run) -> torch.nn.Module:
         model.to(memory_format=torch.channels_last)
     train_model: torch.nn.Module = model
     if run.runtime.distributed:
-        device_ids = [run.runtime.device.index] if run.runtime.device.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        train_model = data_parallel(model, run.runtime)
     if run.cfg.compile:
         train_model = torch.compile(train_model)
     return train_model
