@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from gloo_ranks import free_port, run_ranks
 from stage_1 import stage1_step
 from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler, data_parallel
 from utils.acto import ActoMemory, ema_soft_labels
@@ -50,57 +49,47 @@ class _Linear(nn.Module):
         return x, self.fc(x)
 
 
-def _count(rank: int, world_size: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=world_size)
-        model = _Linear()
-        ddp = nn.parallel.DistributedDataParallel(model)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights (and predictions) stay fixed
-        data = _Points()
-        loader = DataLoader(data, batch_size=4, sampler=EpochShuffleSampler(N, seed=0, rank=rank,
-                                                                            world_size=world_size))
-        wrong, preds = WrongEvents(N), EpochPredictions(N)
-        step = stage1_step(wrong, preds)
-        merged_predictions = []
-        for epoch in range(EPOCHS):
-            loader.sampler.set_epoch(epoch)
-            train_one_epoch(model=ddp, loader=loader, optimizer=optimizer, step=step,
-                            precision=Precision.create("fp32", runtime.device), runtime=runtime, epoch=epoch)
-            wrong.end_epoch(runtime.reduce_max)
-            merged_predictions.append(preds.end_epoch(runtime.reduce_max))
-        if rank == 0:
-            torch.save({"counts": wrong.counts, "predictions": torch.stack(merged_predictions)}, out)
-    finally:
-        dist.destroy_process_group()
+def _count(rank: int, world_size: int, out: str) -> None:
+    runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=world_size)
+    model = _Linear()
+    ddp = nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights (and predictions) stay fixed
+    data = _Points()
+    loader = DataLoader(data, batch_size=4, sampler=EpochShuffleSampler(N, seed=0, rank=rank,
+                                                                        world_size=world_size))
+    wrong, preds = WrongEvents(N), EpochPredictions(N)
+    step = stage1_step(wrong, preds)
+    merged_predictions = []
+    for epoch in range(EPOCHS):
+        loader.sampler.set_epoch(epoch)
+        train_one_epoch(model=ddp, loader=loader, optimizer=optimizer, step=step,
+                        precision=Precision.create("fp32", runtime.device), runtime=runtime, epoch=epoch)
+        wrong.end_epoch(runtime.reduce_max)
+        merged_predictions.append(preds.end_epoch(runtime.reduce_max))
+    if rank == 0:
+        torch.save({"counts": wrong.counts, "predictions": torch.stack(merged_predictions)}, out)
 
 
-def _report_and_bank(rank: int, world_size: int, port: int, out: str) -> None:
+def _report_and_bank(rank: int, world_size: int, out: str) -> None:
     """The sharded evaluation pass of the report and the ACTO bank merge over a real gloo all-reduce."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=world_size)
-        predictions = predict_labels(_Linear(), _Points(), batch_size=4, num_workers=0,
-                                     precision=Precision.create("fp32", runtime.device), runtime=runtime,
-                                     normalise=lambda x: x)
-        memory = ActoMemory(_Points().y, CLASSES)
-        memory.MERGE_BLOCK_BYTES = 5 * CLASSES * 4  # blocks of five rows
-        g = torch.Generator().manual_seed(7)
-        logits = torch.randn(N, CLASSES, generator=g)  # the same on both ranks; each uses its shard's rows
-        index = torch.tensor(list(EpochShuffleSampler(N, seed=0, rank=rank, world_size=world_size)))
-        memory.update_soft_labels(index, logits[index], 0.8)
-        memory.end_epoch(runtime.reduce_max, runtime.reduce_sum)
-        torch.save({"predictions": predictions.__dict__, "bank": memory.bank}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+    runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=world_size)
+    predictions = predict_labels(_Linear(), _Points(), batch_size=4, num_workers=0,
+                                 precision=Precision.create("fp32", runtime.device), runtime=runtime,
+                                 normalise=lambda x: x)
+    memory = ActoMemory(_Points().y, CLASSES)
+    memory.MERGE_BLOCK_BYTES = 5 * CLASSES * 4  # blocks of five rows
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(N, CLASSES, generator=g)  # the same on both ranks; each uses its shard's rows
+    index = torch.tensor(list(EpochShuffleSampler(N, seed=0, rank=rank, world_size=world_size)))
+    memory.update_soft_labels(index, logits[index], 0.8)
+    memory.end_epoch(runtime.reduce_max, runtime.reduce_sum)
+    torch.save({"predictions": predictions.__dict__, "bank": memory.bank}, f"{out}.{rank}")
 
 
 @pytest.mark.slow
 def test_sharded_report_pass_and_blockwise_bank_merge_equal_one_process(tmp_path):
     out = str(tmp_path / "r")
-    mp.spawn(_report_and_bank, args=(2, _free_port(), out), nprocs=2, join=True)
+    run_ranks(_report_and_bank, out)
     ranks = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
     data, model = _Points(), _Linear()
     probs = predict_probabilities(model, data, batch_size=4, num_workers=0,
@@ -132,36 +121,31 @@ class _Normed(nn.Module):
         return x, self.fc(self.body(x))
 
 
-def _two_views_then_evaluate(rank: int, world_size: int, port: int, out: str) -> None:
+def _two_views_then_evaluate(rank: int, world_size: int, out: str) -> None:
     """Two forwards before one backward (stage 2's weak and strong views), each rank on data of its own
     scale (its running statistics drift from rank 0's), then the sharded evaluation and report pass."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=world_size)
-        model = _Normed()
-        ddp = data_parallel(model, runtime)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        g = torch.Generator().manual_seed(10 + rank)
-        for _ in range(3):
-            weak = torch.randn(6, DIM, generator=g) * (1 + 4 * rank) + 3 * rank
-            (ddp(weak)[1].logsumexp(1).mean() + ddp(weak.flip(0) * 0.5)[1].logsumexp(1).mean()).backward()
-            optimizer.step()
-            optimizer.zero_grad()
-        drifted = [b.clone() for b in model.buffers()]
-        data = _Points()
-        loader = DataLoader(data, batch_size=4, sampler=ShardSampler(N, rank=rank, world_size=world_size))
-        precision = Precision.create("fp32", runtime.device)
-        accuracy = evaluate(model, loader, precision=precision, runtime=runtime)
-        evaluated = [b.clone() for b in model.buffers()]
-        for buffer, before in zip(model.buffers(), drifted):  # drifted again: the report pass must sync too
-            buffer.copy_(before)
-        predictions = predict_labels(model, data, batch_size=4, num_workers=0, precision=precision,
-                                     runtime=runtime, normalise=lambda x: x)
-        torch.save({"state": model.state_dict(), "drifted": drifted, "evaluated": evaluated, "accuracy": accuracy,
-                    "predictions": predictions.__dict__}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+    runtime = Runtime(device=torch.device("cpu"), rank=rank, world_size=world_size)
+    model = _Normed()
+    ddp = data_parallel(model, runtime)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(10 + rank)
+    for _ in range(3):
+        weak = torch.randn(6, DIM, generator=g) * (1 + 4 * rank) + 3 * rank
+        (ddp(weak)[1].logsumexp(1).mean() + ddp(weak.flip(0) * 0.5)[1].logsumexp(1).mean()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    drifted = [b.clone() for b in model.buffers()]
+    data = _Points()
+    loader = DataLoader(data, batch_size=4, sampler=ShardSampler(N, rank=rank, world_size=world_size))
+    precision = Precision.create("fp32", runtime.device)
+    accuracy = evaluate(model, loader, precision=precision, runtime=runtime)
+    evaluated = [b.clone() for b in model.buffers()]
+    for buffer, before in zip(model.buffers(), drifted):  # drifted again: the report pass must sync too
+        buffer.copy_(before)
+    predictions = predict_labels(model, data, batch_size=4, num_workers=0, precision=precision,
+                                 runtime=runtime, normalise=lambda x: x)
+    torch.save({"state": model.state_dict(), "drifted": drifted, "evaluated": evaluated, "accuracy": accuracy,
+                "predictions": predictions.__dict__}, f"{out}.{rank}")
 
 
 @pytest.mark.slow
@@ -170,7 +154,7 @@ def test_two_forwards_before_backward_and_every_rank_evaluates_rank0s_model(tmp_
     without that copy the other ranks' batch-norm statistics drift, and evaluation must use rank 0's:
     every rank's accuracy and report pass equal one process's with rank 0's saved weights."""
     out = str(tmp_path / "r")
-    mp.spawn(_two_views_then_evaluate, args=(2, _free_port(), out), nprocs=2, join=True)
+    run_ranks(_two_views_then_evaluate, out)
     ranks = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
     assert not all(torch.equal(a, b) for a, b in zip(ranks[0]["drifted"], ranks[1]["drifted"])), \
         "the ranks' running statistics should differ before evaluation (else the test shows nothing)"
@@ -191,11 +175,9 @@ def test_two_forwards_before_backward_and_every_rank_evaluates_rank0s_model(tmp_
         assert np.array_equal(rank["predictions"]["predicted"], probs.argmax(1))
 
 
-def _build_data_on_rank(rank: int, world_size: int, port: int, out: str) -> None:
+def _build_data_on_rank(rank: int, world_size: int, out: str) -> None:
     import dataloader
     from fixtures_data import make_cfg
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
     real = dataloader._noisy_labels
 
     def counted(*args):
@@ -204,26 +186,17 @@ def _build_data_on_rank(rank: int, world_size: int, port: int, out: str) -> None
         return real(*args)
 
     dataloader._noisy_labels = counted
-    try:
-        data = dataloader.build_data(make_cfg(noise_mode="sym", noise_ratio=0.4, noise_dir=out), stage="stage1",
-                                     log=lambda m: None)
-        np.save(os.path.join(out, f"labels{rank}.npy"), data.noisy_labels)
-    finally:
-        dist.destroy_process_group()
+    data = dataloader.build_data(make_cfg(noise_mode="sym", noise_ratio=0.4, noise_dir=out), stage="stage1",
+                                 log=lambda m: None)
+    np.save(os.path.join(out, f"labels{rank}.npy"), data.noisy_labels)
 
 
 @pytest.mark.slow
 def test_noisy_labels_are_made_once_by_rank0_and_shared(tmp_path):
     out = str(tmp_path)
-    mp.spawn(_build_data_on_rank, args=(2, _free_port(), out), nprocs=2, join=True)
+    run_ranks(_build_data_on_rank, out)
     assert sorted(p.name for p in tmp_path.glob("noise_made_by_rank*")) == ["noise_made_by_rank0"]
     assert np.array_equal(np.load(tmp_path / "labels0.npy"), np.load(tmp_path / "labels1.npy"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sampler_pads_so_merging_must_not_double_count():
@@ -235,7 +208,7 @@ def test_sampler_pads_so_merging_must_not_double_count():
 @pytest.mark.slow
 def test_merged_wrong_events_equal_single_process_counts(tmp_path):
     out = str(tmp_path / "merged.pt")
-    mp.spawn(_count, args=(2, _free_port(), out), nprocs=2, join=True)
+    run_ranks(_count, out)
     merged = torch.load(out, weights_only=True)
     data, model = _Points(), _Linear()
     with torch.no_grad():
@@ -249,7 +222,7 @@ def test_merged_wrong_events_equal_single_process_counts(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="needs gloo")
 def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
            "stage_1.py", "--epochs", "2", "--device", "cpu", "--output_dir", str(tmp_path),
            "--set", "batch_size=128"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -270,7 +243,7 @@ def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
     for program, extra in (("stage_2_class.py", ["--epochs", "1"]),
                            ("acto.py", ["--epochs", "2", "--set", "warmup_epochs=1"])):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-               str(_free_port()), program, "--device", "cpu", "--output_dir", str(tmp_path),
+               str(free_port()), program, "--device", "cpu", "--output_dir", str(tmp_path),
                "--set", "batch_size=128", *extra]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]

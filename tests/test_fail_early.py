@@ -20,8 +20,8 @@ import stage_1
 from dataloader.files import ImageFiles
 from dataloader.image_check import find_unreadable
 from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_image, write_tiny_imagenet
+from gloo_ranks import free_port
 from run_control import parking_launcher, start_parked, wait_until_parked
-from test_distributed import _free_port
 from utils import distributed
 from utils.config import REPO_ROOT
 from utils.errors import run_main
@@ -188,7 +188,7 @@ def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
     """As a scheduler stops a job: SIGTERM to torchrun's process group right after epoch 1 of 20 (the ranks park
     there: tests/run_control.py); torchrun forwards it to both ranks (and their DataLoader workers).  Every
     process ends promptly, rank 0 names last.pt once, and last.pt holds exactly epoch 1."""
-    port = _free_port()
+    port = free_port()
     marker = str(tmp_path / "parked")
     park = parking_launcher(str(tmp_path / "park.py"), epochs=1, marker=marker)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port), *park,

@@ -2,36 +2,29 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from fixtures_data import make_cfg, write_text
-from test_distributed import _free_port
+from gloo_ranks import run_ranks
 from test_own_data import TREE, write_tree
 
 
-def _list(rank: int, world_size: int, port: int, roots: list[str], out: str) -> None:
+def _list(rank: int, world_size: int, roots: list[str], out: str) -> None:
     from dataloader.own import load_csv
     from utils.errors import DataError
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        results = []
-        for root in roots[rank]:  # rank 1 is given folders that do not exist: it must not list anything
-            try:
-                raw = load_csv(make_cfg(dataset="csv", data_path=root, noise_mode="real"), log=lambda m: None)
-                results.append({"keys": list(raw.train_images.keys), "paths": list(raw.train_images.paths),
-                                "labels": raw.given_labels.tolist(), "classes": raw.extra["classes"]})
-            except DataError as err:
-                results.append({"error": str(err)})
-        with open(f"{out}.{rank}", "w") as f:
-            json.dump(results, f)
-    finally:
-        dist.destroy_process_group()
+    results = []
+    for root in roots[rank]:  # rank 1 is given folders that do not exist: it must not list anything
+        try:
+            raw = load_csv(make_cfg(dataset="csv", data_path=root, noise_mode="real"), log=lambda m: None)
+            results.append({"keys": list(raw.train_images.keys), "paths": list(raw.train_images.paths),
+                            "labels": raw.given_labels.tolist(), "classes": raw.extra["classes"]})
+        except DataError as err:
+            results.append({"error": str(err)})
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(results, f)
 
 
 @pytest.mark.slow
@@ -43,7 +36,7 @@ def test_rank0_lists_and_the_others_receive(tmp_path):
     write_text(str(good / "train.csv"), ["path,label"] + [f"{k},{k.split('/')[1]}" for k in keys])
     roots = [[str(good), str(tmp_path / "missing")], [str(tmp_path / "nowhere"), str(tmp_path / "nowhere")]]
     out = str(tmp_path / "result")
-    mp.spawn(_list, args=(2, _free_port(), roots, out), nprocs=2, join=True)
+    run_ranks(_list, roots, out)
     with open(f"{out}.0") as f0, open(f"{out}.1") as f1:
         rank0, rank1 = json.load(f0), json.load(f1)
     assert rank1 == rank0  # what rank 0 listed, including its error line
