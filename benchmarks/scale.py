@@ -442,7 +442,9 @@ def _child(name: str, variant: str, n: int, c: int, device: str, write) -> None:
     start, cpu_start = time.perf_counter(), time.process_time()
     note = run(state)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    peak = _status("VmHWM") - base
+    # the kernel's resident counters are synced lazily (per-thread batches of pages), so a run that adds
+    # nothing can read a few kB below the base: that is zero
+    peak = max(0, _status("VmHWM") - base)
     device_mb = torch.cuda.max_memory_allocated() / MB if device == "cuda" else None
     write(pickle.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak / MB, "device_mb": device_mb, "note": note}))
 
