@@ -60,7 +60,7 @@ class Runtime:
                 dist.broadcast(buffer, src=0)
 
 
-# torch >= 2.14 renames DDP's broadcast_buffers (and warns on the old name)
+# DDP's broadcast_buffers is forward_sync_buffers in newer torch (2.14 warns on the old name; 2.4, 2.5: old only)
 _NO_FORWARD_BUFFER_SYNC = ("forward_sync_buffers" if "forward_sync_buffers" in
                            inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
                            else "broadcast_buffers")
