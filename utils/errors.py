@@ -85,7 +85,7 @@ def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     and SIGTERM (a scheduler's stop) end it with one line naming ``last.pt``, exit 130 / 143.
 
     Under torchrun only rank 0 prints the stop line (every rank is stopped the same way); a run that
-    finished destroys its NCCL process group (:func:`utils.distributed.end_process_group`).
+    finished destroys its process group (:func:`utils.distributed.end_process_group`).
     """
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "main"
     with stop_signals_raise():
