@@ -29,10 +29,11 @@ from dataloader.decode import DEFAULT_MAX_PIXELS, Decoding, ImageTooLarge, pixel
 from dataloader.files import list_images
 from dataloader.inference import input_decoding, input_normaliser, input_transform, load_input
 from model.export import load_exported
-from utils.config import DEVICE_PATTERN
-from utils.errors import ConfigError, DataError, run_main
-from utils.io import save_text
-from utils.signals import DataLoader
+from utils.training.config import DEVICE_PATTERN
+from utils.core.errors import ConfigError, DataError
+from utils.core.entry import run_main
+from utils.core.io import save_text
+from utils.core.signals import DataLoader
 
 TOP_K = 5
 MISSING = "no such file or folder"  # the error of a named input path that does not exist

@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataloader import transforms as tfm  # noqa: E402
 from dataloader.base import ArrayImages, FileImages, NoisyLabelDataset  # noqa: E402
 from dataloader.ido_randaugment import IdoRandAugment  # noqa: E402
-from utils.io import save_text  # noqa: E402
+from utils.core.io import save_text  # noqa: E402
 
 MEAN, STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 RESOLUTION, BATCH = 224, 32

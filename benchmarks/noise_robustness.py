@@ -65,7 +65,7 @@ from typing import Iterator
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from utils.io import save_figure, save_json, save_text  # noqa: E402
+from utils.core.io import save_figure, save_json, save_text  # noqa: E402
 
 SETTINGS = ("sym:0.2", "sym:0.4", "sym:0.6", "asym:0.4", "idn:0.4")
 QUICK_SETTINGS = ("sym:0.4", "asym:0.4")
@@ -211,7 +211,7 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
     SIGTERM) before it ends the grid; finished jobs stay done."""
     from tqdm import tqdm
 
-    from utils.signals import stop_signals_raise
+    from utils.core.signals import stop_signals_raise
 
     by_key = {job.key: job for cell in cells for job in cell.jobs}
     pending = [job for job in by_key.values() if not is_done(work_dir, job)]
@@ -694,7 +694,7 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: run_grid has stopped the running jobs
-        from utils.signals import Terminated
+        from utils.core.signals import Terminated
         print("noise_robustness.py: stopped; the finished jobs are kept, the same command continues the grid",
               file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)

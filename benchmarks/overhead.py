@@ -36,17 +36,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TQDM_DISABLE", "1")  # the engine's progress bars would flood the report
 
 from model import create_model  # noqa: E402
-from stage_1 import stage1_step  # noqa: E402
-from stage_2 import VIEWS, SampleWeights, stage2_step  # noqa: E402
-from utils.bmm import BetaMixture  # noqa: E402
-from utils.distributed import Runtime  # noqa: E402
-from utils.engine import Precision, train_one_epoch  # noqa: E402
-from utils.io import save_text  # noqa: E402
-from utils.losses import loss_weights  # noqa: E402
-from utils.wrong_events import EpochPredictions, WrongEvents  # noqa: E402
+from utils.method.sample_weights import SampleWeights  # noqa: E402
+from utils.method.steps import VIEWS, loss_and_terms, stage1_step, stage2_step  # noqa: E402
+from utils.method.bmm import BetaMixture  # noqa: E402
+from utils.core.distributed import Runtime  # noqa: E402
+from utils.training.engine import Precision, train_one_epoch  # noqa: E402
+from utils.core.io import save_text  # noqa: E402
+from utils.method.losses import loss_weights  # noqa: E402
+from utils.method.wrong_events import EpochPredictions, WrongEvents  # noqa: E402
 
 
-class _Cfg:
+class _Cfg:  # the default config's stage-2 loss
     entropy_weight = "confidence"
     noisy_weight = "one_minus_clean"
 
@@ -83,7 +83,7 @@ def _ido_steps(*, n: int, noisy_labels: np.ndarray, classes: int, device) -> tup
         w = SampleWeights(class_wise=kind == "class", noisy_labels=noisy_labels, num_classes=classes, device=device,
                           new_events=VIEWS, noisy_weight=_Cfg.noisy_weight)
         w.fit(np.random.default_rng(0).integers(0, 6, n), iterations=20)
-        stage2[kind] = stage2_step(WrongEvents(n, device=device), w, _Cfg())
+        stage2[kind] = stage2_step(WrongEvents(n, device=device), w, entropy_weight=_Cfg.entropy_weight)
     return stage1, stage2
 
 
@@ -219,8 +219,8 @@ def step_work_benchmark(*, device, batch: int, classes: int, repeat: int = 200) 
         "stage 1": timed(lambda: stage1(network, (logits[0], labels, index))),
         "two-view CE": timed(lambda: F.cross_entropy(logits[0].float(), labels)
                              + F.cross_entropy(logits[1].float(), labels)),
-        "stage 2 global": timed(lambda: stage2["global"](network, (tuple(logits), labels, index))),
-        "stage 2 class": timed(lambda: stage2["class"](network, (tuple(logits), labels, index))),
+        "stage 2 global": timed(lambda: loss_and_terms(stage2["global"](network, (tuple(logits), labels, index)))[0]),
+        "stage 2 class": timed(lambda: loss_and_terms(stage2["class"](network, (tuple(logits), labels, index)))[0]),
     }
 
 

@@ -46,17 +46,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataloader.holdout import stratified_holdout  # noqa: E402
 from dataloader.noise import (IDN_MAX_SAMPLES_X_CLASSES, IdnTooLarge, _idn_labels, check_idn_size,  # noqa: E402
                               load_or_create_noisy_labels)  # noqa: E402
-from stage_2 import SampleWeights  # noqa: E402
-from utils.acto import ActoMemory  # noqa: E402
-from utils.bmm import BetaMixture  # noqa: E402
-from utils.distributed import EpochShuffleSampler  # noqa: E402
-from utils.engine import reduce_probabilities  # noqa: E402
-from utils.io import save_json, save_text, save_torch  # noqa: E402
-from utils.metrics import detection_auc, split_quality  # noqa: E402
-from utils.runlog import RunLog  # noqa: E402
-from utils.sample_report import (COLUMNS, _InMemoryPaths, _six_digits, sample_rows, scores_from_predictions,  # noqa: E402
+from utils.method.sample_weights import SampleWeights  # noqa: E402
+from utils.method.acto import ActoMemory  # noqa: E402
+from utils.method.bmm import BetaMixture  # noqa: E402
+from utils.core.distributed import EpochShuffleSampler  # noqa: E402
+from utils.training.engine import reduce_probabilities  # noqa: E402
+from utils.core.io import save_json, save_text, save_torch  # noqa: E402
+from utils.method.metrics import detection_auc, split_quality  # noqa: E402
+from utils.training.outputs import ReportFiles  # noqa: E402
+from utils.training.runlog import RunLog  # noqa: E402
+from utils.report.sample_report import (COLUMNS, _InMemoryPaths, _six_digits, sample_rows, scores_from_predictions,  # noqa: E402
                                  summarize, write_samples_csv)
-from utils.wrong_events import EpochPredictions, LabelWave, WrongEvents  # noqa: E402
+from utils.method.wrong_events import EpochPredictions, LabelWave, WrongEvents  # noqa: E402
 
 MB = 1 << 20
 EPOCHS_OF_HISTORY = 100  # stage 2's BMM history: what last.pt holds at epoch 100
@@ -187,17 +188,17 @@ def comp_report_reduce(variant):
 def comp_report_write(variant):
     def prepare(n, c):
         tmp = tempfile.mkdtemp()
-        return _report_scores(n, c), os.path.join(tmp, "r"), [f"class {k}" for k in range(c)], c
+        return _report_scores(n, c), ReportFiles.at(os.path.join(tmp, "r")), [f"class {k}" for k in range(c)], c
 
     def run(state):
-        scores, stem, names, c = state
+        scores, files, names, c = state
         paths = _InMemoryPaths(len(scores))
         if variant == "before":
-            _old_write(scores, stem + "_samples.csv", paths, names)
+            _old_write(scores, files.samples, paths, names)
         else:
-            write_samples_csv(scores, stem + "_samples.csv", paths=paths, class_names=names)
-        save_json(summarize(scores, num_classes=c, class_names=names), stem + "_summary.json")
-        return f"CSV {os.path.getsize(stem + '_samples.csv'):,} bytes"
+            write_samples_csv(scores, files.samples, paths=paths, class_names=names)
+        save_json(summarize(scores, num_classes=c, class_names=names), files.summary)
+        return f"CSV {os.path.getsize(files.samples):,} bytes"
     return prepare, run, (lambda n, c: 700 * n) if variant == "before" else None
 
 

@@ -1,7 +1,7 @@
 """Helpers shared by the file-based families: listing image folders, reading list files, clear errors.
 
 Every problem a user can fix (a missing folder or list file, a list of another length, an image that
-cannot be decoded) raises :class:`~utils.errors.DataError` with one line naming the path and what
+cannot be decoded) raises :class:`~utils.core.errors.DataError` with one line naming the path and what
 was expected there.  Folder listings are sorted by name (plain code-point order), so the dataset
 index of every image is the same on every machine (docs/fidelity.md IDO-B7).
 """
@@ -19,8 +19,8 @@ from PIL import Image
 from dataloader.base import FileImages, content_digest
 from dataloader.decode import Decoding, ImageTooLarge, decode_file
 from dataloader.path_array import PathArray, RootedPaths
-from utils.distributed import on_rank0_then_share
-from utils.errors import DataError
+from utils.core.distributed import on_rank0_then_share
+from utils.core.errors import DataError
 
 # torchvision's IMG_EXTENSIONS (what DatasetFolder accepts), compared case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

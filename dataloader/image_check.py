@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from dataloader.base import FileImages
 from dataloader.files import UnreadableImage
-from utils.errors import DataError
-from utils.io import save_text
-from utils.signals import DataLoader
+from utils.core.errors import DataError
+from utils.core.io import save_text
+from utils.core.signals import DataLoader
 
 SHOWN = 10  # paths named in the error line; the full list goes to bad_images.txt
 

@@ -365,6 +365,12 @@ def clean_labels_sha256(clean_labels) -> str:
     return hashlib.sha256(arr.tobytes()).hexdigest()
 
 
+def cache_dir(cfg) -> str:
+    """The folder of the data caches of a run: ``noise_dir``, else ``{output_dir}/noise_file`` (the noisy-label
+    files of :func:`noise_cache_path`, Clothing1M's subset list)."""
+    return cfg.noise_dir or os.path.join(cfg.output_dir, "noise_file")
+
+
 def noise_cache_path(cache_dir: Union[str, os.PathLike], *, dataset: str, mode: str,
                      ratio: float, seed: int, convention: str) -> str:
     """``{cache_dir}/{dataset}_{mode}_{ratio}_seed{seed}_{convention}.json`` (ratio as float)."""

@@ -12,7 +12,7 @@ Class names are compared as Unicode NFC.  Refused with one line: class names tha
 surrounding space or Unicode form, and training classes without a usable image (empty folder, only
 skipped files, integer labels with gaps) unless ``class_names`` names every class (for ``imagefolder``:
 the class folders in index order).  Listing happens once per job: rank 0 lists, the other DDP ranks
-receive the result (:func:`utils.distributed.on_rank0_then_share`).
+receive the result (:func:`utils.core.distributed.on_rank0_then_share`).
 
 Without a test set, ``val_fraction`` > 0 holds out a seeded, class-stratified share of the training images
 (:func:`dataloader.holdout.stratified_holdout`) as ``Data.test`` named ``"val_given_labels"`` (scored on the
@@ -42,8 +42,8 @@ from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ClassTree, ImageFiles,
 from dataloader.holdout import stratified_holdout
 from dataloader.path_array import RootedPaths
 from dataloader.transforms import LargeSpec
-from utils.distributed import on_rank0_then_share
-from utils.errors import ConfigError, DataError
+from utils.core.distributed import on_rank0_then_share
+from utils.core.errors import ConfigError, DataError
 
 # resize the shorter side to 256/224 x resolution, then a random (train) or centre (test) crop
 OWN_SPEC = LargeSpec(resize_ratio=256 / 224, stage1_resize="shorter", stage2_resize="shorter",

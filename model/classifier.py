@@ -17,7 +17,7 @@ from torch import nn
 from model.act_cnn import INPUT_SIZE as ACT_CNN_INPUT, ActCNN
 from model.hub_weights import resolve_pretrained
 from model.weights import load_backbone_weights, required_keys
-from utils.errors import ConfigError
+from utils.core.errors import ConfigError
 
 # The official code ran timm 0.9.7; these were its default pretrained tags for the three names (pinned,
 # so a newer timm with other defaults loads the same weights).  Any explicit "name.tag" is used as given.

@@ -15,19 +15,21 @@ mkdir -p "$LOG_DIR"
 . sh/common.sh
 TREE="$DEMO_DIR/digits"
 OUT="$DEMO_DIR/out"
-TAG=test_resnet_scratch_imagefolder_real_0
 # the digits default's model and optimiser (config/stage1/digits.yaml) on the imagefolder configs
 FAST="--backbone test_resnet --set pretrained=false --resolution 32 --set hflip=false --set num_workers=0
       --batch_size 64 --set optimizer=adamw --set lr=0.003 --set weight_decay=0.0001"
 [ -f "$TREE/misplaced.csv" ] || python -m dataloader.digits_tree write "$TREE" --misplaced 0.2
 # shellcheck disable=SC2086
-run "$LOG_DIR/own_data_clean_labels.log" python clean_labels.py "$TREE" --output_dir "$OUT" --epochs 20 \
-    --stage2_epochs 5 $FAST "$@"
+set -- "$TREE" --output_dir "$OUT" --epochs 20 --stage2_epochs 5 $FAST "$@"
+# what the command writes, from its own definition (utils/training/outputs.py), not rebuilt here
+SAMPLES=$(python clean_labels.py "$@" --outputs stage2.samples)
+MODEL=$(python clean_labels.py "$@" --outputs stage2.model)
+REVIEW=$(python clean_labels.py "$@" --outputs stage2.review)
+run "$LOG_DIR/own_data_clean_labels.log" python clean_labels.py "$@"
 grep -h "last acc" "$LOG_DIR/own_data_clean_labels.log"
-python -m dataloader.digits_tree score "$TREE" "$OUT/stage2/${TAG}_class_samples.csv"
-run "$LOG_DIR/own_data_predict.log" python predict.py --model "$OUT/stage2/${TAG}_class_model.pt" "$TREE/test" \
-    --out "$OUT/predictions.csv"
+python -m dataloader.digits_tree score "$TREE" "$SAMPLES"
+run "$LOG_DIR/own_data_predict.log" python predict.py --model "$MODEL" "$TREE/test" --out "$OUT/predictions.csv"
 echo "predictions: $OUT/predictions.csv"
-echo "review: open $OUT/stage2/${TAG}_class_review.html in a browser, decide, export corrected_labels.csv"
+echo "review: open $REVIEW in a browser, decide, export corrected_labels.csv"
 echo "retrain: python clean_labels.py corrected_labels.csv --output_dir $OUT/corrected $FAST" | tr -s ' \n' ' '
 echo

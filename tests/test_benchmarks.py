@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.config import REPO_ROOT
+from utils.training.config import REPO_ROOT
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
@@ -36,7 +36,7 @@ def test_confident_learning_end_to_end(tmp_path):
 
 
 def test_confident_learning_rejects_bad_folds():
-    from utils.errors import ConfigError
+    from utils.core.errors import ConfigError
     with pytest.raises(ConfigError, match="--folds must be >= 2"):
         confident_learning.main(["--folds", "1"])
 
@@ -160,7 +160,7 @@ def test_overhead_report_bf16_channels_last(tmp_path):
 
 def _job_config(job):
     """The validated config a job's command line gives its entry point (nothing is trained)."""
-    from utils.config import ACTO, STAGE1, STAGE2, parse_config
+    from utils.training.config import ACTO, STAGE1, STAGE2, parse_config
     script, argv = job.argv[1], job.argv[2:]
     if script.endswith("confident_learning.py"):
         extra, argv = confident_learning.parse_extra(argv)
@@ -170,7 +170,7 @@ def _job_config(job):
 
 
 def test_pretrained_cell_starts_every_method_from_the_weights(tmp_path):
-    from utils.optim import stage1_schedule_kind
+    from utils.training.optim import stage1_schedule_kind
     weights = str(tmp_path / "w.pth")
     cell = nr.build_cell("sym", 0.4, 1, str(tmp_path / "mnist"), ido_epochs=nr.PRETRAINED_EPOCHS, weights=weights,
                          lr=5e-4, noise_work_dir=str(tmp_path))
@@ -299,7 +299,7 @@ def test_sweep_chooses_the_rate_with_the_best_mean_over_methods(tmp_path):
 
 def test_pretrained_options_refuse_bad_input(tmp_path, capsys):
     import pretrain_mnist
-    from utils.errors import ConfigError
+    from utils.core.errors import ConfigError
     with pytest.raises(ConfigError, match="--holdout must lie strictly between 0 and 1"):
         pretrain_mnist.main(["--holdout", "1.5"])
     for argv, message in ((["--init", "mnist", "--weights", str(tmp_path / "none.pth")],

@@ -18,8 +18,8 @@ from dataloader.decode import DEFAULT_MAX_PIXELS, OFFICIAL, VIEWER, Decoding, Im
 from dataloader.files import ImageFiles, UnreadableImage
 from dataloader.image_check import find_unreadable
 from fixtures_data import make_cfg
-from utils.config import OPTION_BY_NAME
-from utils.errors import ConfigError
+from utils.training.config import OPTION_BY_NAME
+from utils.core.errors import ConfigError
 
 @pytest.fixture(autouse=True)
 def pillow_limit():
@@ -243,9 +243,9 @@ def test_pixel_limit_default_is_pillows_and_config_agrees():
 
 def test_background_is_a_training_setting_the_pixel_limit_is_not():
     """--resume refuses another decode_background (other training input), accepts a raised pixel limit."""
-    from utils.run import RESUME_FREE_KEYS
+    from utils.training.config import OPTION_BY_NAME
 
-    assert "decode_background" not in RESUME_FREE_KEYS and "max_image_pixels" in RESUME_FREE_KEYS
+    assert not OPTION_BY_NAME["decode_background"].resume_free and OPTION_BY_NAME["max_image_pixels"].resume_free
 
 
 @pytest.mark.parametrize("value", ["white", "black", "#A0b1C2"])

@@ -22,11 +22,11 @@ from dataloader.image_check import find_unreadable
 from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_image, write_tiny_imagenet
 from gloo_ranks import free_port
 from run_control import parking_launcher, start_parked, wait_until_parked
-from utils import distributed
-from utils.config import REPO_ROOT
-from utils.errors import run_main
-from utils.io import save_torch
-from utils.signals import DataLoader, Terminated, deferred_interrupt, stop_signals_raise
+from utils.core import distributed
+from utils.training.config import REPO_ROOT
+from utils.core.entry import run_main
+from utils.core.io import save_torch
+from utils.core.signals import DataLoader, Terminated, deferred_interrupt, stop_signals_raise
 
 FAST = ["--epochs", "1", "--set", "batch_size=256"]
 TAG = "test_resnet_scratch_digits_sym_0.4"
@@ -214,7 +214,7 @@ def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
 @pytest.mark.slow
 def test_image_broken_in_epoch_two_keeps_epoch_one_checkpoint(tmp_path, monkeypatch, capsys):
     """A file that goes bad mid-run (read in a worker) stops the run; last.pt still holds epoch 1, whole."""
-    from utils.runlog import RunLog
+    from utils.training.runlog import RunLog
 
     root = tmp_path / "tiny"
     write_tiny_imagenet(str(root))

@@ -22,8 +22,8 @@ from fixtures_data import SUBPROCESS_ENV
 from model import create_model, weights_source
 from model import hub_weights
 from model.hub_weights import HubFiles, cached_weights, hub_files, reachable, resolve_pretrained
-from utils.config import REPO_ROOT
-from utils.errors import ConfigError
+from utils.training.config import REPO_ROOT
+from utils.core.errors import ConfigError
 
 TINY = "test_resnet"                 # timm's tiny test model; its pretrained tag: test_resnet.r160_in1k
 TINY_REPO = "timm/test_resnet.r160_in1k"
@@ -213,7 +213,7 @@ def test_a_run_without_network_or_cached_weights_stops_within_5_s_with_one_line(
     env.update(HF_HUB_CACHE=str(cache), HF_ENDPOINT=f"http://127.0.0.1:{closed_port}")
     program = ("import atexit, sys, time\n"
                "import stage_1\n"
-               "from utils.errors import run_main\n"
+               "from utils.core.entry import run_main\n"
                "start = time.monotonic()\n"
                "atexit.register(lambda: open(sys.argv[1], 'w').write(str(time.monotonic() - start)))\n"
                "sys.argv[0] = 'stage_1.py'\n"

@@ -1,11 +1,11 @@
-"""Tests for utils/losses.py (IDO dynamic loss, docs/fidelity.md#ido-17-dynamic-loss, fix IDO-B4)."""
+"""Tests for utils/method/losses.py (IDO dynamic loss, docs/fidelity.md#ido-17-dynamic-loss, fix IDO-B4)."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from utils.losses import dynamic_loss, loss_weights, weighted_dynamic_loss
+from utils.method.losses import dynamic_loss, loss_weights, weighted_dynamic_loss
 
 # 3 samples, 3 classes
 ZW = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 3.0, 0.0]]

@@ -11,7 +11,8 @@ import stage_1
 from dataloader import build_data
 from dataloader.own import OWN_SPEC
 from fixtures_data import make_cfg, write_image, write_text
-from utils.errors import ConfigError, DataError, run_main
+from utils.core.errors import ConfigError, DataError
+from utils.core.entry import run_main
 
 
 def write_tree(root, layout: dict[str, list[str]]) -> None:

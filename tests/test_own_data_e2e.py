@@ -19,7 +19,7 @@ import stage_2
 import stage_2_class
 from dataloader.digits_tree import flag_quality, read_misplaced, write_digits_tree
 from fixtures_data import write_image, write_text
-from utils.config import REPO_ROOT
+from utils.training.config import REPO_ROOT
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 # the digits default's optimiser (config/stage1/digits.yaml) at 16 px; 8 + 2 epochs find the misplaced files

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from utils.config import REPO_ROOT
+from utils.training.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # every test runs sh (a subprocess), quick as the stub makes it
 

@@ -18,7 +18,6 @@ import hashlib
 import html
 import io
 import json
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -127,26 +126,27 @@ def review_html(*, title: str, data: dict) -> str:
 
 
 
-def write_review_page(scores, *, stem: str, keys: Sequence[str], class_names: Sequence[str], load_image,
+def write_review_page(scores, *, path: str, report: str, keys: Sequence[str], class_names: Sequence[str], load_image,
                       order: np.ndarray, max_shown: int, export_paths: Sequence[str] | None,
                       export_labels: np.ndarray, duplicate_groups: Sequence[np.ndarray] = (), title: str) -> str:
-    """Write ``{stem}_review.html`` (atomically) for a report's :class:`~utils.sample_report.SampleScores`.
+    """Write the page ``path`` (atomically) for a report's :class:`~utils.report.sample_report.SampleScores`;
+    ``report`` names the report on the page (the name of its stem).
 
     ``order``: dataset indices most suspect first; the first ``max_shown`` flagged ones are shown, each
     read once through ``load_image(index)`` for its thumbnail.  Returns the path.
     """
-    from utils.io import save_text
+    from utils.core.io import save_text
 
     flagged = np.asarray(order)[np.asarray(scores.is_label_issue)[order]]
     top = flagged[:max_shown]
     shown = ShownSamples(index=top, key=[keys[i] for i in top], given=scores.given_label[top],
                          predicted=scores.predicted_label[top], predicted_prob=scores.predicted_prob[top],
                          label_score=scores.label_score[top], thumbnail=[thumbnail_uri(load_image(int(i))) for i in top])
-    data = page_data(report=os.path.basename(stem), class_names=class_names, shown=shown,
+    data = page_data(report=report, class_names=class_names, shown=shown,
                      num_flagged=len(flagged), num_samples=len(scores), export_paths=export_paths,
                      export_labels=export_labels, duplicate_groups=duplicate_groups,
                      duplicate_keys=[[keys[i] for i in g] for g in duplicate_groups])
-    return save_text(review_html(title=title, data=data), f"{stem}_review.html")
+    return save_text(review_html(title=title, data=data), path)
 
 # The page.  Plain DOM and CSS; the script reads the JSON block, builds the cards once, and keeps every
 # decision in `decisions` (index -> [decision, class]) mirrored to localStorage.
