@@ -30,6 +30,7 @@ from dataloader.files import list_images
 from dataloader.inference import input_decoding, input_normaliser, input_transform, load_input
 from model.export import load_exported
 from utils.training.config import DEVICE_PATTERN
+from utils.training.outputs import model_file_patterns
 from utils.core.errors import ConfigError, DataError
 from utils.core.entry import run_main
 from utils.core.io import save_text
@@ -116,8 +117,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             raise ConfigError(message)
 
     parser = Parser(prog="predict.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="exported model file (stage2/<tag>_<bmm>_model.pt, "
-                                                       "acto/<tag>_model.pt)")
+    parser.add_argument("--model", required=True, help="exported model file (under the training's output_dir: "
+                                                       f"{', '.join(model_file_patterns())})")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
     parser.add_argument("--out", default=None, help="CSV to write (default: standard output)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")

@@ -66,6 +66,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from utils.core.io import save_figure, save_json, save_text  # noqa: E402
+from utils.training.config import ACTO, STAGE1, STAGE2, parse_config  # noqa: E402
+from utils.training.outputs import ActoOutputs, CleanlabOutputs, Stage1Outputs, Stage2Outputs  # noqa: E402
 
 SETTINGS = ("sym:0.2", "sym:0.4", "sym:0.6", "asym:0.4", "idn:0.4")
 QUICK_SETTINGS = ("sym:0.4", "asym:0.4")
@@ -75,7 +77,12 @@ METHODS = ("standard", "ido_global", "ido_class", "acto", "cleanlab")
 LABELS = {"standard": "standard CE", "ido_global": "IDO (global BMM)", "ido_class": "IDO (class-wise BMM)",
           "acto": "ACTO", "cleanlab": "confident learning"}
 READING_MARK = "<!-- reading -->"
-TAG = "test_resnet_{init}_digits_{mode}_{ratio}"
+# each job's script: (config scope, keys the script fixes, its outputs definition)
+SCRIPT_OUTPUTS = {"stage_1.py": (STAGE1, None, Stage1Outputs.of), "stage_2.py": (STAGE2, None, Stage2Outputs.of),
+                  "stage_2_class.py": (STAGE2, {"bmm": "class"}, Stage2Outputs.of),
+                  "acto.py": (ACTO, None, ActoOutputs.of),
+                  "benchmarks/confident_learning.py": (STAGE1, None, CleanlabOutputs.of)}
+CLEANLAB_KEYS = ("--folds", "--retrain_epochs")  # confident_learning.py's own options, not config keys
 INITS = ("scratch", "mnist")
 # IDO's official pretrained shape (docs/fidelity.md#ido-12-backbones-and-optimisers): stage 1 of 5 epochs at a constant rate, stage 2 of 10
 PRETRAINED_EPOCHS = (5, 10)
@@ -132,7 +139,6 @@ def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs:
     shares the from-scratch grid's files, so both train on literally the same labels)."""
     cell = Cell(mode, ratio, seed, lr=lr if sweep else None)
     root = os.path.join(work_dir, cell.name)
-    tag = TAG.format(init="scratch" if weights is None else "pretrained", mode=mode, ratio=f"{ratio:g}")
     common = ["--noise_mode", mode, "--noise_ratio", f"{ratio:g}", "--seed", str(seed), "--device", "cpu",
               "--set", f"noise_dir={os.path.join(noise_work_dir or work_dir, cell.name, 'noise_file')}"]
     if weights is not None:
@@ -154,23 +160,37 @@ def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs:
         standard_extra = ["--set", "scheduler=cosine"]
         acto_extra = ["--set", f"warmup_epochs={warmup}", "--set", f"lr_plan=cosine:{warmup},1e-4,{total}"]
         cleanlab_extra = ["--epochs", stage1_epochs, "--retrain_epochs", total, "--set", "scheduler=cosine"]
+    def job(name, script, args, *, after=(), methods):
+        return Job(name, cell.name, [py, script, *args], result_file(script, args, root), after=after,
+                   methods=methods)
+
     cell.jobs = [
-        Job("standard", cell.name, [py, "stage_1.py", *common, *out("standard"), "--epochs", total,
-                                    *standard_extra],
-            f"standard/stage1/{tag}_wrongevent.json", methods=("standard",)),
-        Job("ido_stage1", cell.name, [py, "stage_1.py", *common, *out("ido"), "--epochs", stage1_epochs],
-            f"ido/stage1/{tag}_wrongevent.json", methods=("ido_global", "ido_class")),
-        Job("ido_global", cell.name, [py, "stage_2.py", *common, *out("ido"), "--epochs", stage2_epochs],
-            f"ido/stage2/{tag}_global.json", after=("ido_stage1",), methods=("ido_global",)),
-        Job("ido_class", cell.name, [py, "stage_2_class.py", *common, *out("ido"), "--epochs", stage2_epochs],
-            f"ido/stage2/{tag}_class.json", after=("ido_stage1",), methods=("ido_class",)),
-        Job("acto", cell.name, [py, "acto.py", *common, *out("acto"), "--epochs", total, *acto_extra],
-            f"acto/acto/{tag}.json", methods=("acto",)),
-        Job("cleanlab", cell.name, [py, "benchmarks/confident_learning.py", *common, *out("cleanlab"),
-                                    *cleanlab_extra],
-            f"cleanlab/cleanlab/{tag}.json", methods=("cleanlab",)),
+        job("standard", "stage_1.py", [*common, *out("standard"), "--epochs", total, *standard_extra],
+            methods=("standard",)),
+        job("ido_stage1", "stage_1.py", [*common, *out("ido"), "--epochs", stage1_epochs],
+            methods=("ido_global", "ido_class")),
+        job("ido_global", "stage_2.py", [*common, *out("ido"), "--epochs", stage2_epochs], after=("ido_stage1",),
+            methods=("ido_global",)),
+        job("ido_class", "stage_2_class.py", [*common, *out("ido"), "--epochs", stage2_epochs],
+            after=("ido_stage1",), methods=("ido_class",)),
+        job("acto", "acto.py", [*common, *out("acto"), "--epochs", total, *acto_extra], methods=("acto",)),
+        job("cleanlab", "benchmarks/confident_learning.py", [*common, *out("cleanlab"), *cleanlab_extra],
+            methods=("cleanlab",)),
     ]
     return cell
+
+
+def result_file(script: str, args: list[str], root: str) -> str:
+    """The result JSON a job's command writes, from its script's outputs definition (relative to ``root``)."""
+    scope, forced, outputs = SCRIPT_OUTPUTS[script]
+    config_args, skip = [], False
+    for arg in args:  # confident_learning.py's own options and their values are not config options
+        if skip or arg in CLEANLAB_KEYS:
+            skip = not skip
+            continue
+        config_args.append(arg)
+    cfg = parse_config(config_args, prog=script, scope=scope, forced=forced)
+    return os.path.relpath(outputs(cfg).result, root)
 
 
 def done_path(work_dir: str, job: Job) -> str:

@@ -22,6 +22,7 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, Mapping
 
 from dataloader.noise import cache_dir
@@ -204,6 +205,14 @@ class CleanlabOutputs(Outputs):
 METHOD_OUTPUTS: Mapping[str, Callable[..., Outputs]] = {
     "stage1": Stage1Outputs.of, "stage2": Stage2Outputs.of, "acto": ActoOutputs.of, "cleanlab": CleanlabOutputs.of,
 }
+
+
+def model_file_patterns() -> list[str]:
+    """Where the methods put the model file of predict.py, relative to ``output_dir`` (``stage2/{tag}_{bmm}_model.pt``,
+    ``acto/{tag}_model.pt``): the definitions above, applied to a config of placeholders."""
+    placeholder = SimpleNamespace(output_dir="", tag="{tag}", bmm="{bmm}", run_name=None, wrong_events=None,
+                                  base_model=None, noise_dir=None)
+    return [Stage2Outputs.of(placeholder).model, ActoOutputs.of(placeholder).model]
 
 
 def print_outputs(outputs: Mapping[str, Outputs], which: str) -> None:
