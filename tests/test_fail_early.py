@@ -17,7 +17,7 @@ import torch
 from torch.utils.data._utils import signal_handling
 
 import stage_1
-from dataloader.files import ImageFiles
+from dataloader.files import FileImagesWithDecoding
 from dataloader.image_check import find_unreadable
 from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_image, write_tiny_imagenet
 from gloo_ranks import free_port
@@ -133,7 +133,7 @@ def test_find_unreadable_in_index_order_over_a_subset(tmp_path):
     paths = [write_image(str(tmp_path / f"{i}.png"), seed=i) for i in range(6)]
     for i in (1, 4):
         open(paths[i], "wb").close()
-    images = ImageFiles(paths)
+    images = FileImagesWithDecoding(paths)
     assert [path for path, _ in find_unreadable(images, quiet=True)] == [paths[1], paths[4]]
     assert [path for path, _ in find_unreadable(images, indices=range(0, 6, 2), quiet=True)] == [paths[4]]
 

@@ -19,7 +19,7 @@ from huggingface_hub import constants
 from safetensors.torch import save_file
 
 from fixtures_data import SUBPROCESS_ENV
-from model import create_model, weights_source
+from model import create_model, resolve_weights
 from model import hub_weights
 from model.hub_weights import HubFiles, cached_weights, hub_files, reachable, resolve_pretrained
 from utils.training.config import REPO_ROOT
@@ -109,7 +109,7 @@ def test_cached_weights_load_bit_exactly_offline_without_a_request(no_network, f
 def test_cached_weights_need_no_probe(no_network, monkeypatch):
     write_hub_cache(no_network["cache"])
     monkeypatch.setattr(hub_weights, "reachable", lambda *a, **k: pytest.fail("probed with the file cached"))
-    source = weights_source(TINY, pretrained=True, pretrained_path=None)
+    source = resolve_weights(TINY, pretrained=True, pretrained_path=None)
     assert source == ("pretrained, from timm's hub cache "
                       f"{no_network['cache']}/models--timm--test_resnet.r160_in1k/snapshots/{REVISION}/model.safetensors")
 
@@ -129,7 +129,7 @@ def test_unreachable_hub_stops_at_once_and_switches_offline(no_network, monkeypa
     monkeypatch.setattr(hub_weights, "reachable", lambda endpoint, **k: probed.append(endpoint) or False)
     start = time.monotonic()
     with pytest.raises(ConfigError) as err:
-        weights_source(TINY, pretrained=True, pretrained_path=None)
+        resolve_weights(TINY, pretrained=True, pretrained_path=None)
     assert time.monotonic() - start < 5
     assert probed == [no_network["endpoint"]]
     assert str(err.value) == _expected_line(no_network["cache"],
@@ -138,9 +138,10 @@ def test_unreachable_hub_stops_at_once_and_switches_offline(no_network, monkeypa
 
 
 def test_other_sources_need_no_hub(no_network, tmp_path):
-    assert weights_source("resnet50", pretrained=False, pretrained_path=None) == "random init (pretrained: false)"
-    assert weights_source("act_cnn", pretrained=True, pretrained_path=None) == "random init (pretrained: false)"
-    assert weights_source("resnet50", pretrained=True, pretrained_path="/w.pth") == "weights from pretrained_path /w.pth"
+    assert resolve_weights("resnet50", pretrained=False, pretrained_path=None) == "random init (pretrained: false)"
+    assert resolve_weights("act_cnn", pretrained=True, pretrained_path=None) == "random init (pretrained: false)"
+    assert resolve_weights("resnet50", pretrained=True,
+                           pretrained_path="/w.pth") == "weights from pretrained_path /w.pth"
     assert no_network["connections"] == []
 
 
@@ -234,5 +235,5 @@ def test_a_run_without_network_or_cached_weights_stops_within_5_s_with_one_line(
 def test_an_unknown_backbone_is_named_before_any_request(no_network):
     with pytest.raises(ConfigError, match=r"^config key 'backbone': 'no_such_net' is not a timm model \(see "
                                           r"timm.list_models\(\)\)$"):
-        weights_source("no_such_net", pretrained=True, pretrained_path=None)
+        resolve_weights("no_such_net", pretrained=True, pretrained_path=None)
     assert no_network["connections"] == []

@@ -64,11 +64,11 @@ def test_identical_content_is_grouped_only_where_the_labels_differ():
 
 def test_the_digest_comes_with_the_same_image_as_load(tmp_path):
     from dataloader.base import ArrayImages, content_digest
-    from dataloader.files import ImageFiles
+    from dataloader.files import FileImagesWithDecoding
 
     path = tmp_path / "a.png"
     Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).convert("RGBA").save(path)
-    files = ImageFiles([str(path)])
+    files = FileImagesWithDecoding([str(path)])
     image, digest = files.load_with_digest(0)
     assert np.array_equal(np.asarray(image), np.asarray(files.load(0))) and image.mode == "RGB"
     assert digest == content_digest(path.read_bytes()) and len(digest) == 16
