@@ -3,8 +3,11 @@ epochs, from resume to the artefacts, is :func:`utils.workflow.lifecycle.run_met
 
 A training step is a function ``step(model, batch) -> loss`` that also does its own bookkeeping
 (wrong events, predictions) on the device; :func:`train_one_epoch` owns zero_grad / backward /
-optimizer step, the progress bar and the non-finite-loss guard.  Nothing here copies a tensor to
-the host inside the batch loop: sums stay on the device until the epoch ends.
+optimizer step, the progress bar and the non-finite-loss guard.  :func:`train_one_epoch`,
+:func:`evaluate` and :func:`predict_labels` copy no tensor to the host inside the batch loop: sums and
+labels stay on the device until the loop ends.  :func:`predict_probabilities` does copy each batch's
+probabilities to the host (``.cpu()``): it serves confident learning's small cross-validation folds,
+where N x C probabilities on the host are the result.
 """
 from __future__ import annotations
 
