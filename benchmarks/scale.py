@@ -55,8 +55,9 @@ from utils.core.io import save_json, save_text, save_torch  # noqa: E402
 from utils.method.metrics import detection_auc, split_quality  # noqa: E402
 from utils.training.outputs import ReportFiles  # noqa: E402
 from utils.training.runlog import RunLog  # noqa: E402
-from utils.report.sample_report import (COLUMNS, _InMemoryPaths, _six_digits, sample_rows, scores_from_predictions,  # noqa: E402
-                                 summarize, write_samples_csv)
+from utils.report.sample_report import (COLUMNS, _InMemoryPaths, scores_from_predictions,  # noqa: E402
+                                        summarize, write_samples_csv)
+from tests.reference import sample_rows  # noqa: E402  (the table as N dicts: the CSV writer's before)
 from utils.method.wrong_events import EpochPredictions, LabelWave, WrongEvents  # noqa: E402
 
 MB = 1 << 20
@@ -90,7 +91,8 @@ def _batches(n: int, c: int, batch: int = 1024):
 # ------------------------------------------------------------------ the versions before this change
 
 def _old_report_pass(n, c, given):
-    """engine.predict_probabilities + sample_scores before: N x C softmax on the host, then a float64 copy."""
+    """engine.predict_probabilities + sample_scores (now tests/reference.py) before: N x C softmax on the host,
+    then a float64 copy."""
     out = [torch.softmax(logits.float(), dim=1).cpu() for _, logits in _batches(n, c)]
     probs = np.asarray(torch.cat(out).numpy(), dtype=np.float64)
     predicted = probs.argmax(axis=1)

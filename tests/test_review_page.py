@@ -19,7 +19,8 @@ from headless_browser import wait_for_file
 from test_own_data_e2e import FAST, own_argv, write_small
 from utils.report.identical_images import conflicting_duplicates
 from utils.report.review_page import ShownSamples, front_code, page_data, review_html, thumbnail_uri, write_review_page
-from utils.report.sample_report import sample_scores, suspect_order
+from reference import sample_scores
+from utils.report.sample_report import suspect_order
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 CLASSES = ["ant", "bee", "cat"]
