@@ -3,7 +3,8 @@
 # tree with 20 % of the training files in a wrong class folder (listed in misplaced.csv); clean_labels.py
 # (IDO stage 1, then class-wise stage 2) on it; the top suspects, the precision / recall of the flags
 # against the misplaced files and the error rate of the labels after taking the predicted label for every
-# flag; then predict.py with the cleaned model on the test folder.  CPU, a few minutes.
+# flag; then predict.py with the cleaned model on the test folder.  CPU: about 11 minutes on a 2-core
+# machine (docs/own_data.md; 27 minutes on one shared with other jobs).
 #
 #   sh sh/own_data.sh [more arguments for clean_labels.py, e.g. --seed 1 or --acto]
 #   DEMO_DIR=runs/own_data sh sh/own_data.sh      # where the tree and every output go (default demo/own_data)
