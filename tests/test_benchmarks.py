@@ -324,13 +324,12 @@ def test_sigterm_stops_the_grid_and_the_jobs_it_runs(tmp_path):
                              "--jobs", "2", "--work_dir", str(work), "--out", str(tmp_path / "bench.md")],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = [work / "sym_0.4_seed0" / f"{job}.log" for job in ("standard", "ido_stage1")]
-    deadline = time.monotonic() + 120
     # both jobs are about to train (the run summary's last line is out: their own SIGTERM handling is in place)
     while not all(log.is_file() and "\nrun dir " in log.read_text() for log in logs):
-        assert time.monotonic() < deadline and grid.poll() is None, grid.communicate()
+        assert grid.poll() is None, grid.communicate()
         time.sleep(0.2)
     grid.send_signal(signal.SIGTERM)
-    _, err = grid.communicate(timeout=120)
+    _, err = grid.communicate(timeout=600)  # a guard against a hang (a runner that ignores SIGTERM), no speed limit
     assert grid.returncode == 143
     assert err.strip().splitlines()[-1] == ("noise_robustness.py: stopped; the finished jobs are kept, the same "
                                             "command continues the grid")

@@ -198,13 +198,11 @@ def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
                             env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"), start_new_session=True)
     wait_until_parked(proc, marker)
     os.killpg(proc.pid, signal.SIGTERM)
-    start = time.time()
     try:
-        _, err = proc.communicate(timeout=90)
+        _, err = proc.communicate(timeout=90)  # a guard against a hung rank, no speed limit
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("a rank hung after SIGTERM")
-    assert time.time() - start < 90
     assert err.count("stage_1.py: stopped by SIGTERM; every finished epoch is saved in") == 1, err[-3000:]
     state = torch.load(run_dir / "last.pt", weights_only=True)
     assert state["epoch"] == 0 and len(state["history"]) == 1
