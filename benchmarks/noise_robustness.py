@@ -214,8 +214,7 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
 
     Ctrl-C or SIGTERM (a scheduler's stop) stops the running jobs too (they exit as the entry points do on
     SIGTERM) before it ends the grid; finished jobs stay done."""
-    from tqdm import tqdm
-
+    from utils.core.progress import progress
     from utils.core.signals import stop_signals_raise
 
     by_key = {job.key: job for cell in cells for job in cell.jobs}
@@ -224,7 +223,7 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
     running: dict[str, tuple[Job, subprocess.Popen, float, object]] = {}
-    bar = tqdm(total=total, initial=total - len(pending), desc="grid", unit="job", dynamic_ncols=True)
+    bar = progress(total=total, initial=total - len(pending), desc="grid", unit="job", dynamic_ncols=True)
     shown = ""
     with stop_signals_raise(), _stopping_jobs(running, bar):
         while pending or running:

@@ -18,12 +18,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from utils.training.batching import KeepAllBatchSampler
 from utils.core.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.core.errors import ConfigError, UsageError
 from utils.method.steps import loss_and_terms
+from utils.core.progress import progress
 from utils.core.signals import DataLoader, check_stop
 from utils.core.workers import resolve_num_workers
 
@@ -142,7 +142,7 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
     term_sum = None
     # Only rank 0 draws a bar; elsewhere tqdm's own default applies, so TQDM_DISABLE=1 silences it.
     quiet = {} if runtime.is_main else {"disable": True}
-    bar = tqdm(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
+    bar = progress(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
     for i, batch in enumerate(bar):
         check_stop()
         batch = to_device(batch, device, channels_last)
