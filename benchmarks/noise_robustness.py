@@ -46,10 +46,10 @@ Each job is a subprocess (``--jobs`` at a time, the CPU threads shared among the
 to ``{work_dir}/{setting}_seed{seed}/{job}.log``.  A finished job leaves ``{job}.done.json`` (its wall
 time and its command) and is not run again, so an interrupted grid continues where it stopped.  At the end the
 results are summarised into a report and a plot beside it: docs/benchmarks.md only with ``--write-docs``,
-else ``--out FILE``, else ``runs/noise_robustness/benchmarks.md`` (``runs/noise_robustness_quick/benchmarks_quick.md``
-with ``--quick``; in ``--work_dir`` where one is given), so a partial grid never replaces the documented one.  The
-report keeps one section per init and the hand-written reading below the line ``<!-- reading -->`` of an
-existing file.
+else ``--out FILE``, else ``runs/noise_robustness/benchmarks.md`` (with ``--quick``
+``runs/noise_robustness_quick/benchmarks_quick.md``; in ``--work_dir`` where one is given), so a partial grid
+never replaces the documented one.  The report keeps one section per init and the hand-written reading below
+the line ``<!-- reading -->`` of an existing file.
 """
 from __future__ import annotations
 

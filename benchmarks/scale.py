@@ -1,7 +1,7 @@
 """Per-sample machinery at ImageNet / WebVision size, measured without a network (issue: "a million images").
 
-    python benchmarks/scale.py --write-docs         # N = 50k, 400k, 1.28M; C = 1,000; its table in docs/performance.md
-    python benchmarks/scale.py --quick --out FILE   # N = 2,000 and 10,000, C = 50: the test's run
+    python benchmarks/scale.py --write-docs         # N = 50k, 400k, 1.28M; C = 1,000; into docs/performance.md
+    python benchmarks/scale.py --quick --out FILE   # N = 2,000 and 10,000, C = 50: the test's run (< 2 minutes)
     python benchmarks/scale.py --sizes 2400000 --max-gb 10    # prints the table only
 
 The table goes into docs/performance.md only with ``--write-docs`` (a quick or partial run must not replace
@@ -18,9 +18,10 @@ runs in its own process, forked from this one after the imports, so each gets it
   tensors are in this figure; with ``--device cuda`` the column ``device MB`` adds
   ``torch.cuda.max_memory_allocated`` over the component.
 
-Where a component changed, the old version is kept here (only here) and measured in the same run:
-``before`` rows use it, ``after`` rows the code as it is; a ``before`` whose estimated memory exceeds
-``--max-gb`` is not run and the row says so.  The listing of files and the paths held by DataLoader
+Where a component changed, the old version is kept here (only here; the report's table as N dicts is
+tests/reference.py's ``sample_rows``, which the CSV writer's exactness test compares against) and measured
+in the same run: ``before`` rows use it, ``after`` rows the code as it is; a ``before`` whose estimated
+memory exceeds ``--max-gb`` is not run and the row says so.  The listing of files and the paths held by DataLoader
 workers are measured by their own script (``dataloader/`` listing benchmark) and added beside this
 table by hand.
 """
