@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dataloader import Data, build_data
-from model import weights_source
+from model import resolve_weights
 from model.export import export_model
 from model.pair import ModelPair, build_models
 from utils.core.entry import run_main
@@ -79,7 +79,7 @@ class Acto(Method):
         super().__init__(run, data)
         cfg, runtime, log = run.cfg, run.runtime, run.log
         self.hp = hp
-        weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+        weights = resolve_weights(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
         settings = optim_settings(cfg)
         self.rtm_lrs, self.ntm_lrs, self.rtm_plan, self.ntm_plan = acto_lr_plans(cfg, settings, log.info)
         self.rtm, self.ntm = build_models(cfg, data.num_classes, data.resolution, log=log.detail)

@@ -23,7 +23,6 @@ from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from dataloader.decode import DEFAULT_MAX_PIXELS, Decoding, ImageTooLarge, pixel_limit
 from dataloader.files import list_images
@@ -34,6 +33,7 @@ from utils.training.outputs import model_file_patterns
 from utils.core.errors import ConfigError, DataError
 from utils.core.entry import run_main
 from utils.core.io import save_text
+from utils.core.progress import progress
 from utils.core.signals import DataLoader
 
 TOP_K = 5
@@ -148,7 +148,7 @@ def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, dec
     else:
         amp = torch.autocast("cpu", enabled=False)
     rows, start = [], 0
-    for images, errors in tqdm(loader, desc="predict", leave=False, dynamic_ncols=True):
+    for images, errors in progress(loader, desc="predict", leave=False, dynamic_ncols=True):
         probs = torch.empty(0)
         if images.numel():
             with amp:

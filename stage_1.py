@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dataloader import Data, build_data
-from model import create_model, weights_source
+from model import create_model, resolve_weights
 from model.export import state_for_saving
 from utils.core.entry import run_main
 from utils.core.io import save_torch
@@ -42,7 +42,7 @@ class Stage1(Method):
     def __init__(self, run: Run, data: Data):
         super().__init__(run, data)
         cfg, runtime, log = run.cfg, run.runtime, run.log
-        weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+        weights = resolve_weights(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
         self.net = create_model(cfg.backbone, num_classes=data.num_classes, pretrained=cfg.pretrained,
                                 pretrained_path=cfg.pretrained_path, img_size=data.resolution, frozen=cfg.frozen,
                                 log=log.detail)

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataloader import build_data  # noqa: E402
 from dataloader.base import NoisyLabelDataset  # noqa: E402
-from model import create_model, weights_source  # noqa: E402
+from model import create_model, resolve_weights  # noqa: E402
 from utils.training.accuracy_keys import acc_key, describe_result  # noqa: E402
 from utils.training.config import STAGE1  # noqa: E402
 from utils.training.engine import evaluate, make_loaders, predict_probabilities  # noqa: E402
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cfg, log = run.cfg, run.log
     retrain_epochs = extra.retrain_epochs or 2 * cfg.epochs
     data = build_data(cfg, stage="stage1", log=log.info)
-    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+    weights = resolve_weights(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
     settings = optim_settings(cfg)
     log_summary(run, data, model=weights,
                 optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, schedule "

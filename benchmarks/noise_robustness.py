@@ -1,9 +1,10 @@
 """IDO against the methods a user would pick instead, on scikit-learn's digits with synthetic noise.
 
     pip install -r requirements-bench.txt
-    python benchmarks/noise_robustness.py            # the full grid: 5 noise settings x 3 seeds
-    python benchmarks/noise_robustness.py --quick    # 1 seed, 2 settings (a smoke run, ~13.5 min on 2 cores)
-    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist   # pretrained, ~46 min
+    python benchmarks/noise_robustness.py --write-docs   # the full grid: 5 noise settings x 3 seeds, into docs/
+    python benchmarks/noise_robustness.py --quick        # 1 seed, 2 settings (a smoke run, ~13.5 min on 2 cores)
+    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist --write-docs
+                                                         # pretrained, ~46 min
     python benchmarks/noise_robustness.py --quick --init mnist   # 1 seed, 2 settings (~5 min after the sweep's 7)
 
 For every (noise setting, seed) cell, all methods train on the same noisy-label file (one
@@ -44,9 +45,11 @@ retrains from that early model, so it gets most of the budget (the paper's pretr
 Each job is a subprocess (``--jobs`` at a time, the CPU threads shared among them); its output goes
 to ``{work_dir}/{setting}_seed{seed}/{job}.log``.  A finished job leaves ``{job}.done.json`` (its wall
 time and its command) and is not run again, so an interrupted grid continues where it stopped.  At the end the
-results are summarised into ``--out`` (default ``docs/benchmarks.md``, ``runs/.../benchmarks_quick.md``
-with ``--quick``) and a plot beside it; a hand-written reading below the line
-``<!-- reading -->`` of an existing file is kept.
+results are summarised into a report and a plot beside it: docs/benchmarks.md only with ``--write-docs``,
+else ``--out FILE``, else ``runs/noise_robustness/benchmarks.md`` (with ``--quick``
+``runs/noise_robustness_quick/benchmarks_quick.md``; in ``--work_dir`` where one is given), so a partial grid
+never replaces the documented one.  The report keeps one section per init and the hand-written reading below
+the line ``<!-- reading -->`` of an existing file.
 """
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from utils.core.io import save_figure, save_json, save_text  # noqa: E402
+from benchmarks.docs_output import add_output_options, output_path  # noqa: E402
 from utils.training.config import ACTO, STAGE1, STAGE2, parse_config  # noqa: E402
 from utils.training.outputs import ActoOutputs, CleanlabOutputs, Stage1Outputs, Stage2Outputs  # noqa: E402
 
@@ -93,6 +97,7 @@ ACTO_WARMUP_SHARE = 0.2  # ACT's 20 of 100 epochs
 SECTION = "<!-- section: {} -->"
 SECTION_END = "<!-- end of section: {} -->"
 TITLE = "# Noise robustness on digits: IDO against standard training, ACTO and confident learning"
+DOCS_PAGE = os.path.join("docs", "benchmarks.md")
 
 
 @dataclass
@@ -229,8 +234,7 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
 
     Ctrl-C or SIGTERM (a scheduler's stop) stops the running jobs too (they exit as the entry points do on
     SIGTERM) before it ends the grid; finished jobs stay done."""
-    from tqdm import tqdm
-
+    from utils.core.progress import progress
     from utils.core.signals import stop_signals_raise
 
     by_key = {job.key: job for cell in cells for job in cell.jobs}
@@ -239,7 +243,7 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
     running: dict[str, tuple[Job, subprocess.Popen, float, object]] = {}
-    bar = tqdm(total=total, initial=total - len(pending), desc="grid", unit="job", dynamic_ncols=True)
+    bar = progress(total=total, initial=total - len(pending), desc="grid", unit="job", dynamic_ncols=True)
     shown = ""
     with stop_signals_raise(), _stopping_jobs(running, bar):
         while pending or running:
@@ -596,7 +600,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="subprocesses at a time")
     parser.add_argument("--work_dir", default=None,
                         help="where the runs go (default runs/noise_robustness[_mnist][_quick])")
-    parser.add_argument("--out", default=None, help="the report (default docs/benchmarks.md)")
+    add_output_options(parser, DOCS_PAGE, default_note="benchmarks.md or benchmarks_quick.md in the from-scratch "
+                       "grid's work folder, or in --work_dir")
     parser.add_argument("--init", choices=INITS, default="scratch",
                         help="scratch: train from scratch; mnist: fine-tune the weights of "
                              "benchmarks/pretrain_mnist.py")
@@ -653,9 +658,10 @@ def main(argv=None) -> dict:
     settings = args.settings or [parse_setting(s) for s in (QUICK_SETTINGS if args.quick else SETTINGS)]
     seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     # both inits' quick runs report into one file beside the from-scratch quick runs
-    quick_dir = os.path.join(REPO, "runs", "noise_robustness_quick")
-    out = args.out or (os.path.join(args.work_dir or quick_dir, "benchmarks_quick.md") if args.quick
-                       else os.path.join(REPO, "docs", "benchmarks.md"))
+    # both inits report into one file, in the from-scratch grid's folder (as docs/benchmarks.md holds both)
+    report_dir = args.work_dir or os.path.join(REPO, "runs", "noise_robustness" + ("_quick" if args.quick else ""))
+    out = output_path(args, DOCS_PAGE, os.path.join(report_dir, "benchmarks_quick.md" if args.quick
+                                                    else "benchmarks.md"))
     cells = [build_cell(mode, ratio, seed, work_dir, ido_epochs=ido_epochs, weights=weights, lr=lr,
                         noise_work_dir=scratch_dir if pretrained else None)
              for mode, ratio in settings for seed in seeds]

@@ -21,7 +21,7 @@ from dataloader.device_normalise import DeviceNormaliser
 from dataloader.clothing1m import load_clothing1m
 from dataloader.digits import load_digits
 from dataloader.decode import pixel_limit, set_pillow_limit
-from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
+from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, FileImagesWithDecoding
 from dataloader.food101n import load_food101n
 from dataloader.own import HOLDOUT_DATASETS, load_csv, load_imagefolder
 from dataloader.noise import IdnTooLarge, NoiseCacheError, cache_dir, load_or_create_noisy_labels, transition_matrix
@@ -142,7 +142,7 @@ def limit_pixels(raw: RawData, max_image_pixels: int | None) -> None:
     set_pillow_limit(limit)
     sources = [raw.train_images, raw.test_images, *(images for images, _ in raw.extra.get("extra_tests", {}).values())]
     for images in sources:
-        if isinstance(images, ImageFiles):
+        if isinstance(images, FileImagesWithDecoding):
             images.decoding = dataclasses.replace(images.decoding, max_pixels=limit)
 
 

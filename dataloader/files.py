@@ -49,9 +49,10 @@ class UnreadableImage(DataError):
 CHECK_HINT = "--set check_images=true lists every unreadable file before training"
 
 
-class ImageFiles(FileImages):
+class FileImagesWithDecoding(FileImages):
     """:class:`FileImages` decoded as ``decoding`` says (:mod:`dataloader.decode`: ``official`` for the paper
-    data sets, ``viewer`` for own data), whose read errors name the file (DataError, not a PIL traceback)."""
+    data sets, ``viewer`` for own data), whose read errors name the file (DataError, not a PIL traceback): the
+    images of every file data set."""
 
     def __init__(self, paths: Sequence[str], keys: Sequence[str] | None = None, *, decoding: Decoding = Decoding()):
         super().__init__(paths, keys)
@@ -104,9 +105,9 @@ class ImageFiles(FileImages):
         return out
 
 
-def make_images(root: str, keys: "Sequence[str] | PathArray") -> ImageFiles:
+def make_images(root: str, keys: "Sequence[str] | PathArray") -> FileImagesWithDecoding:
     """Images ``root/key`` identified by their relative ``key`` (independent of the mount point)."""
-    return ImageFiles(RootedPaths(root, keys))
+    return FileImagesWithDecoding(RootedPaths(root, keys))
 
 
 def class_name(folder: str) -> str:

@@ -177,7 +177,8 @@ def test_bad_config_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_checkpoint_every_writes_last_pt_every_k_epochs_and_after_the_last(tmp_path, monkeypatch):
-    """The bank makes last.pt 4 N C bytes: checkpoint_every=2 writes it after epochs 2 and 3 (the last) of 3."""
+    """A checkpoint writes the bank's 4 N C bytes (beside last.pt): checkpoint_every=2 writes it after epochs 2
+    and 3 (the last) of 3."""
     from utils.training.run import Run
     saved = []
     real = Run.save_state

@@ -69,6 +69,19 @@ def test_imagefolder_sym_noise_corrupts_the_given_labels(tmp_path):
     assert 0 < data.noise_info["realised_noise_rate"] <= 0.5
 
 
+def test_imagefolder_idn_noise_needs_images_of_one_size(tmp_path):
+    """docs/own_data.md: idn reads every training image; one of another size stops the run, naming both."""
+    write_tree(tmp_path, {f"train/{c}": [f"{i}.png" for i in range(10)] for c in "ab"} | {"val/a": ["v.png"]})
+    kw = dict(dataset="imagefolder", data_path=str(tmp_path), noise_mode="idn", noise_ratio=0.4)
+    data = load(noise_dir=str(tmp_path / "noise"), **kw)
+    assert data.clean_labels.tolist() == [0] * 10 + [1] * 10 and data.noise_info["realised_noise_rate"] > 0
+    odd = write_image(str(tmp_path / "train" / "b" / "9.png"), size=14, seed=1)
+    with pytest.raises(DataError) as err:
+        load(noise_dir=str(tmp_path / "noise2"), **kw)
+    assert str(err.value) == (f"idn noise needs images of one size: {odd} is 14x14, "
+                              f"{tmp_path / 'train' / 'a' / '0.png'} is 12x12")
+
+
 def test_fingerprint_covers_the_folder_version(tmp_path):
     write_tree(tmp_path, TREE)
     before = load(dataset="imagefolder", data_path=str(tmp_path), noise_mode="real").fingerprint

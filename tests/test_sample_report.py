@@ -15,8 +15,9 @@ from model.export import FORMAT, KEYS, load_exported, read_exported, transform_s
 from utils.core.errors import DataError
 import utils.report.sample_report as report
 from utils.training.outputs import ReportFiles
-from utils.report.sample_report import sample_rows, sample_scores, stage1_label_score, summarize, suspect_order, \
-    unjudged_classes, write_sample_report, write_samples_csv
+from reference import sample_rows, sample_scores
+from utils.report.sample_report import stage1_label_score, summarize, suspect_order, unjudged_classes, \
+    write_sample_report, write_samples_csv
 
 PROBS = np.array([[0.9, 0.1, 0.0],   # given 0, predicted 0
                   [0.2, 0.7, 0.1],   # given 0, predicted 1

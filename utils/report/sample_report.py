@@ -18,8 +18,8 @@ A class whose wrong events cannot be separated by a mixture (all its counts equa
 get ``label_score`` exactly 0.5 and no flag, and the summary names it (:func:`unjudged_classes`).  Only
 the report does this; the training loss weights of stage 2 still come from the mixture as fitted.
 
-The tables are computed by pure functions (:func:`sample_scores`, :func:`suspect_order`,
-:func:`sample_rows`, :func:`summarize`) from arrays; :func:`write_sample_report` writes the files.
+The tables are computed by pure functions (:func:`scores_from_predictions`, :func:`suspect_order`,
+:func:`summarize`) from arrays; :func:`write_sample_report` writes the files.
 Nothing here holds N x C: the evaluation pass keeps three numbers per sample
 (:func:`utils.training.engine.predict_labels`) and the CSV is streamed to a temporary file in chunks of rows.
 """
@@ -65,20 +65,6 @@ class SampleScores:
 
     def __len__(self) -> int:
         return len(self.given_label)
-
-
-def sample_scores(probs: np.ndarray, given: np.ndarray, *, label_score: np.ndarray | None = None,
-                  wrong_events: np.ndarray | None = None, true_label: np.ndarray | None = None,
-                  not_judged: dict | None = None) -> SampleScores:
-    """Scores from the final model's softmax ``probs`` (N, C) and the given labels (N,); see
-    :func:`scores_from_predictions` (this reduces ``probs`` to what it needs, for small N and tests)."""
-    probs = np.asarray(probs)
-    given = np.asarray(given, dtype=np.int64)
-    rows = np.arange(len(given))
-    predicted = probs.argmax(axis=1)
-    return scores_from_predictions(predicted, probs[rows, predicted], probs[rows, given], given,
-                                   label_score=label_score, wrong_events=wrong_events, true_label=true_label,
-                                   not_judged=not_judged)
 
 
 def scores_from_predictions(predicted: np.ndarray, predicted_prob: np.ndarray, given_prob: np.ndarray,
@@ -163,23 +149,6 @@ def _name(label: int, class_names: Sequence[str] | None) -> str:
     return str(label) if class_names is None else str(class_names[label])
 
 
-def sample_rows(scores: SampleScores, *, paths: Sequence[str], class_names: Sequence[str] | None) -> list[dict]:
-    """One dict per training sample in :func:`suspect_order` (keys :data:`COLUMNS`; no ``true_label``
-    where the truth is unknown, no ``wrong_events`` value where there are none)."""
-    rows = []
-    for i in suspect_order(scores):
-        row = {"index": int(i), "path": paths[i], "given_label": _name(scores.given_label[i], class_names),
-               "predicted_label": _name(scores.predicted_label[i], class_names),
-               "predicted_prob": _six_digits(scores.predicted_prob[i]),
-               "wrong_events": "" if scores.wrong_events is None else int(scores.wrong_events[i]),
-               "label_score": _six_digits(scores.label_score[i]),
-               "is_label_issue": bool(scores.is_label_issue[i])}
-        if scores.true_label is not None:
-            row["true_label"] = _name(scores.true_label[i], class_names)
-        rows.append(row)
-    return rows
-
-
 def summarize(scores: SampleScores, *, num_classes: int, class_names: Sequence[str] | None) -> dict:
     """Counts of the flags per given class, the given -> predicted matrix of the flagged samples, and
     (where the truth is known) precision / recall / AUC of the flags as a detector of wrong labels."""
@@ -218,8 +187,10 @@ def _short(name: str, width: int = 18) -> str:
 
 def write_samples_csv(scores: SampleScores, path: str, *, paths: Sequence[str], class_names: Sequence[str] | None,
                       order: np.ndarray | None = None) -> str:
-    """Write the table of :func:`sample_rows` to ``path`` (temporary file, renamed at the end), formatted
-    and written :data:`CSV_CHUNK_ROWS` rows at a time; the bytes equal a ``csv.DictWriter`` over those rows."""
+    """Write the table, one row per training sample in ``order`` (default :func:`suspect_order`; columns
+    :data:`COLUMNS`, no ``true_label`` where the truth is unknown, an empty ``wrong_events`` where there are
+    none), to ``path`` (temporary file, renamed at the end), formatted and written :data:`CSV_CHUNK_ROWS` rows
+    at a time; the bytes equal a ``csv.DictWriter`` over one dict per row (tests/reference.py)."""
     order = suspect_order(scores) if order is None else order
     columns = COLUMNS if scores.true_label is not None else COLUMNS[:-1]
     names = np.array([_name(c, class_names) for c in range(_num_labels(scores))], dtype=object)

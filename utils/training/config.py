@@ -221,9 +221,9 @@ OPTIONS: tuple[Option, ...] = (
     # --- ACTO (docs/fidelity.md#act-1-method; docs/acto.md) ---
     _opt("warmup_epochs", int, 2, "ACTO warm-up epochs W (both models on all samples, RTM with the "
          "confidence penalty); must be < epochs", min=0, scopes=SA),
-    _opt("checkpoint_every", int, 1, "ACTO: write checkpoint/{run}/last.pt (with the N x C soft-label bank, "
-         "4 N C bytes) every this many epochs and after the last; a stop or preemption resumes from the last "
-         "one written", min=1, scopes=SA, resume_free=True),
+    _opt("checkpoint_every", int, 1, "ACTO: write checkpoint/{run}/last.pt and the N x C soft-label bank "
+         "(4 N C bytes, a file of its own beside last.pt) every this many epochs and after the last; a stop or "
+         "preemption resumes from the last one written", min=1, scopes=SA, resume_free=True),
     _opt("tau", float, 0.025, "ACTO memorisation threshold: mining on in a batch iff M < tau", scopes=SA),
     _opt("ema_alpha", float, 0.8, "ACTO soft-label bank: q <- alpha*q + (1-alpha)*softmax(RTM weak)", min=0.0,
          max=1.0, scopes=SA),

@@ -3,8 +3,11 @@ epochs, from resume to the artefacts, is :func:`utils.workflow.lifecycle.run_met
 
 A training step is a function ``step(model, batch) -> loss`` that also does its own bookkeeping
 (wrong events, predictions) on the device; :func:`train_one_epoch` owns zero_grad / backward /
-optimizer step, the progress bar and the non-finite-loss guard.  Nothing here copies a tensor to
-the host inside the batch loop: sums stay on the device until the epoch ends.
+optimizer step, the progress bar and the non-finite-loss guard.  :func:`train_one_epoch`,
+:func:`evaluate` and :func:`predict_labels` copy no tensor to the host inside the batch loop: sums and
+labels stay on the device until the loop ends.  :func:`predict_probabilities` does copy each batch's
+probabilities to the host (``.cpu()``): it serves confident learning's small cross-validation folds,
+where N x C probabilities on the host are the result.
 """
 from __future__ import annotations
 
@@ -15,12 +18,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from utils.training.batching import KeepAllBatchSampler
 from utils.core.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.core.errors import ConfigError, UsageError
 from utils.method.steps import loss_and_terms
+from utils.core.progress import progress
 from utils.core.signals import DataLoader, check_stop
 from utils.core.workers import resolve_num_workers
 
@@ -139,7 +142,7 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
     term_sum = None
     # Only rank 0 draws a bar; elsewhere tqdm's own default applies, so TQDM_DISABLE=1 silences it.
     quiet = {} if runtime.is_main else {"disable": True}
-    bar = tqdm(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
+    bar = progress(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
     for i, batch in enumerate(bar):
         check_stop()
         batch = to_device(batch, device, channels_last)
