@@ -3,115 +3,37 @@
     python acto.py --config config/acto/cifar100.yaml --noise_mode sym --noise_ratio 0.2
 
 The same data, noise cache, models and run infrastructure as stage_1.py / stage_2.py, so both
-methods train on identical noisy labels.  Writes acto/{tag}.json and checkpoint/acto_{tag}/
-(config.yaml, train.log, metrics.csv, last.pt).  The method math is utils/acto.py.
+methods train on identical noisy labels.  Writes acto/{tag}.json, acto/{tag}_model.pt (the RTM), the
+per-sample report acto/{tag}_* and checkpoint/acto_{tag}/ (utils/training/outputs.py: ActoOutputs).  The method
+math is utils/method/acto.py, the step utils/method/steps.py.
 """
 from __future__ import annotations
 
-import copy
 import statistics
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from dataloader import Data, build_data
-from model import create_model, weights_source
+from model import resolve_weights
 from model.export import export_model
-from timm.optim import create_optimizer_v2
-from utils.acto import ActoHParams, ActoMemory, build_lr_plan, parse_lr_plan, robust_losses, selection_quality, \
-    warmup_losses, DEFAULT_ETA_END
-from utils.accuracy_keys import accuracy_summary, describe_result
-from utils.config import ACTO
-from utils.engine import accuracy_columns, describe_accuracies, evaluate_all, make_loaders
-from utils.errors import ConfigError, run_main
-from utils.io import save_json
-from utils.lifecycle import Method, fmt, run_method
-from utils.optim import OptimSettings, build_optimizer, optim_settings
-from utils.run import Run, place_model, start_run
-from utils.run_summary import log_summary
+from model.pair import ModelPair, build_models
+from utils.core.entry import run_main
+from utils.core.errors import ConfigError
+from utils.core.io import save_json
+from utils.method.acto import ActoHParams, ActoMemory, parse_lr_plan, selection_quality
+from utils.method.steps import ACTO_TERMS, acto_step
+from utils.training.accuracy_keys import accuracy_columns, accuracy_summary, describe_accuracies, describe_result
+from utils.training.config import ACTO
+from utils.training.engine import evaluate_all, make_loaders
+from utils.training.optim import acto_lr_plans, build_acto_optimizer, optim_settings, set_lr
+from utils.training.outputs import ActoOutputs
+from utils.training.run import Run, place_model, start_run
+from utils.training.run_summary import log_summary
+from utils.workflow.lifecycle import Method, fmt, run_method
 
 LAST_K = 10  # ACT's Table 1 metric: mean RTM accuracy over the last min(10, E) epochs
-
-
-class ModelPair(nn.Module):
-    """RTM and NTM under one module, so ``.train()`` / ``.eval()`` reach both (they share no parameters)."""
-
-    def __init__(self, rtm: nn.Module, ntm: nn.Module):
-        super().__init__()
-        self.rtm, self.ntm = rtm, ntm
-
-
-def build_models(cfg, num_classes: int, resolution: int, *, log=None) -> tuple[nn.Module, nn.Module]:
-    """RTM and NTM with the same backbone and separately initialised linear heads.
-
-    Pretrained: one backbone load, deep-copied, the NTM's head re-initialised (both start from the
-    same weights, as ACT's ResNet-50 runs).  From scratch: two independent initialisations, as
-    ACT's two ``CNN()`` in main.py.
-    """
-    kwargs = dict(num_classes=num_classes, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path,
-                  img_size=resolution)
-    rtm = create_model(cfg.backbone, log=log, **kwargs)
-    if cfg.pretrained or cfg.pretrained_path:
-        ntm = copy.deepcopy(rtm)
-        ntm.head.reset_parameters()
-    else:
-        ntm = create_model(cfg.backbone, **kwargs)
-    return rtm, ntm
-
-
-def build_acto_optimizer(model: nn.Module, settings: OptimSettings, nesterov: bool) -> torch.optim.Optimizer:
-    if settings.name == "sgd" and nesterov:
-        if settings.momentum <= 0:
-            raise ConfigError("config key 'nesterov' needs momentum > 0 (ACT uses momentum 0.9)")
-        return create_optimizer_v2([p for p in model.parameters() if p.requires_grad], opt="sgd", lr=settings.lr,
-                                   weight_decay=settings.weight_decay, momentum=settings.momentum,
-                                   filter_bias_and_bn=False)
-    return build_optimizer(model, settings)
-
-
-def lr_plans(cfg, settings: OptimSettings, log) -> tuple[list[float], list[float], str, str]:
-    """Per-epoch learning rates of the RTM and the NTM (docs/fidelity.md#act-18-learning-rate-plan, ACT-B10)."""
-    rtm_plan = cfg.lr_plan or f"cosine:{cfg.warmup_epochs},{DEFAULT_ETA_END:g},{cfg.epochs}"
-    ntm_plan = cfg.ntm_lr_plan or rtm_plan
-    parse_lr_plan(rtm_plan, key="lr_plan")
-    parse_lr_plan(ntm_plan, key="ntm_lr_plan")
-    ntm_lr = cfg.ntm_lr if cfg.ntm_lr is not None else settings.lr
-    rtm = build_lr_plan(settings.lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, rtm_plan)
-    ntm = build_lr_plan(ntm_lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, ntm_plan)
-    for name, plan in (("lr_plan", rtm_plan), ("ntm_lr_plan", ntm_plan)):
-        kind, args = parse_lr_plan(plan, key=name)
-        if kind == "cosine_at" and args[0] < cfg.warmup_epochs:
-            log(f"note: {name} {plan} starts its cosine at epoch {args[0]} < warmup_epochs {cfg.warmup_epochs}; "
-                "the warm-up epochs keep warmup_lr and the cosine continues from epoch W (not shifted late)")
-    return rtm, ntm, rtm_plan, ntm_plan
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def acto_step(memory: ActoMemory, hp: ActoHParams, epoch: int):
-    """Training step over the model pair in ``epoch`` (0-based): warm-up or robust losses."""
-    def step(pair: ModelPair, batch):
-        (weak, strong), labels, index = batch
-        _, logits_r = pair.rtm(weak)
-        _, logits_n = pair.ntm(weak)
-        if epoch < hp.warmup_epochs:
-            loss_r, loss_n = warmup_losses(logits_r, logits_n, labels, hp)
-            memory.select(index, torch.ones_like(labels, dtype=torch.bool))  # every sample counts in warm-up
-            memory.record_batch(labels=labels, pred_rtm=logits_r.detach().argmax(1),
-                                pred_ntm=logits_n.detach().argmax(1))
-            return loss_r + loss_n
-        logits_s = pair.rtm(strong)[1] if hp.use_cr else None
-        loss_r, loss_n, info = robust_losses(logits_r, logits_s, logits_n, labels, index, memory, epoch, hp)
-        memory.record_batch(labels=labels, pred_rtm=logits_r.detach().argmax(1), pred_ntm=logits_n.detach().argmax(1),
-                            mining_on=info.mining_on, metric=info.metric)
-        # one backward through both models: they share no parameters, so the gradients equal two backwards
-        return loss_r + loss_n
-    return step
 
 
 def validate(cfg) -> None:
@@ -128,7 +50,9 @@ def epoch_row(epoch: int, phase: str, lrs: tuple[float, float], stats: dict, rtm
               merged: dict, clean: torch.Tensor | None, n: int) -> dict:
     s = {k: float(v) for k, v in merged["stats"].items()}  # one host read per epoch
     row = {"epoch": epoch + 1, "phase": phase, "lr_rtm": lrs[0], "lr_ntm": lrs[1],
-           "train_loss": round(stats["loss"], 6), **accuracy_columns(rtm_accs),
+           "train_loss": round(stats["loss"], 6),
+           **{term: round(stats[term], 6) if term in stats else None for term in ACTO_TERMS},
+           **accuracy_columns(rtm_accs),
            **accuracy_columns(ntm_accs, prefix="ntm_"),
            "train_acc_rtm": round(100.0 * s["correct_rtm"] / max(s["samples"], 1.0), 4),
            "train_acc_ntm": round(100.0 * s["correct_ntm"] / max(s["samples"], 1.0), 4)}
@@ -149,15 +73,15 @@ def epoch_row(epoch: int, phase: str, lrs: tuple[float, float], stats: dict, rtm
 
 class Acto(Method):
     """Asymmetric co-training: in warm-up both models learn every label; then the NTM's agreement with the
-    noisy labels and the RTM's soft-label memory select the samples the RTM learns (utils/acto.py)."""
+    noisy labels and the RTM's soft-label memory select the samples the RTM learns (utils/method/acto.py)."""
 
     def __init__(self, run: Run, data: Data, hp: ActoHParams):
         super().__init__(run, data)
         cfg, runtime, log = run.cfg, run.runtime, run.log
         self.hp = hp
-        weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+        weights = resolve_weights(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
         settings = optim_settings(cfg)
-        self.rtm_lrs, self.ntm_lrs, self.rtm_plan, self.ntm_plan = lr_plans(cfg, settings, log.info)
+        self.rtm_lrs, self.ntm_lrs, self.rtm_plan, self.ntm_plan = acto_lr_plans(cfg, settings, log.info)
         self.rtm, self.ntm = build_models(cfg, data.num_classes, data.resolution, log=log.detail)
         self.model = ModelPair(place_model(self.rtm, run), place_model(self.ntm, run))
         self.opt_rtm = build_acto_optimizer(self.rtm, settings, cfg.nesterov)
@@ -171,7 +95,7 @@ class Acto(Method):
                     method=f"warm-up {cfg.warmup_epochs} of {cfg.epochs} epochs; selection {hp.selection_rule}, "
                            f"tau {hp.tau:g}, EMA {hp.ema_alpha:g}, weights {hp.selection_weight:g}/"
                            f"{1 - hp.selection_weight:g}, label smoothing {hp.label_smoothing:g}",
-                    outputs=[run.path("acto", f"{cfg.tag}.json"), run.path("acto", f"{cfg.tag}_*")])
+                    outputs=[run.outputs.result, run.outputs.result.removesuffix(".json") + "_*"])
         self.memory = ActoMemory(torch.as_tensor(data.noisy_labels), data.num_classes, device=runtime.device)
         self.clean = None if data.is_noisy is None else torch.as_tensor(~data.is_noisy, device=runtime.device)
         self.loader, self.test_loaders = make_loaders(data.train, data.test_sets, cfg, runtime)
@@ -179,7 +103,7 @@ class Acto(Method):
                                 normalise=data.normalise)
         self.parts = {"rtm": self.rtm, "ntm": self.ntm, "opt_rtm": self.opt_rtm, "opt_ntm": self.opt_ntm,
                       "scaler": run.precision.scaler, "memory": self.memory}
-        # the bank is 4 N C bytes in every last.pt (5 GB at 1.28M x 1,000)
+        # every checkpoint writes the N x C bank to a file beside last.pt (4 N C bytes: 5 GB at 1.28M x 1,000)
         self.checkpoint_every = cfg.checkpoint_every
 
     def phase(self, epoch: int) -> str:
@@ -215,14 +139,14 @@ class Acto(Method):
                 "fingerprint": self.data.fingerprint}
 
     def save_results(self, result: dict) -> None:
-        self.result_path = save_json(result, self.run.path("acto", f"{self.cfg.tag}.json"))
+        self.result_path = save_json(result, self.run.outputs.result)
 
     def sample_report(self) -> dict:
-        return dict(model=self.rtm, stem=self.run.path("acto", self.cfg.tag))
+        return dict(model=self.rtm, files=self.run.outputs.report)
 
     def export(self, result: dict) -> None:
         cfg, log = self.cfg, self.run.log
-        model_path = export_model(self.rtm, cfg=cfg, data=self.data, path=self.run.path("acto", f"{cfg.tag}_model.pt"))
+        model_path = export_model(self.rtm, cfg=cfg, data=self.data, path=self.run.outputs.model)
         log.info(f"model for predict.py (the RTM): {model_path}")
         last = result["history"][-1]
         accuracy = (f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
@@ -234,11 +158,11 @@ class Acto(Method):
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    run = start_run(argv, prog="acto.py", scope=ACTO, run_name="acto_{tag}", claims_outputs=True)
+    run = start_run(argv, prog="acto.py", scope=ACTO, outputs=ActoOutputs.of, claims_outputs=True)
     validate(run.cfg)
     hp = ActoHParams.from_config(run.cfg)  # refuses a bad key before any data is loaded
     data = build_data(run.cfg, stage="stage2", log=run.log.info)
-    run.claim_outputs(run.path("acto", f"{run.cfg.tag}.json"), fingerprint=data.fingerprint)
+    run.claim_outputs(fingerprint=data.fingerprint)
     run.check_images(data)
     return run_method(Acto(run, data, hp))
 

@@ -16,14 +16,17 @@ command on the CSV: ``python clean_labels.py corrected_labels.csv --output_dir r
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from utils.config import ACTO, OPTION_BY_NAME, REPO_ROOT, STAGE1, STAGE2, ConfigError, options_help, parse_config
-from utils.errors import run_main
+import stage_2_class
+from utils.core.entry import run_main
+from utils.training.config import ACTO, OPTION_BY_NAME, REPO_ROOT, STAGE1, STAGE2, ConfigError, options_help, parse_config
+from utils.training.outputs import METHOD_OUTPUTS, Outputs, print_outputs
+from utils.workflow.handoff import stage1_complete
 
 STAGES = {STAGE1: "stage_1", STAGE2: "stage_2_class", ACTO: "acto"}
+FORCED = {STAGE2: stage_2_class.FORCED}
 PASSED = ("backbone", "seed", "batch_size", "device", "gpuid", "noise_mode", "noise_ratio")  # to every stage
 
 
@@ -49,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", help=OPTION_BY_NAME[name].help)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, passed to the stages that use it (repeatable)")
+    p.add_argument("--outputs", nargs="?", const="all", default=None, metavar="NAME",
+                   help="print the path of the output NAME (e.g. stage2.samples, stage2.model; without NAME every "
+                        "output, as 'name<TAB>path' lines) and exit")
     return p
 
 
@@ -95,37 +101,33 @@ def check_set_keys(args, scopes: Sequence[str]) -> None:
 
 def stage1_done(argv: Sequence[str]) -> str | None:
     """The stage-1 result JSON when ``output_dir`` holds a complete stage 1 of this very data and these
-    settings (same fingerprint of samples and labels, same training keys), else None."""
+    settings (utils/workflow/handoff.py: stage1_complete), else None."""
     from dataloader import build_data
-    from utils.run import settings_differences, training_settings
 
     cfg = parse_config(argv, prog="clean_labels.py", scope=STAGE1)
-    stem = os.path.join(cfg.output_dir, "stage1", f"{cfg.tag}_wrongevent")
-    needed = [stem + ".json", stem + ".npy", os.path.join(cfg.output_dir, "base_model", f"{cfg.tag}.pt")]
-    if not all(os.path.isfile(p) for p in needed):
-        return None
-    try:
-        with open(needed[0], encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return None
-    settings = meta.get("settings")
-    if not isinstance(settings, dict) or settings_differences(settings, json.loads(json.dumps(training_settings(cfg)))):
-        return None
-    data = build_data(cfg, stage="stage1", log=lambda message: None)
-    return needed[0] if meta.get("fingerprint") == data.fingerprint else None
+    return stage1_complete(cfg, lambda: build_data(cfg, stage="stage1", log=lambda message: None).fingerprint)
+
+
+def stage_outputs(argvs: Mapping[str, Sequence[str]]) -> dict[str, Outputs]:
+    """The outputs of every stage this command runs, named from each stage's own command line."""
+    return {scope: METHOD_OUTPUTS[scope](parse_config(argv, prog="clean_labels.py", scope=scope,
+                                                      forced=FORCED.get(scope)))
+            for scope, argv in argvs.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     import acto
     import stage_1
-    import stage_2_class
 
     args = build_parser().parse_args(argv)
     scopes = [STAGE1, STAGE2] + ([ACTO] if args.acto else [])
     check_set_keys(args, scopes)
     dataset, data_sets = data_settings(args.data)
     argvs = {scope: stage_argv(args, scope, dataset, data_sets) for scope in scopes}
+    outputs = stage_outputs(argvs)
+    if args.outputs is not None:
+        print_outputs(outputs, args.outputs)
+        return {}
     done = stage1_done(argvs[STAGE1])
     if done:
         print(f"clean_labels.py: stage 1 of this data and these settings is complete ({done}); going on with stage 2")
@@ -136,18 +138,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results[ACTO] = acto.main(argvs[ACTO])
     lines = []
     for scope in results:
-        stem = report_stem(argvs[scope], scope)
-        lines += [f"{STAGES[scope]}: review page {stem}_review.html", f"{STAGES[scope]}: samples CSV {stem}_samples.csv",
-                  f"{STAGES[scope]}: model for predict.py {stem}_model.pt"]
+        out = outputs[scope]
+        lines += [f"{STAGES[scope]}: review page {out.report.review}", f"{STAGES[scope]}: samples CSV {out.report.samples}",
+                  f"{STAGES[scope]}: model for predict.py {out.model}"]
     print("\n".join(lines))
     return results
-
-
-def report_stem(argv: Sequence[str], scope: str) -> str:
-    """The path stem of a stage's report files (``..._samples.csv``, ``..._review.html``, ``..._model.pt``)."""
-    cfg = parse_config(argv, prog="clean_labels.py", scope=scope, forced={"bmm": "class"} if scope == STAGE2 else None)
-    folder = os.path.join(cfg.output_dir, "acto" if scope == ACTO else "stage2")
-    return os.path.join(folder, cfg.tag + ("_class" if scope == STAGE2 else ""))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ from typing import Callable, Sequence
 from model import timm_name
 from model.hub_weights import HubFiles, hub_cache_dir, hub_endpoint, hub_files, offline_mode, reachable, \
     torch_hub_file
-from utils.config import ALL_SCOPES, STAGE1, STAGE2, _Parser, parse_config
-from utils.errors import ConfigError, DataError, run_main
+from utils.training.config import ALL_SCOPES, STAGE1, STAGE2, _Parser, parse_config
+from utils.core.errors import ConfigError, DataError
+from utils.core.entry import run_main
 
 
 def needed_backbones(configs: Sequence[str], backbones: Sequence[str]) -> list[str]:

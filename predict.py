@@ -23,16 +23,18 @@ from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from dataloader.decode import DEFAULT_MAX_PIXELS, Decoding, ImageTooLarge, pixel_limit
 from dataloader.files import list_images
 from dataloader.inference import input_decoding, input_normaliser, input_transform, load_input
 from model.export import load_exported
-from utils.config import DEVICE_PATTERN
-from utils.errors import ConfigError, DataError, run_main
-from utils.io import save_text
-from utils.signals import DataLoader
+from utils.training.config import DEVICE_PATTERN
+from utils.training.outputs import model_file_patterns
+from utils.core.errors import ConfigError, DataError
+from utils.core.entry import run_main
+from utils.core.io import save_text
+from utils.core.progress import progress
+from utils.core.signals import DataLoader
 
 TOP_K = 5
 MISSING = "no such file or folder"  # the error of a named input path that does not exist
@@ -115,8 +117,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             raise ConfigError(message)
 
     parser = Parser(prog="predict.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="exported model file (stage2/<tag>_<bmm>_model.pt, "
-                                                       "acto/<tag>_model.pt)")
+    parser.add_argument("--model", required=True, help="exported model file (under the training's output_dir: "
+                                                       f"{', '.join(model_file_patterns())})")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
     parser.add_argument("--out", default=None, help="CSV to write (default: standard output)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -146,7 +148,7 @@ def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, dec
     else:
         amp = torch.autocast("cpu", enabled=False)
     rows, start = [], 0
-    for images, errors in tqdm(loader, desc="predict", leave=False, dynamic_ncols=True):
+    for images, errors in progress(loader, desc="predict", leave=False, dynamic_ncols=True):
         probs = torch.empty(0)
         if images.numel():
             with amp:

@@ -7,11 +7,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import stage_2
-from utils.errors import run_main
+from utils.core.entry import run_main
+
+
+FORCED = {"bmm": "class"}  # the one key this program fixes
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return stage_2.main(argv, prog="stage_2_class.py", forced={"bmm": "class"})
+    return stage_2.main(argv, prog="stage_2_class.py", forced=FORCED)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@
 The command line is stage_1.py's (same config files, keys and validation), so the data set, the
 noisy-label file (``noise_dir``) and the network are exactly those of the IDO runs it is compared
 with.  Writes ``cleanlab/{tag}.json``: ``last_acc``, ``best_acc``, ``test_acc`` per epoch (own data: the
-keys of its evaluation set, ``val_last_acc_given_labels`` ..., or none without one; utils/accuracy_keys.py), the
+keys of its evaluation set, ``val_last_acc_given_labels`` ..., or none without one; utils/training/accuracy_keys.py), the
 noise-detection AUC of the self-confidence ``p[given label]`` and the size, precision and recall of
 the kept (clean) split where the true labels are known.  Needs ``pip install -r requirements-bench.txt``.
 """
@@ -34,17 +34,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataloader import build_data  # noqa: E402
 from dataloader.base import NoisyLabelDataset  # noqa: E402
-from model import create_model, weights_source  # noqa: E402
-from utils.accuracy_keys import acc_key, describe_result  # noqa: E402
-from utils.config import STAGE1  # noqa: E402
-from utils.engine import evaluate, make_loaders, predict_probabilities  # noqa: E402
-from utils.errors import ConfigError, run_main  # noqa: E402
-from utils.io import save_json  # noqa: E402
-from utils.lifecycle import Method, run_method  # noqa: E402
-from utils.metrics import detection_auc, split_quality  # noqa: E402
-from utils.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind  # noqa: E402
-from utils.run import Run, place_model, start_run  # noqa: E402
-from utils.run_summary import log_summary  # noqa: E402
+from model import create_model, resolve_weights  # noqa: E402
+from utils.training.accuracy_keys import acc_key, describe_result  # noqa: E402
+from utils.training.config import STAGE1  # noqa: E402
+from utils.training.engine import evaluate, make_loaders, predict_probabilities  # noqa: E402
+from utils.core.errors import ConfigError  # noqa: E402
+from utils.core.entry import run_main  # noqa: E402
+from utils.core.io import save_json  # noqa: E402
+from utils.workflow.lifecycle import Method, run_method  # noqa: E402
+from utils.method.metrics import detection_auc, split_quality  # noqa: E402
+from utils.training.optim import build_optimizer, build_scheduler, optim_settings, stage1_schedule_kind  # noqa: E402
+from utils.training.outputs import CleanlabOutputs  # noqa: E402
+from utils.training.run import Run, place_model, start_run  # noqa: E402
+from utils.training.run_summary import log_summary  # noqa: E402
 
 
 def cross_entropy_step(model, batch):
@@ -134,7 +136,7 @@ class ConfidentLearning(CrossEntropyTraining):
         return result
 
     def save_results(self, result: dict) -> None:
-        path = save_json(result, self.run.path("cleanlab", f"{self.cfg.tag}.json"))
+        path = save_json(result, self.run.outputs.result)
         self.run.log.info(f"{describe_result(result, [self.test_name] if self.test_name else [])}: {path}")
 
 
@@ -154,18 +156,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from cleanlab.filter import find_label_issues
 
     extra, argv = parse_extra(sys.argv[1:] if argv is None else argv)
-    run = start_run(argv, prog="confident_learning.py", scope=STAGE1, run_name="cleanlab_{tag}")
+    run = start_run(argv, prog="confident_learning.py", scope=STAGE1, outputs=CleanlabOutputs.of)
     cfg, log = run.cfg, run.log
     retrain_epochs = extra.retrain_epochs or 2 * cfg.epochs
     data = build_data(cfg, stage="stage1", log=log.info)
-    weights = weights_source(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+    weights = resolve_weights(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
     settings = optim_settings(cfg)
     log_summary(run, data, model=weights,
                 optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, schedule "
                           f"{stage1_schedule_kind(cfg)}",
                 method=f"confident learning: {extra.folds}-fold cross-validation x {cfg.epochs} epochs, then "
                        f"{retrain_epochs} epochs on the kept samples",
-                outputs=[run.path("cleanlab", f"{cfg.tag}.json")])
+                outputs=[run.outputs.result])
 
     probs = cross_validated_probs(run, data, folds=extra.folds)  # 1.
     # 2. n_jobs=1: cleanlab's default process pool forks this process, whose torch threads may hold a lock

@@ -3,7 +3,7 @@
 Two measurements (issue 25 items 4 and 5), both side by side in one run on one machine:
 
 1. **Worker memory.**  A forked DataLoader worker reads every one of ``--paths`` file paths once, as the
-   training loop's ``ImageFiles.load`` does (``paths[i]``).  Before: the paths as a list of ``str`` (what
+   training loop's ``FileImagesWithDecoding.load`` does (``paths[i]``).  Before: the paths as a list of ``str`` (what
    ``FileImages.paths`` was); after: :class:`dataloader.path_array.PathArray`.  Reported: the worker's
    growth of USS (private memory) and RSS from its start to after the last read, per 1M paths
    (``/proc/self/smaps_rollup``).

@@ -1,6 +1,9 @@
 """Input-pipeline cost per worker core: the training views before and after issue 16, in one run.
 
-    python benchmarks/loader.py [--quick] [--out docs/performance.md]
+    python benchmarks/loader.py [--quick] [--out FILE | --write-docs]
+
+The section is printed; ``--out FILE`` writes it into FILE, ``--write-docs`` into docs/performance.md (in
+place of the earlier run's section, the rest of the page kept).
 
 What a DataLoader worker does per batch is timed in this one process on one thread (workers run one
 torch thread each): load the image (decode the JPEG for the file family), apply the training view(s),
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -43,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataloader import transforms as tfm  # noqa: E402
 from dataloader.base import ArrayImages, FileImages, NoisyLabelDataset  # noqa: E402
 from dataloader.ido_randaugment import IdoRandAugment  # noqa: E402
-from utils.io import save_text  # noqa: E402
+from benchmarks.docs_output import add_output_options, output_path, write_section as _write_section  # noqa: E402
 
 MEAN, STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 RESOLUTION, BATCH = 224, 32
@@ -53,6 +55,7 @@ OLD_RANDAUG_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeOri
                    "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel",
                    "TranslateYRel")
 BEGIN, END = "<!-- loader benchmark: begin -->", "<!-- loader benchmark: end -->"
+DOCS_PAGE = os.path.join("docs", "performance.md")
 CORES = 16
 # Published GPU training throughput (images/s, mixed precision), NOT measured here: this machine has no GPU
 # and no network, so the figures are approximate values recalled from the named public sources and could
@@ -201,19 +204,13 @@ def report(times: dict[tuple, list[float]], *, samples: int, rounds: int) -> tup
 
 def write_section(section: str, path: str) -> None:
     """Replace the loader section of ``path`` (between the markers), or append it."""
-    text = open(path).read() if os.path.exists(path) else ""
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    save_text(text, path)
+    _write_section(section, path, BEGIN, END)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples and rounds (a smoke run)")
-    parser.add_argument("--out", default=os.path.join("docs", "performance.md"),
-                        help="markdown file whose loader section is replaced ('' to only print)")
+    add_output_options(parser, DOCS_PAGE)
     args = parser.parse_args(argv)
     samples, rounds = (BATCH, 2) if args.quick else (96, 7)
     with tempfile.TemporaryDirectory() as folder:
@@ -221,8 +218,9 @@ def main(argv=None) -> dict:
         times = measure(sources, samples=samples, rounds=rounds)
     section, summary = report(times, samples=samples, rounds=rounds)
     print(section)
-    if args.out:
-        write_section(section, args.out)
+    out = output_path(args, DOCS_PAGE)
+    if out:
+        write_section(section, out)
     return {"times": times, "summary": summary}
 
 

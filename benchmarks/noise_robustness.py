@@ -1,9 +1,10 @@
 """IDO against the methods a user would pick instead, on scikit-learn's digits with synthetic noise.
 
     pip install -r requirements-bench.txt
-    python benchmarks/noise_robustness.py            # the full grid: 5 noise settings x 3 seeds
-    python benchmarks/noise_robustness.py --quick    # 1 seed, 2 settings (a smoke run, ~13.5 min on 2 cores)
-    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist   # pretrained, ~46 min
+    python benchmarks/noise_robustness.py --write-docs   # the full grid: 5 noise settings x 3 seeds, into docs/
+    python benchmarks/noise_robustness.py --quick        # 1 seed, 2 settings (a smoke run, ~13.5 min on 2 cores)
+    python benchmarks/pretrain_mnist.py && python benchmarks/noise_robustness.py --init mnist --write-docs
+                                                         # pretrained, ~46 min
     python benchmarks/noise_robustness.py --quick --init mnist   # 1 seed, 2 settings (~5 min after the sweep's 7)
 
 For every (noise setting, seed) cell, all methods train on the same noisy-label file (one
@@ -44,9 +45,11 @@ retrains from that early model, so it gets most of the budget (the paper's pretr
 Each job is a subprocess (``--jobs`` at a time, the CPU threads shared among them); its output goes
 to ``{work_dir}/{setting}_seed{seed}/{job}.log``.  A finished job leaves ``{job}.done.json`` (its wall
 time and its command) and is not run again, so an interrupted grid continues where it stopped.  At the end the
-results are summarised into ``--out`` (default ``docs/benchmarks.md``, ``runs/.../benchmarks_quick.md``
-with ``--quick``) and a plot beside it; a hand-written reading below the line
-``<!-- reading -->`` of an existing file is kept.
+results are summarised into a report and a plot beside it: docs/benchmarks.md only with ``--write-docs``,
+else ``--out FILE``, else ``runs/noise_robustness/benchmarks.md`` (with ``--quick``
+``runs/noise_robustness_quick/benchmarks_quick.md``; in ``--work_dir`` where one is given), so a partial grid
+never replaces the documented one.  The report keeps one section per init and the hand-written reading below
+the line ``<!-- reading -->`` of an existing file.
 """
 from __future__ import annotations
 
@@ -65,7 +68,10 @@ from typing import Iterator
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from utils.io import save_figure, save_json, save_text  # noqa: E402
+from utils.core.io import save_figure, save_json, save_text  # noqa: E402
+from benchmarks.docs_output import add_output_options, output_path  # noqa: E402
+from utils.training.config import ACTO, STAGE1, STAGE2, parse_config  # noqa: E402
+from utils.training.outputs import ActoOutputs, CleanlabOutputs, Stage1Outputs, Stage2Outputs  # noqa: E402
 
 SETTINGS = ("sym:0.2", "sym:0.4", "sym:0.6", "asym:0.4", "idn:0.4")
 QUICK_SETTINGS = ("sym:0.4", "asym:0.4")
@@ -75,7 +81,12 @@ METHODS = ("standard", "ido_global", "ido_class", "acto", "cleanlab")
 LABELS = {"standard": "standard CE", "ido_global": "IDO (global BMM)", "ido_class": "IDO (class-wise BMM)",
           "acto": "ACTO", "cleanlab": "confident learning"}
 READING_MARK = "<!-- reading -->"
-TAG = "test_resnet_{init}_digits_{mode}_{ratio}"
+# each job's script: (config scope, keys the script fixes, its outputs definition)
+SCRIPT_OUTPUTS = {"stage_1.py": (STAGE1, None, Stage1Outputs.of), "stage_2.py": (STAGE2, None, Stage2Outputs.of),
+                  "stage_2_class.py": (STAGE2, {"bmm": "class"}, Stage2Outputs.of),
+                  "acto.py": (ACTO, None, ActoOutputs.of),
+                  "benchmarks/confident_learning.py": (STAGE1, None, CleanlabOutputs.of)}
+CLEANLAB_KEYS = ("--folds", "--retrain_epochs")  # confident_learning.py's own options, not config keys
 INITS = ("scratch", "mnist")
 # IDO's official pretrained shape (docs/fidelity.md#ido-12-backbones-and-optimisers): stage 1 of 5 epochs at a constant rate, stage 2 of 10
 PRETRAINED_EPOCHS = (5, 10)
@@ -86,6 +97,7 @@ ACTO_WARMUP_SHARE = 0.2  # ACT's 20 of 100 epochs
 SECTION = "<!-- section: {} -->"
 SECTION_END = "<!-- end of section: {} -->"
 TITLE = "# Noise robustness on digits: IDO against standard training, ACTO and confident learning"
+DOCS_PAGE = os.path.join("docs", "benchmarks.md")
 
 
 @dataclass
@@ -132,7 +144,6 @@ def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs:
     shares the from-scratch grid's files, so both train on literally the same labels)."""
     cell = Cell(mode, ratio, seed, lr=lr if sweep else None)
     root = os.path.join(work_dir, cell.name)
-    tag = TAG.format(init="scratch" if weights is None else "pretrained", mode=mode, ratio=f"{ratio:g}")
     common = ["--noise_mode", mode, "--noise_ratio", f"{ratio:g}", "--seed", str(seed), "--device", "cpu",
               "--set", f"noise_dir={os.path.join(noise_work_dir or work_dir, cell.name, 'noise_file')}"]
     if weights is not None:
@@ -154,23 +165,37 @@ def build_cell(mode: str, ratio: float, seed: int, work_dir: str, *, ido_epochs:
         standard_extra = ["--set", "scheduler=cosine"]
         acto_extra = ["--set", f"warmup_epochs={warmup}", "--set", f"lr_plan=cosine:{warmup},1e-4,{total}"]
         cleanlab_extra = ["--epochs", stage1_epochs, "--retrain_epochs", total, "--set", "scheduler=cosine"]
+    def job(name, script, args, *, after=(), methods):
+        return Job(name, cell.name, [py, script, *args], result_file(script, args, root), after=after,
+                   methods=methods)
+
     cell.jobs = [
-        Job("standard", cell.name, [py, "stage_1.py", *common, *out("standard"), "--epochs", total,
-                                    *standard_extra],
-            f"standard/stage1/{tag}_wrongevent.json", methods=("standard",)),
-        Job("ido_stage1", cell.name, [py, "stage_1.py", *common, *out("ido"), "--epochs", stage1_epochs],
-            f"ido/stage1/{tag}_wrongevent.json", methods=("ido_global", "ido_class")),
-        Job("ido_global", cell.name, [py, "stage_2.py", *common, *out("ido"), "--epochs", stage2_epochs],
-            f"ido/stage2/{tag}_global.json", after=("ido_stage1",), methods=("ido_global",)),
-        Job("ido_class", cell.name, [py, "stage_2_class.py", *common, *out("ido"), "--epochs", stage2_epochs],
-            f"ido/stage2/{tag}_class.json", after=("ido_stage1",), methods=("ido_class",)),
-        Job("acto", cell.name, [py, "acto.py", *common, *out("acto"), "--epochs", total, *acto_extra],
-            f"acto/acto/{tag}.json", methods=("acto",)),
-        Job("cleanlab", cell.name, [py, "benchmarks/confident_learning.py", *common, *out("cleanlab"),
-                                    *cleanlab_extra],
-            f"cleanlab/cleanlab/{tag}.json", methods=("cleanlab",)),
+        job("standard", "stage_1.py", [*common, *out("standard"), "--epochs", total, *standard_extra],
+            methods=("standard",)),
+        job("ido_stage1", "stage_1.py", [*common, *out("ido"), "--epochs", stage1_epochs],
+            methods=("ido_global", "ido_class")),
+        job("ido_global", "stage_2.py", [*common, *out("ido"), "--epochs", stage2_epochs], after=("ido_stage1",),
+            methods=("ido_global",)),
+        job("ido_class", "stage_2_class.py", [*common, *out("ido"), "--epochs", stage2_epochs],
+            after=("ido_stage1",), methods=("ido_class",)),
+        job("acto", "acto.py", [*common, *out("acto"), "--epochs", total, *acto_extra], methods=("acto",)),
+        job("cleanlab", "benchmarks/confident_learning.py", [*common, *out("cleanlab"), *cleanlab_extra],
+            methods=("cleanlab",)),
     ]
     return cell
+
+
+def result_file(script: str, args: list[str], root: str) -> str:
+    """The result JSON a job's command writes, from its script's outputs definition (relative to ``root``)."""
+    scope, forced, outputs = SCRIPT_OUTPUTS[script]
+    config_args, skip = [], False
+    for arg in args:  # confident_learning.py's own options and their values are not config options
+        if skip or arg in CLEANLAB_KEYS:
+            skip = not skip
+            continue
+        config_args.append(arg)
+    cfg = parse_config(config_args, prog=script, scope=scope, forced=forced)
+    return os.path.relpath(outputs(cfg).result, root)
 
 
 def done_path(work_dir: str, job: Job) -> str:
@@ -209,9 +234,8 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
 
     Ctrl-C or SIGTERM (a scheduler's stop) stops the running jobs too (they exit as the entry points do on
     SIGTERM) before it ends the grid; finished jobs stay done."""
-    from tqdm import tqdm
-
-    from utils.signals import stop_signals_raise
+    from utils.core.progress import progress
+    from utils.core.signals import stop_signals_raise
 
     by_key = {job.key: job for cell in cells for job in cell.jobs}
     pending = [job for job in by_key.values() if not is_done(work_dir, job)]
@@ -219,7 +243,7 @@ def run_grid(cells: list[Cell], *, work_dir: str, jobs: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
     running: dict[str, tuple[Job, subprocess.Popen, float, object]] = {}
-    bar = tqdm(total=total, initial=total - len(pending), desc="grid", unit="job", dynamic_ncols=True)
+    bar = progress(total=total, initial=total - len(pending), desc="grid", unit="job", dynamic_ncols=True)
     shown = ""
     with stop_signals_raise(), _stopping_jobs(running, bar):
         while pending or running:
@@ -576,7 +600,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="subprocesses at a time")
     parser.add_argument("--work_dir", default=None,
                         help="where the runs go (default runs/noise_robustness[_mnist][_quick])")
-    parser.add_argument("--out", default=None, help="the report (default docs/benchmarks.md)")
+    add_output_options(parser, DOCS_PAGE, default_note="benchmarks.md or benchmarks_quick.md in the from-scratch "
+                       "grid's work folder, or in --work_dir")
     parser.add_argument("--init", choices=INITS, default="scratch",
                         help="scratch: train from scratch; mnist: fine-tune the weights of "
                              "benchmarks/pretrain_mnist.py")
@@ -633,9 +658,10 @@ def main(argv=None) -> dict:
     settings = args.settings or [parse_setting(s) for s in (QUICK_SETTINGS if args.quick else SETTINGS)]
     seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     # both inits' quick runs report into one file beside the from-scratch quick runs
-    quick_dir = os.path.join(REPO, "runs", "noise_robustness_quick")
-    out = args.out or (os.path.join(args.work_dir or quick_dir, "benchmarks_quick.md") if args.quick
-                       else os.path.join(REPO, "docs", "benchmarks.md"))
+    # both inits report into one file, in the from-scratch grid's folder (as docs/benchmarks.md holds both)
+    report_dir = args.work_dir or os.path.join(REPO, "runs", "noise_robustness" + ("_quick" if args.quick else ""))
+    out = output_path(args, DOCS_PAGE, os.path.join(report_dir, "benchmarks_quick.md" if args.quick
+                                                    else "benchmarks.md"))
     cells = [build_cell(mode, ratio, seed, work_dir, ido_epochs=ido_epochs, weights=weights, lr=lr,
                         noise_work_dir=scratch_dir if pretrained else None)
              for mode, ratio in settings for seed in seeds]
@@ -694,7 +720,7 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: run_grid has stopped the running jobs
-        from utils.signals import Terminated
+        from utils.core.signals import Terminated
         print("noise_robustness.py: stopped; the finished jobs are kept, the same command continues the grid",
               file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)

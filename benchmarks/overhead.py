@@ -1,6 +1,6 @@
 """Cost of IDO's bookkeeping, measured in one process (issue: "no per-batch host syncs").
 
-    python benchmarks/overhead.py [--quick] [--device cpu|cuda] [--out docs/performance.md]
+    python benchmarks/overhead.py [--quick] [--device cpu|cuda] [--out FILE | --write-docs]
     python benchmarks/overhead.py --device cuda --backbone resnet50 --resolution 224 --batch 128 \
         --precision bf16 --channels_last        # the GPU comparison (likewise --backbone ViT-B)
 
@@ -17,6 +17,9 @@
    The same variants are also timed with the network taken out (fixed logits), which measures what
    IDO adds to a step (bookkeeping, lookup, loss and its backward) in microseconds.
 3. BMM fit time: 20 EM iterations on 1,000,000 counts (global) and on 100 classes.
+
+The report is printed; ``--out FILE`` writes it into FILE, ``--write-docs`` into docs/performance.md, each in
+place of the earlier run's section (between its markers), the rest of the page kept.
 """
 from __future__ import annotations
 
@@ -36,17 +39,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TQDM_DISABLE", "1")  # the engine's progress bars would flood the report
 
 from model import create_model  # noqa: E402
-from stage_1 import stage1_step  # noqa: E402
-from stage_2 import VIEWS, SampleWeights, stage2_step  # noqa: E402
-from utils.bmm import BetaMixture  # noqa: E402
-from utils.distributed import Runtime  # noqa: E402
-from utils.engine import Precision, train_one_epoch  # noqa: E402
-from utils.io import save_text  # noqa: E402
-from utils.losses import loss_weights  # noqa: E402
-from utils.wrong_events import EpochPredictions, WrongEvents  # noqa: E402
+from utils.method.sample_weights import SampleWeights  # noqa: E402
+from utils.method.steps import VIEWS, loss_and_terms, stage1_step, stage2_step  # noqa: E402
+from utils.method.bmm import BetaMixture  # noqa: E402
+from utils.core.distributed import Runtime  # noqa: E402
+from utils.training.engine import Precision, train_one_epoch  # noqa: E402
+from benchmarks.docs_output import add_output_options, output_path, write_section  # noqa: E402
+from utils.method.losses import loss_weights  # noqa: E402
+from utils.method.wrong_events import EpochPredictions, WrongEvents  # noqa: E402
+
+BEGIN, END = "<!-- overhead.py: begin -->", "<!-- overhead.py: end -->"  # its section of the page
+DOCS_PAGE = os.path.join("docs", "performance.md")
 
 
-class _Cfg:
+class _Cfg:  # the default config's stage-2 loss
     entropy_weight = "confidence"
     noisy_weight = "one_minus_clean"
 
@@ -83,7 +89,7 @@ def _ido_steps(*, n: int, noisy_labels: np.ndarray, classes: int, device) -> tup
         w = SampleWeights(class_wise=kind == "class", noisy_labels=noisy_labels, num_classes=classes, device=device,
                           new_events=VIEWS, noisy_weight=_Cfg.noisy_weight)
         w.fit(np.random.default_rng(0).integers(0, 6, n), iterations=20)
-        stage2[kind] = stage2_step(WrongEvents(n, device=device), w, _Cfg())
+        stage2[kind] = stage2_step(WrongEvents(n, device=device), w, entropy_weight=_Cfg.entropy_weight)
     return stage1, stage2
 
 
@@ -219,8 +225,8 @@ def step_work_benchmark(*, device, batch: int, classes: int, repeat: int = 200) 
         "stage 1": timed(lambda: stage1(network, (logits[0], labels, index))),
         "two-view CE": timed(lambda: F.cross_entropy(logits[0].float(), labels)
                              + F.cross_entropy(logits[1].float(), labels)),
-        "stage 2 global": timed(lambda: stage2["global"](network, (tuple(logits), labels, index))),
-        "stage 2 class": timed(lambda: stage2["class"](network, (tuple(logits), labels, index))),
+        "stage 2 global": timed(lambda: loss_and_terms(stage2["global"](network, (tuple(logits), labels, index)))[0]),
+        "stage 2 class": timed(lambda: loss_and_terms(stage2["class"](network, (tuple(logits), labels, index)))[0]),
     }
 
 
@@ -295,7 +301,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small model, few rounds (smoke run)")
-    parser.add_argument("--out", default=os.path.join("docs", "performance.md"))
+    add_output_options(parser, DOCS_PAGE)
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/overhead.py", *(sys.argv[1:] if argv is None else argv)])
     if args.quick:
@@ -315,6 +321,7 @@ def main(argv=None) -> dict:
     targets = {"stage 1 / plain CE": 1.02, "stage 2 global / two-view CE": 1.05,
                "stage 2 class / two-view CE": 1.05}
     lines = [
+        BEGIN,
         "# Performance: the cost of IDO's bookkeeping",
         "",
         f"Measured by `{command}` on {machine(device)}, "
@@ -371,12 +378,14 @@ def main(argv=None) -> dict:
         "",
         "EM runs on the histogram of the distinct (class, count) pairs with their multiplicities, so a fit "
         "costs the same for 50,000 or 1,000,000 samples.",
+        END,
         "",
     ]
     text = "\n".join(lines)
     print(text)
-    if args.out:
-        save_text(text, args.out)
+    out = output_path(args, DOCS_PAGE)
+    if out:
+        write_section(text, out, BEGIN, END)
     return {"steps": steps, "step_times": step_times, "ratios": ratios, "work": work, "bmm": bmm}
 
 

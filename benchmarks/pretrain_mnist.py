@@ -33,6 +33,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -45,14 +46,17 @@ from confident_learning import CrossEntropyTraining  # noqa: E402
 from dataloader import Data  # noqa: E402
 from dataloader import transforms as tfm  # noqa: E402
 from dataloader.base import ArrayImages, NoisyLabelDataset, RawData  # noqa: E402
+from dataloader.noise import cache_dir  # noqa: E402
 from model import timm_name  # noqa: E402
 from model.export import state_for_saving  # noqa: E402
-from utils.config import STAGE1  # noqa: E402
-from utils.engine import make_loaders  # noqa: E402
-from utils.errors import ConfigError, run_main  # noqa: E402
-from utils.io import save_json, save_torch  # noqa: E402
-from utils.lifecycle import run_method  # noqa: E402
-from utils.run import start_run  # noqa: E402
+from utils.training.config import STAGE1  # noqa: E402
+from utils.training.engine import make_loaders  # noqa: E402
+from utils.core.errors import ConfigError  # noqa: E402
+from utils.core.entry import run_main
+from utils.core.io import save_json, save_torch  # noqa: E402
+from utils.workflow.lifecycle import run_method  # noqa: E402
+from utils.training.outputs import Outputs, RunFiles  # noqa: E402
+from utils.training.run import start_run  # noqa: E402
 
 DEFAULT_WEIGHTS = os.path.join(REPO, "runs", "pretrain_mnist", "test_resnet_mnist.pth")
 HOLDOUT = 0.2
@@ -96,6 +100,24 @@ def clean_data(raw: RawData, *, resolution: int, hflip: bool) -> Data:
                 mean=tuple(raw.mean), std=tuple(raw.std))
 
 
+@dataclass(frozen=True)
+class PretrainOutputs(Outputs):
+    """The weights file (``--weights``), its JSON, and the run folder beside them."""
+
+    weights: str
+    result: str
+    run: RunFiles
+    data_cache: str
+
+    @classmethod
+    def of(cls, weights: str):
+        def outputs(cfg) -> "PretrainOutputs":
+            return cls(weights=weights, result=os.path.splitext(weights)[0] + ".json",
+                       run=RunFiles.at(os.path.join(cfg.output_dir, "checkpoint", cfg.run_name or "pretrain_mnist")),
+                       data_cache=cache_dir(cfg))
+        return outputs
+
+
 def parse_extra(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
@@ -113,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # logs and config.yaml beside the weights, and EPOCHS, unless the command line says otherwise (the later
     # flag wins)
     run = start_run(["--output_dir", os.path.dirname(extra.weights), "--epochs", str(EPOCHS), *argv],
-                    prog="pretrain_mnist.py", scope=STAGE1, run_name="pretrain_mnist")
+                    prog="pretrain_mnist.py", scope=STAGE1, outputs=PretrainOutputs.of(extra.weights))
     cfg, log = run.cfg, run.log
     if cfg.pretrained or cfg.pretrained_path:
         raise ConfigError("pretrain_mnist.py trains from scratch: set pretrained=false and no pretrained_path")
@@ -140,8 +162,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "seconds": seconds, "cpu_seconds": cpu_seconds, "threads": torch.get_num_threads(),
     }
     if run.runtime.is_main:
-        save_torch(state, extra.weights)
-        save_json(result, os.path.splitext(extra.weights)[0] + ".json")
+        save_torch(state, run.outputs.weights)
+        save_json(result, run.outputs.result)
         log.info(f"MNIST held-out accuracy {held_out[-1]:.2f} % after {cfg.epochs} epochs, {seconds:.0f} s "
                  f"({cpu_seconds:.0f} s of CPU time): "
                  f"{extra.weights}")

@@ -1,8 +1,11 @@
 """Per-sample machinery at ImageNet / WebVision size, measured without a network (issue: "a million images").
 
-    python benchmarks/scale.py                      # N = 50k, 400k, 1.28M; C = 1,000; writes docs/performance.md
+    python benchmarks/scale.py --write-docs         # N = 50k, 400k, 1.28M; C = 1,000; into docs/performance.md
     python benchmarks/scale.py --quick --out FILE   # N = 2,000 and 10,000, C = 50: the test's run (< 2 minutes)
-    python benchmarks/scale.py --sizes 2400000 --max-gb 10
+    python benchmarks/scale.py --sizes 2400000 --max-gb 10    # prints the table only
+
+The table goes into docs/performance.md only with ``--write-docs`` (a quick or partial run must not replace
+the measured one), into FILE with ``--out FILE``, and is printed in every case.
 
 Every component is called directly on synthetic inputs of the real shapes (N samples, C classes) and
 runs in its own process, forked from this one after the imports, so each gets its own peak memory:
@@ -15,9 +18,10 @@ runs in its own process, forked from this one after the imports, so each gets it
   tensors are in this figure; with ``--device cuda`` the column ``device MB`` adds
   ``torch.cuda.max_memory_allocated`` over the component.
 
-Where a component changed, the old version is kept here (only here) and measured in the same run:
-``before`` rows use it, ``after`` rows the code as it is; a ``before`` whose estimated memory exceeds
-``--max-gb`` is not run and the row says so.  The listing of files and the paths held by DataLoader
+Where a component changed, the old version is kept here (only here; the report's table as N dicts is
+tests/reference.py's ``sample_rows``, which the CSV writer's exactness test compares against) and measured
+in the same run: ``before`` rows use it, ``after`` rows the code as it is; a ``before`` whose estimated
+memory exceeds ``--max-gb`` is not run and the row says so.  The listing of files and the paths held by DataLoader
 workers are measured by their own script (``dataloader/`` listing benchmark) and added beside this
 table by hand.
 """
@@ -46,21 +50,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataloader.holdout import stratified_holdout  # noqa: E402
 from dataloader.noise import (IDN_MAX_SAMPLES_X_CLASSES, IdnTooLarge, _idn_labels, check_idn_size,  # noqa: E402
                               load_or_create_noisy_labels)  # noqa: E402
-from stage_2 import SampleWeights  # noqa: E402
-from utils.acto import ActoMemory  # noqa: E402
-from utils.bmm import BetaMixture  # noqa: E402
-from utils.distributed import EpochShuffleSampler  # noqa: E402
-from utils.engine import reduce_probabilities  # noqa: E402
-from utils.io import save_json, save_text, save_torch  # noqa: E402
-from utils.metrics import detection_auc, split_quality  # noqa: E402
-from utils.runlog import RunLog  # noqa: E402
-from utils.sample_report import (COLUMNS, _InMemoryPaths, _six_digits, sample_rows, scores_from_predictions,  # noqa: E402
-                                 summarize, write_samples_csv)
-from utils.wrong_events import EpochPredictions, LabelWave, WrongEvents  # noqa: E402
+from utils.method.sample_weights import SampleWeights  # noqa: E402
+from utils.method.acto import ActoMemory  # noqa: E402
+from utils.method.bmm import BetaMixture  # noqa: E402
+from utils.core.distributed import EpochShuffleSampler  # noqa: E402
+from utils.training.engine import reduce_probabilities  # noqa: E402
+from utils.core.io import save_json, save_text, save_torch  # noqa: E402
+from utils.method.metrics import detection_auc, split_quality  # noqa: E402
+from utils.training.outputs import ReportFiles  # noqa: E402
+from utils.training.runlog import RunLog  # noqa: E402
+from utils.report.sample_report import (COLUMNS, _InMemoryPaths, scores_from_predictions,  # noqa: E402
+                                        summarize, write_samples_csv)
+from tests.reference import sample_rows  # noqa: E402  (the table as N dicts: the CSV writer's before)
+from utils.method.wrong_events import EpochPredictions, LabelWave, WrongEvents  # noqa: E402
+from benchmarks.docs_output import add_output_options, output_path, write_section as _write_section  # noqa: E402
 
 MB = 1 << 20
 EPOCHS_OF_HISTORY = 100  # stage 2's BMM history: what last.pt holds at epoch 100
 BEGIN, END = "<!-- scale.py: begin -->", "<!-- scale.py: end -->"
+DOCS_PAGE = os.path.join("docs", "performance.md")
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -89,7 +97,8 @@ def _batches(n: int, c: int, batch: int = 1024):
 # ------------------------------------------------------------------ the versions before this change
 
 def _old_report_pass(n, c, given):
-    """engine.predict_probabilities + sample_scores before: N x C softmax on the host, then a float64 copy."""
+    """engine.predict_probabilities + sample_scores (now tests/reference.py) before: N x C softmax on the host,
+    then a float64 copy."""
     out = [torch.softmax(logits.float(), dim=1).cpu() for _, logits in _batches(n, c)]
     probs = np.asarray(torch.cat(out).numpy(), dtype=np.float64)
     predicted = probs.argmax(axis=1)
@@ -187,17 +196,17 @@ def comp_report_reduce(variant):
 def comp_report_write(variant):
     def prepare(n, c):
         tmp = tempfile.mkdtemp()
-        return _report_scores(n, c), os.path.join(tmp, "r"), [f"class {k}" for k in range(c)], c
+        return _report_scores(n, c), ReportFiles.at(os.path.join(tmp, "r")), [f"class {k}" for k in range(c)], c
 
     def run(state):
-        scores, stem, names, c = state
+        scores, files, names, c = state
         paths = _InMemoryPaths(len(scores))
         if variant == "before":
-            _old_write(scores, stem + "_samples.csv", paths, names)
+            _old_write(scores, files.samples, paths, names)
         else:
-            write_samples_csv(scores, stem + "_samples.csv", paths=paths, class_names=names)
-        save_json(summarize(scores, num_classes=c, class_names=names), stem + "_summary.json")
-        return f"CSV {os.path.getsize(stem + '_samples.csv'):,} bytes"
+            write_samples_csv(scores, files.samples, paths=paths, class_names=names)
+        save_json(summarize(scores, num_classes=c, class_names=names), files.summary)
+        return f"CSV {os.path.getsize(files.samples):,} bytes"
     return prepare, run, (lambda n, c: 700 * n) if variant == "before" else None
 
 
@@ -535,12 +544,7 @@ def report(rows: list[dict], *, sizes, classes: int, device: str, command: str =
 
 def write_section(text: str, path: str) -> str:
     """Put ``text`` between the markers in ``path`` (replacing an earlier run's), or append it."""
-    old = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + text.rstrip("\n") + old[old.index(END) + len(END):]
-    else:
-        new = old + ("\n" if old and not old.endswith("\n\n") else "") + text
-    return save_text(new, path)
+    return _write_section(text, path, BEGIN, END)
 
 
 def _warm_imports() -> None:
@@ -557,7 +561,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--max-gb", type=float, default=10.0, help="skip a component estimated above this")
     parser.add_argument("--only", default=None, help="comma-separated component names (prefixes)")
-    parser.add_argument("--out", default=os.path.join("docs", "performance.md"))
+    add_output_options(parser, DOCS_PAGE)
     parser.add_argument("--table-only", action="store_true", help="write the table from --rows, measure nothing")
     parser.add_argument("--rows", default=None, help="JSON-lines file: each row is appended as it is measured, "
                         "and rows already there are not measured again (an interrupted run continues)")
@@ -586,8 +590,10 @@ def main(argv=None) -> dict:
     text = report(rows, sizes=sizes, classes=classes, device=args.device,
                   command=" ".join(sys.argv[1:] if argv is None else argv))
     print(text)
-    write_section(text, args.out)
-    return {"rows": rows, "out": args.out}
+    out = output_path(args, DOCS_PAGE)
+    if out:
+        write_section(text, out)
+    return {"rows": rows, "out": out}
 
 
 if __name__ == "__main__":

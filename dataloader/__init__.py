@@ -7,7 +7,6 @@ items are ``(image_or_views, noisy_label, index)``.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,21 +21,21 @@ from dataloader.device_normalise import DeviceNormaliser
 from dataloader.clothing1m import load_clothing1m
 from dataloader.digits import load_digits
 from dataloader.decode import pixel_limit, set_pillow_limit
-from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ImageFiles
+from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, FileImagesWithDecoding
 from dataloader.food101n import load_food101n
 from dataloader.own import HOLDOUT_DATASETS, load_csv, load_imagefolder
-from dataloader.noise import IdnTooLarge, NoiseCacheError, load_or_create_noisy_labels, transition_matrix
+from dataloader.noise import IdnTooLarge, NoiseCacheError, cache_dir, load_or_create_noisy_labels, transition_matrix
 from dataloader.tiny_imagenet import load_tiny_imagenet
 from dataloader.webfg import load_webfg
 from dataloader.webvision import load_webvision
-from utils.distributed import on_rank0_then_share
-from utils.errors import ConfigError, DataError
+from utils.core.distributed import on_rank0_then_share
+from utils.core.errors import ConfigError, DataError
 
 # In-memory test sets whose transformed (uint8) tensors fit in this many bytes are transformed once, not
 # every epoch (CIFAR's 10,000 test images at 32 px: 31 MB; at 224 px they would need 1.5 GB and are not).
 PRETRANSFORM_BYTES = 512 * 2 ** 20
 
-# Every data set by its config name (``dataset:``); utils.config takes the allowed names from here.
+# Every data set by its config name (``dataset:``); utils.training.config takes the allowed names from here.
 LOADERS: dict[str, Callable] = {
     "digits": load_digits,
     "cifar10": load_cifar,
@@ -79,7 +78,7 @@ class Data:
     @property
     def test_sets(self) -> dict[str, NoisyLabelDataset]:
         """Every evaluation set by name, ``test_name`` first; possibly none (accuracy keys:
-        :func:`utils.accuracy_keys.acc_key`)."""
+        :func:`utils.training.accuracy_keys.acc_key`)."""
         return ({self.test_name: self.test} if self.test_name else {}) | self.extra_tests
 
     @property
@@ -119,11 +118,11 @@ def _noisy_labels(cfg, raw: RawData, log) -> tuple[np.ndarray, dict]:
     if raw.train_labels is None:
         raise ConfigError(f"{raw.name} has real label noise only and no true labels to corrupt; set noise_mode "
                           "to real")
-    cache_dir = cfg.noise_dir or os.path.join(cfg.output_dir, "noise_file")
+    folder = cache_dir(cfg)
     seed = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
     try:
         noisy, info = load_or_create_noisy_labels(
-            raw.train_labels, cache_dir=cache_dir, dataset=raw.name, mode=cfg.noise_mode,
+            raw.train_labels, cache_dir=folder, dataset=raw.name, mode=cfg.noise_mode,
             ratio=cfg.noise_ratio, seed=seed, convention=cfg.noise_convention, num_classes=raw.num_classes,
             features=raw.train_images.flat_features, log=log)
     except IdnTooLarge as err:
@@ -131,7 +130,7 @@ def _noisy_labels(cfg, raw: RawData, log) -> tuple[np.ndarray, dict]:
     except NoiseCacheError as err:
         raise DataError(str(err)) from None
     except OSError as err:
-        raise DataError(f"cannot write the noisy-label cache in {cache_dir}: {err.strerror} "
+        raise DataError(f"cannot write the noisy-label cache in {folder}: {err.strerror} "
                         "(set noise_dir to a writable folder)") from None
     return noisy, info
 
@@ -143,7 +142,7 @@ def limit_pixels(raw: RawData, max_image_pixels: int | None) -> None:
     set_pillow_limit(limit)
     sources = [raw.train_images, raw.test_images, *(images for images, _ in raw.extra.get("extra_tests", {}).values())]
     for images in sources:
-        if isinstance(images, ImageFiles):
+        if isinstance(images, FileImagesWithDecoding):
             images.decoding = dataclasses.replace(images.decoding, max_pixels=limit)
 
 

@@ -51,7 +51,9 @@ class ArrayImages:
 
 
 class FileImages:
-    """Images read from files, in a fixed order of paths (sorted by the family's loader).
+    """Images read from files, in a fixed order of paths (sorted by the family's loader), decoded with Pillow's
+    defaults; its errors are Pillow's.  The type of every file image source (the counterpart of
+    :class:`ArrayImages`); the data sets build :class:`dataloader.files.FileImagesWithDecoding`.
 
     ``paths`` and ``keys`` are held as :class:`~dataloader.path_array.PathArray` (two numpy arrays,
     no Python object per sample, so forked DataLoader workers do not copy them), ``paths`` as

@@ -14,7 +14,7 @@ import pickle
 import numpy as np
 
 from dataloader.base import ArrayImages, RawData
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN, CIFAR100_STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)

@@ -12,14 +12,13 @@ from ``data_path`` like :mod:`dataloader.cifar`.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from dataloader.base import ArrayImages, RawData
 from dataloader.cifar import CIFAR100_MEAN, CIFAR100_STD, read_cifar
-from dataloader.noise import NoiseCacheError, load_or_create_noisy_labels, transition_matrix
-from utils.errors import ConfigError, DataError
+from dataloader.noise import NoiseCacheError, cache_dir, load_or_create_noisy_labels, transition_matrix
+from utils.core.errors import ConfigError, DataError
 
 CLOSED_CLASSES = 80
 OPEN_SET_LABEL = -1
@@ -44,16 +43,16 @@ def load_cifar80(cfg, log=print) -> RawData:
             raise ConfigError("cifar80 (CIFAR-80N) has synthetic closed-set noise plus open-set noise; set "
                               "noise_mode to sym, asym or idn")
         seed = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
-        cache_dir = cfg.noise_dir or os.path.join(cfg.output_dir, "noise_file")
+        folder = cache_dir(cfg)
         try:
             noisy_closed, info = load_or_create_noisy_labels(
-                true_labels[closed], cache_dir=cache_dir, dataset="cifar80", mode=cfg.noise_mode,
+                true_labels[closed], cache_dir=folder, dataset="cifar80", mode=cfg.noise_mode,
                 ratio=cfg.noise_ratio, seed=seed, convention=cfg.noise_convention, num_classes=CLOSED_CLASSES,
                 features=lambda: ArrayImages(train_images[closed]).flat_features(), log=log)
         except NoiseCacheError as err:
             raise DataError(str(err)) from None
         except OSError as err:
-            raise DataError(f"cannot write the noisy-label cache in {cache_dir}: {err.strerror} "
+            raise DataError(f"cannot write the noisy-label cache in {folder}: {err.strerror} "
                             "(set noise_dir to a writable folder)") from None
         noisy = np.empty(len(true_labels), dtype=np.int64)
         noisy[closed] = noisy_closed

@@ -18,7 +18,7 @@ import zipfile
 import numpy as np
 import torch
 
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 HUMAN_FILES = {"cifar10": "CIFAR-10_human.pt", "cifar100": "CIFAR-100_human.pt"}
 CIFAR100N_KEY = "noisy_label"

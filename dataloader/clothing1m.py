@@ -24,9 +24,10 @@ import numpy as np
 
 from dataloader.base import RawData
 from dataloader.files import check_files_exist, make_images, parse_key_labels, read_lines
+from dataloader.noise import cache_dir
 from dataloader.transforms import LargeSpec
-from utils.errors import DataError
-from utils.io import save_text
+from utils.core.errors import DataError
+from utils.core.io import save_text
 
 NUM_CLASSES = 14
 MEAN, STD = (0.6959, 0.6537, 0.6371), (0.3113, 0.3192, 0.3214)
@@ -62,8 +63,7 @@ def _labels_of(keys: list[str], kv: dict[str, int], key_list: str, kv_path: str)
 
 
 def subset_path(cfg) -> str:
-    cache_dir = cfg.noise_dir or os.path.join(cfg.output_dir, "noise_file")
-    return os.path.join(cache_dir, f"clothing1m_subset_{cfg.clothing1m_samples}_seed{cfg.seed}.txt")
+    return os.path.join(cache_dir(cfg), f"clothing1m_subset_{cfg.clothing1m_samples}_seed{cfg.seed}.txt")
 
 
 def draw_balanced_subset(labels: np.ndarray, num_samples: int, seed: int, num_classes: int = NUM_CLASSES

@@ -1,7 +1,7 @@
 """Helpers shared by the file-based families: listing image folders, reading list files, clear errors.
 
 Every problem a user can fix (a missing folder or list file, a list of another length, an image that
-cannot be decoded) raises :class:`~utils.errors.DataError` with one line naming the path and what
+cannot be decoded) raises :class:`~utils.core.errors.DataError` with one line naming the path and what
 was expected there.  Folder listings are sorted by name (plain code-point order), so the dataset
 index of every image is the same on every machine (docs/fidelity.md IDO-B7).
 """
@@ -19,8 +19,8 @@ from PIL import Image
 from dataloader.base import FileImages, content_digest
 from dataloader.decode import Decoding, ImageTooLarge, decode_file
 from dataloader.path_array import PathArray, RootedPaths
-from utils.distributed import on_rank0_then_share
-from utils.errors import DataError
+from utils.core.distributed import on_rank0_then_share
+from utils.core.errors import DataError
 
 # torchvision's IMG_EXTENSIONS (what DatasetFolder accepts), compared case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -49,9 +49,10 @@ class UnreadableImage(DataError):
 CHECK_HINT = "--set check_images=true lists every unreadable file before training"
 
 
-class ImageFiles(FileImages):
+class FileImagesWithDecoding(FileImages):
     """:class:`FileImages` decoded as ``decoding`` says (:mod:`dataloader.decode`: ``official`` for the paper
-    data sets, ``viewer`` for own data), whose read errors name the file (DataError, not a PIL traceback)."""
+    data sets, ``viewer`` for own data), whose read errors name the file (DataError, not a PIL traceback): the
+    images of every file data set."""
 
     def __init__(self, paths: Sequence[str], keys: Sequence[str] | None = None, *, decoding: Decoding = Decoding()):
         super().__init__(paths, keys)
@@ -104,9 +105,9 @@ class ImageFiles(FileImages):
         return out
 
 
-def make_images(root: str, keys: "Sequence[str] | PathArray") -> ImageFiles:
+def make_images(root: str, keys: "Sequence[str] | PathArray") -> FileImagesWithDecoding:
     """Images ``root/key`` identified by their relative ``key`` (independent of the mount point)."""
-    return ImageFiles(RootedPaths(root, keys))
+    return FileImagesWithDecoding(RootedPaths(root, keys))
 
 
 def class_name(folder: str) -> str:

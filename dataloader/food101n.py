@@ -20,7 +20,7 @@ import numpy as np
 from dataloader.base import RawData
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, check_files_exist, is_image_name, make_images, read_lines
 from dataloader.transforms import LargeSpec
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 NUM_CLASSES = 101
 URL_N = "https://kuanghuei.github.io/Food-101N/"

@@ -37,10 +37,11 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from typing import Callable, Optional, Union
 
 import numpy as np
+
+from utils.core.io import atomic_path
 
 __all__ = [
     "MODES",
@@ -365,6 +366,12 @@ def clean_labels_sha256(clean_labels) -> str:
     return hashlib.sha256(arr.tobytes()).hexdigest()
 
 
+def cache_dir(cfg) -> str:
+    """The folder of the data caches of a run: ``noise_dir``, else ``{output_dir}/noise_file`` (the noisy-label
+    files of :func:`noise_cache_path`, Clothing1M's subset list)."""
+    return cfg.noise_dir or os.path.join(cfg.output_dir, "noise_file")
+
+
 def noise_cache_path(cache_dir: Union[str, os.PathLike], *, dataset: str, mode: str,
                      ratio: float, seed: int, convention: str) -> str:
     """``{cache_dir}/{dataset}_{mode}_{ratio}_seed{seed}_{convention}.json`` (ratio as float)."""
@@ -373,23 +380,15 @@ def noise_cache_path(cache_dir: Union[str, os.PathLike], *, dataset: str, mode: 
     return os.path.join(os.fspath(cache_dir), name)
 
 
-def _atomic_write_json(path: str, payload: dict) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
+def _write_cache(path: str, payload: dict) -> None:
+    # the project's atomic writer (0666 less the umask, as every other output: colleagues sharing a
+    # noise_dir read each other's files); compact JSON, not save_json's indented form, which would give
+    # each of a million labels a line of its own and change the bytes earlier runs wrote
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
             json.dump(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _read_cache(path: str) -> dict:
@@ -493,7 +492,7 @@ def load_or_create_noisy_labels(
             "transition_matrix": np.round(tmat, 6).tolist(),
             "noisy_labels": noisy.tolist(),
         }
-        _atomic_write_json(path, payload)
+        _write_cache(path, payload)
 
     if log is not None:
         log(f"noisy labels {dataset} {mode} ratio={ratio} seed={seed} convention={convention}: "

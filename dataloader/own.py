@@ -12,7 +12,7 @@ Class names are compared as Unicode NFC.  Refused with one line: class names tha
 surrounding space or Unicode form, and training classes without a usable image (empty folder, only
 skipped files, integer labels with gaps) unless ``class_names`` names every class (for ``imagefolder``:
 the class folders in index order).  Listing happens once per job: rank 0 lists, the other DDP ranks
-receive the result (:func:`utils.distributed.on_rank0_then_share`).
+receive the result (:func:`utils.core.distributed.on_rank0_then_share`).
 
 Without a test set, ``val_fraction`` > 0 holds out a seeded, class-stratified share of the training images
 (:func:`dataloader.holdout.stratified_holdout`) as ``Data.test`` named ``"val_given_labels"`` (scored on the
@@ -37,13 +37,13 @@ import numpy as np
 
 from dataloader.base import RawData
 from dataloader.decode import VIEWER, Decoding
-from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ClassTree, ImageFiles, class_folders, class_name, \
-    class_tree, existing_files, log_skipped, make_images
+from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ClassTree, FileImagesWithDecoding, class_folders, \
+    class_name, class_tree, existing_files, log_skipped, make_images
 from dataloader.holdout import stratified_holdout
 from dataloader.path_array import RootedPaths
 from dataloader.transforms import LargeSpec
-from utils.distributed import on_rank0_then_share
-from utils.errors import ConfigError, DataError
+from utils.core.distributed import on_rank0_then_share
+from utils.core.errors import ConfigError, DataError
 
 # resize the shorter side to 256/224 x resolution, then a random (train) or centre (test) crop
 OWN_SPEC = LargeSpec(resize_ratio=256 / 224, stage1_resize="shorter", stage2_resize="shorter",
@@ -60,8 +60,8 @@ def _labels_for_noise(cfg, given: np.ndarray) -> np.ndarray | None:
     return None if cfg.noise_mode == "real" else given
 
 
-def _raw(cfg, *, classes: list[str], train: ImageFiles, train_labels: list[int], test: ImageFiles,
-         test_labels: list[int], log) -> RawData:
+def _raw(cfg, *, classes: list[str], train: FileImagesWithDecoding, train_labels: list[int],
+         test: FileImagesWithDecoding, test_labels: list[int], log) -> RawData:
     # own images are decoded as a viewer shows them (EXIF, transparency, 16 bit; dataloader/decode.py)
     train.decoding = test.decoding = Decoding(VIEWER, background=cfg.decode_background)
     given = np.asarray(train_labels, dtype=np.int64)
@@ -95,10 +95,10 @@ def _raw(cfg, *, classes: list[str], train: ImageFiles, train_labels: list[int],
         extra={"root": cfg.data_path, "classes": list(classes), "large": OWN_SPEC, "test_name": test_name})
 
 
-def _subset(images: ImageFiles, index: np.ndarray) -> ImageFiles:
+def _subset(images: FileImagesWithDecoding, index: np.ndarray) -> FileImagesWithDecoding:
     if isinstance(images.paths, RootedPaths):
-        return ImageFiles(images.paths.take(index), decoding=images.decoding)
-    return ImageFiles(images.paths.take(index), keys=images.keys.take(index), decoding=images.decoding)
+        return FileImagesWithDecoding(images.paths.take(index), decoding=images.decoding)
+    return FileImagesWithDecoding(images.paths.take(index), keys=images.keys.take(index), decoding=images.decoding)
 
 
 def _refuse_lookalikes(name: str, labels, where: str) -> None:
@@ -250,7 +250,7 @@ def _resolve_classes(cfg, train_labels: list[str]) -> tuple[list[str], bool]:
 
 
 def _check_rows(csv_path: str, rows, classes: list[str], integer: bool, kind: str, data_root: str
-                ) -> tuple[ImageFiles, list[int], list[str]]:
+                ) -> tuple[FileImagesWithDecoding, list[int], list[str]]:
     """(images, labels, problems) of one CSV's rows; image keys are paths relative to ``data_root`` where below it.
 
     Cells are read as paths relative to the CSV's folder (or absolute), backslashes as folder separators
@@ -316,7 +316,7 @@ def _list_csv(cfg, log) -> tuple:
         raise DataError(f"csv: {train_csv} has no rows below its header path,label")
     classes, integer = _resolve_classes(cfg, [label for _, _, label in train_rows])
     train, labels, problems = _check_rows(train_csv, train_rows, classes, integer, "train", cfg.data_path)
-    test, test_labels = ImageFiles([]), []
+    test, test_labels = FileImagesWithDecoding([]), []
     if cfg.test_csv is not None:
         test, test_labels, test_problems = _check_rows(
             cfg.test_csv, _read_rows(cfg.test_csv), classes, integer, "test", cfg.data_path)

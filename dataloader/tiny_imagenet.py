@@ -20,7 +20,7 @@ import numpy as np
 from dataloader.base import RawData
 from dataloader.files import class_folders, list_images, log_skipped, make_images, read_lines
 from dataloader.transforms import LargeSpec
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

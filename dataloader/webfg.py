@@ -16,7 +16,7 @@ import numpy as np
 from dataloader.base import RawData
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, class_folders, class_tree, log_skipped, make_images
 from dataloader.transforms import LargeSpec
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 NUM_CLASSES = {"web-aircraft": 100, "web-bird": 200, "web-car": 196}
 URL = "https://github.com/NUST-Machine-Intelligence-Laboratory/weblyFG-dataset"

@@ -22,7 +22,7 @@ from dataloader.base import RawData
 from dataloader.files import (IMAGENET_MEAN, IMAGENET_STD, check_files_exist, class_folders, list_images,
                               log_skipped, make_images, parse_key_labels, read_lines)
 from dataloader.transforms import LargeSpec
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 NUM_CLASSES = 50
 URL = "https://data.vision.ee.ethz.ch/cvl/webvision/download.html (WebVision 1.0: resized images + info)"

@@ -17,7 +17,7 @@ from torch import nn
 from model.act_cnn import INPUT_SIZE as ACT_CNN_INPUT, ActCNN
 from model.hub_weights import resolve_pretrained
 from model.weights import load_backbone_weights, required_keys
-from utils.errors import ConfigError
+from utils.core.errors import ConfigError
 
 # The official code ran timm 0.9.7; these were its default pretrained tags for the three names (pinned,
 # so a newer timm with other defaults loads the same weights).  Any explicit "name.tag" is used as given.
@@ -95,10 +95,14 @@ def _create_act_cnn(*, pretrained: bool, pretrained_path: str | None, img_size: 
     return ActCNN()
 
 
-def weights_source(backbone: str, *, pretrained: bool, pretrained_path: str | None) -> str:
-    """Where ``create_model``'s backbone weights will come from, in words, checked now: a run whose
-    hub weights are neither cached nor downloadable stops here at once, with one line
-    (:func:`model.hub_weights.resolve_pretrained`)."""
+def resolve_weights(backbone: str, *, pretrained: bool, pretrained_path: str | None) -> str:
+    """Resolve, before any model is built, where ``create_model``'s backbone weights will come from; return it in
+    words for the run's summary.
+
+    For ``pretrained: true`` without ``pretrained_path`` this looks in timm's hub cache and, when the file is not
+    there, probes the hub once (:func:`model.hub_weights.resolve_pretrained`).  Side effect: a cached file, or a
+    hub that cannot be reached, switches the hub client of this process (and those it starts) to offline mode.
+    A run whose hub weights are neither cached nor downloadable stops here at once, with one line."""
     if pretrained_path is not None:
         return f"weights from pretrained_path {pretrained_path}"
     if not pretrained or backbone == "act_cnn":

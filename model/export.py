@@ -24,8 +24,8 @@ import torch
 from dataloader.decode import Decoding
 from dataloader.transforms import LargeSpec
 from model.classifier import Classifier, create_model, timm_name
-from utils.errors import DataError
-from utils.io import save_torch
+from utils.core.errors import DataError
+from utils.core.io import save_torch
 
 FORMAT = "ido-model/1"
 KEYS = ("format", "model", "backbone", "timm_name", "num_classes", "class_names", "resolution", "mean", "std",

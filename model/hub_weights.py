@@ -10,7 +10,7 @@ Here a ``pretrained: true`` backbone is resolved in this order:
    network at all;
 2. not cached, and offline mode already on (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), or the hub
    endpoint (``HF_ENDPOINT``) does not accept a connection within :data:`PROBE_TIMEOUT_S`: offline
-   mode is switched on and the run stops with one line (:class:`~utils.errors.ConfigError`) naming the
+   mode is switched on and the run stops with one line (:class:`~utils.core.errors.ConfigError`) naming the
    cache searched and how to fetch the weights (``fetch_weights.py``);
 3. otherwise timm downloads the file into that cache, as usual.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlparse
 
-from utils.errors import ConfigError
+from utils.core.errors import ConfigError
 
 PROBE_TIMEOUT_S = 2.0  # a reachable hub answers a TCP connect in well under a second
 DEFAULT_ENDPOINT = "https://huggingface.co"

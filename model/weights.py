@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from utils.errors import ConfigError, DataError
+from utils.core.errors import ConfigError, DataError
 
 # Keys under which checkpoints nest the state dict: common wrappers, then this project's last.pt of ACTO.
 WRAPPER_KEYS = ("state_dict", "model", "module", "rtm")

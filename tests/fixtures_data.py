@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.config import REPO_ROOT, resolve
+from utils.training.config import REPO_ROOT, resolve
 
 # Entry points run as subprocesses with one torch thread (see conftest._one_torch_thread).
 SUBPROCESS_ENV = dict(os.environ, OMP_NUM_THREADS="1")

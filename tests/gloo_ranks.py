@@ -3,7 +3,7 @@
 Each process joins the group, runs ``fn(rank, world_size, *args)`` and leaves with ``os._exit``, without
 tearing the group down: at torch 2.4 and 2.5 ProcessGroupGloo's destructor can deadlock (it joins its
 worker threads while holding the GIL, and a thread still releasing a finished collective's tensor waits for
-the GIL), and the test would then hang instead of finishing (see utils.distributed.end_process_group).
+the GIL), and the test would then hang instead of finishing (see utils.core.distributed.end_process_group).
 A failure prints its traceback and exits 1, which ``mp.spawn`` reports.
 """
 from __future__ import annotations

@@ -16,14 +16,14 @@ import time
 
 import pytest
 
-from utils.config import REPO_ROOT
+from utils.training.config import REPO_ROOT
 
 PARKED_FOR_S = 600  # longer than any test waits; the test ends the process well before
 
 _PROGRAM = """
 import os, runpy, sys, time
 sys.path.insert(0, os.getcwd())  # the repository (run as a file, sys.path[0] is the file's folder)
-from utils.runlog import RunLog
+from utils.training.runlog import RunLog
 after, marker, parked_for = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 save_state, saved = RunLog.save_state, []
 

@@ -6,7 +6,7 @@ import torch
 
 from model import create_model
 from model.act_cnn import ActCNN
-from utils.errors import ConfigError
+from utils.core.errors import ConfigError
 
 
 def test_shapes_and_state_dict_keys():
@@ -61,7 +61,7 @@ def test_resolution_and_pretrained_refused():
 
 def test_stage1_cli_resolution_error_is_one_line(tmp_path, capsys):
     import stage_1
-    from utils.errors import run_main
+    from utils.core.entry import run_main
 
     with pytest.raises(SystemExit) as exit_info:
         run_main(stage_1.main, ["--backbone", "act_cnn", "--set", "resolution=16", "--output_dir", str(tmp_path),

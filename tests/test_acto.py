@@ -1,4 +1,4 @@
-"""Tests for utils/acto.py (docs/fidelity.md#act-1-method): selection, mining switch, DSRW, soft labels, losses, LR plan."""
+"""Tests for utils/method/acto.py (docs/fidelity.md#act-1-method): selection, mining switch, DSRW, soft labels, losses, LR plan."""
 import math
 import os
 import sys
@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.acto import (ActoHParams, ActoMemory, build_lr_plan, confidence_penalty, cr_targets, dsrw_weights,
+from utils.method.acto import (ActoHParams, ActoMemory, build_lr_plan, confidence_penalty, cr_targets, dsrw_weights,
                         ema_soft_labels, memorization_metric, parse_lr_plan, robust_losses, selection_masks,
                         selection_quality, warmup_losses)
-from utils.config import REPO_ROOT
-from utils.errors import ConfigError
+from utils.training.config import REPO_ROOT
+from utils.core.errors import ConfigError
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
@@ -381,11 +381,13 @@ def test_confidence_penalty_values():
 def test_warmup_losses():
     z_r, z_n = torch.randn(5, 3), torch.randn(5, 3)
     y = torch.tensor([0, 1, 2, 0, 1])
-    lr, ln = warmup_losses(z_r, z_n, y, ActoHParams())
+    lr, ln, penalty = warmup_losses(z_r, z_n, y, ActoHParams())
     assert lr.item() == pytest.approx(F.cross_entropy(z_r, y).item() + confidence_penalty(z_r).item(), rel=1e-6)
     assert ln.item() == pytest.approx(F.cross_entropy(z_n, y).item(), rel=1e-6)
-    lr2, _ = warmup_losses(z_r, z_n, y, ActoHParams(confidence_penalty=False, label_smoothing=0.35))
+    assert penalty.item() == confidence_penalty(z_r).item() and not penalty.requires_grad
+    lr2, _, penalty2 = warmup_losses(z_r, z_n, y, ActoHParams(confidence_penalty=False, label_smoothing=0.35))
     assert lr2.item() == pytest.approx(F.cross_entropy(z_r, y, label_smoothing=0.35).item(), rel=1e-6)
+    assert penalty2.item() == 0.0
 
 
 def _logits_for(pred, c=4, scale=5.0):

@@ -9,7 +9,7 @@ import timm
 
 from fixtures_data import config_path
 from test_data_acto_configs import write_fixture
-from utils.config import ACTO, _read_yaml, resolve
+from utils.training.config import ACTO, _read_yaml, resolve
 
 ACT_SETS = ("cifar100", "cifar80", "web-aircraft", "web-bird", "web-car", "food101n")
 FAST = ["--epochs", "2", "--set", "warmup_epochs=1", "--set", "num_workers=0", "--set", "batch_size=4",

@@ -12,8 +12,9 @@ import torch
 import yaml
 
 import acto
-from utils.errors import ConfigError, DataError, run_main
-import utils.lifecycle
+from utils.core.errors import ConfigError, DataError
+from utils.core.entry import run_main
+import utils.workflow.lifecycle
 
 ARGS = ["--epochs", "2", "--set", "warmup_epochs=1", "--device", "cpu"]
 TAG = "test_resnet_scratch_digits_sym_0.4"
@@ -92,21 +93,21 @@ def test_files_and_result_keys(full_run):
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(full_run, tmp_path, monkeypatch):
     full_dir, full = full_run
     part_dir = tmp_path / "part"
-    real = utils.lifecycle.train_one_epoch
+    real = utils.workflow.lifecycle.train_one_epoch
 
     def stop_at_second_epoch(**kwargs):
         if kwargs["epoch"] == 1:
             raise Interrupted()
         return real(**kwargs)
 
-    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", stop_at_second_epoch)
+    monkeypatch.setattr(utils.workflow.lifecycle, "train_one_epoch", stop_at_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         acto.main(ARGS + ["--output_dir", str(part_dir)])
     run_dir = part_dir / "checkpoint" / f"acto_{TAG}"
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 0
     assert not (part_dir / "acto").exists()
 
-    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", real)
+    monkeypatch.setattr(utils.workflow.lifecycle, "train_one_epoch", real)
     resumed = acto.main(ARGS + ["--output_dir", str(part_dir), "--resume"])
     assert resumed["history"] == full["history"]
     la = torch.load(full_dir / "checkpoint" / f"acto_{TAG}" / "last.pt", weights_only=True)
@@ -122,25 +123,25 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(full_run, tmp_
 def test_crash_between_the_bank_file_and_last_pt_resumes_the_previous_epoch_exactly(full_run, tmp_path, monkeypatch):
     """Killed after epoch 2's bank file is written, before its last.pt: the resume starts from epoch 1's
     last.pt and bank (not epoch 2's bank), and ends bit-identical to the uninterrupted run."""
-    import utils.runlog
+    import utils.training.runlog
     full_dir, full = full_run
     part_dir = tmp_path / "part"
     run_dir = part_dir / "checkpoint" / f"acto_{TAG}"
-    real = utils.runlog.save_torch
+    real = utils.training.runlog.save_torch
 
     def killed_at_second_save(state, path):
         if state["epoch"] == 1:
             raise Interrupted()
         return real(state, path)
 
-    monkeypatch.setattr(utils.runlog, "save_torch", killed_at_second_save)
+    monkeypatch.setattr(utils.training.runlog, "save_torch", killed_at_second_save)
     with pytest.raises(KeyboardInterrupt):
         acto.main(ARGS + ["--output_dir", str(part_dir)])
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 0
     orphan = {f for f in os.listdir(run_dir) if f.endswith(".npy")} - {bank_file(run_dir)}
     assert len(orphan) == 1  # epoch 2's bank, named by no last.pt
 
-    monkeypatch.setattr(utils.runlog, "save_torch", real)
+    monkeypatch.setattr(utils.training.runlog, "save_torch", real)
     resumed = acto.main(ARGS + ["--output_dir", str(part_dir), "--resume"])
     assert resumed["history"] == full["history"]
     assert torch.equal(saved_bank(full_dir / "checkpoint" / f"acto_{TAG}"), saved_bank(run_dir))
@@ -176,8 +177,9 @@ def test_bad_config_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_checkpoint_every_writes_last_pt_every_k_epochs_and_after_the_last(tmp_path, monkeypatch):
-    """The bank makes last.pt 4 N C bytes: checkpoint_every=2 writes it after epochs 2 and 3 (the last) of 3."""
-    from utils.run import Run
+    """A checkpoint writes the bank's 4 N C bytes (beside last.pt): checkpoint_every=2 writes it after epochs 2
+    and 3 (the last) of 3."""
+    from utils.training.run import Run
     saved = []
     real = Run.save_state
 

@@ -1,4 +1,4 @@
-"""Tests for utils/bmm.py (beta mixture on wrong-event counts, docs/fidelity.md#ido-15-beta-mixture, #ido-18-class-wise-bmm, fixes IDO-B5, IDO-B8)."""
+"""Tests for utils/method/bmm.py (beta mixture on wrong-event counts, docs/fidelity.md#ido-15-beta-mixture, #ido-18-class-wise-bmm, fixes IDO-B5, IDO-B8)."""
 import json
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy import stats
 
-from utils.bmm import BetaMixture, BmmLookup, em_steps
-from utils.losses import loss_weights
+from utils.method.bmm import BetaMixture, BmmLookup, em_steps
+from utils.method.losses import loss_weights
 
 EPS = 1e-6
 
@@ -384,8 +384,9 @@ def test_bmm_lookup_without_clamp_reads_the_same_rows():
 def test_stage2_weights_cover_every_live_count_of_an_epoch(class_wise, noisy_weight):
     """The lookup has no clamp: every count WrongEvents.record can return before the next refit
     (the fitted counts + one event per view, even for a sample seen twice) must have its own row."""
-    from stage_2 import VIEWS, SampleWeights
-    from utils.wrong_events import WrongEvents
+    from utils.method.sample_weights import SampleWeights
+    from utils.method.steps import VIEWS
+    from utils.method.wrong_events import WrongEvents
 
     rng = np.random.default_rng(3)
     n, classes = 600, 3
@@ -420,8 +421,8 @@ def test_stage2_detection_from_pairs_equals_the_per_sample_metrics(class_wise, t
     # numbers of roc_auc_score and split_quality over the N samples
     from sklearn.metrics import roc_auc_score
 
-    from stage_2 import SampleWeights
-    from utils.metrics import split_quality
+    from utils.method.sample_weights import SampleWeights
+    from utils.method.metrics import split_quality
 
     rng = np.random.default_rng(4)
     n, c = 3000, 7
@@ -439,8 +440,8 @@ def test_stage2_detection_from_pairs_equals_the_per_sample_metrics(class_wise, t
     assert got == {"auc": rnd(auc), "clean_size": split["size"], "clean_precision": rnd(split["precision"]),
                    "clean_recall": rnd(split["recall"])}
     if truth == "mixed":  # exactly, before rounding too
-        from utils.bmm import pair_histogram
-        from utils.metrics import grouped_detection_auc
+        from utils.method.bmm import pair_histogram
+        from utils.method.metrics import grouped_detection_auc
         group, count, samples, noisy = pair_histogram(counts, labels if class_wise else None,
                                                       num_groups=c if class_wise else 1, marked=is_noisy)
         pair_posterior = weights.bmm.evaluate(count, group if class_wise else None)["clean_posterior"]

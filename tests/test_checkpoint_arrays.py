@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-import utils.runlog
-from utils.acto import ActoMemory
-from utils.checkpoint_arrays import read_npy_into, write_npy
-from utils.errors import DataError
-from utils.runlog import RunLog
+import utils.training.runlog
+from utils.method.acto import ActoMemory
+from utils.training.checkpoint_arrays import read_npy_into, write_npy
+from utils.core.errors import DataError
+from utils.training.runlog import RunLog
 
 
 def _bank_files(folder) -> list[str]:
@@ -96,17 +96,17 @@ def test_crash_after_the_bank_file_before_last_pt_resumes_the_previous_checkpoin
     log = RunLog(str(tmp_path))
     first, second, third = _memory(0), _memory(1), _memory(2)
     _save(log, first, 0)
-    real = utils.runlog.save_torch
+    real = utils.training.runlog.save_torch
 
     def crash(*args):
         raise Crash()
-    monkeypatch.setattr(utils.runlog, "save_torch", crash)
+    monkeypatch.setattr(utils.training.runlog, "save_torch", crash)
     with pytest.raises(Crash):
         _save(log, second, 1)
     assert len(_bank_files(tmp_path)) == 2  # the previous checkpoint's file and the orphan
     epoch, mem = _resume(log)
     assert epoch == 0 and torch.equal(mem.bank, first.bank) and torch.equal(mem.counter, first.counter)
-    monkeypatch.setattr(utils.runlog, "save_torch", real)
+    monkeypatch.setattr(utils.training.runlog, "save_torch", real)
     _save(log, third, 1)  # the next save removes the orphan and the previous file
     assert len(_bank_files(tmp_path)) == 1
     epoch, mem = _resume(log)
@@ -118,7 +118,7 @@ def test_crash_after_last_pt_before_the_old_file_is_removed_resumes_the_new_one(
     first, second = _memory(0), _memory(1)
     _save(log, first, 0)
     with monkeypatch.context() as m:
-        m.setattr(utils.runlog, "remove_unreferenced", lambda *args: (_ for _ in ()).throw(Crash()))
+        m.setattr(utils.training.runlog, "remove_unreferenced", lambda *args: (_ for _ in ()).throw(Crash()))
         with pytest.raises(Crash):
             _save(log, second, 1)
     assert len(_bank_files(tmp_path)) == 2

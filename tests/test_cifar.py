@@ -14,8 +14,8 @@ import yaml
 
 from dataloader import build_data
 from dataloader.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
-from utils.config import REPO_ROOT, parse_config
-from utils.errors import DataError
+from utils.training.config import REPO_ROOT, parse_config
+from utils.core.errors import DataError
 
 from fixtures_data import SUBPROCESS_ENV
 

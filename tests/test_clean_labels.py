@@ -10,7 +10,8 @@ import clean_labels
 import stage_1
 import stage_2_class
 from test_own_data_e2e import FAST, own_argv, write_small
-from utils.errors import ConfigError, DataError, run_main
+from utils.core.errors import ConfigError, DataError
+from utils.core.entry import run_main
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 TINY = [*FAST, "--batch_size", "6", "--epochs", "1"]
@@ -135,8 +136,8 @@ def test_set_keys_reach_only_the_stages_that_have_them_and_data_kinds(tmp_path):
 
 
 def test_stage2_without_its_stage1_suggests_a_complete_stage1_command(tmp_path):
-    from stage_2 import stage1_command
-    from utils.config import parse_config
+    from utils.workflow.handoff import stage1_command
+    from utils.training.config import parse_config
 
     cfg = parse_config(["--config", "config/stage2/imagefolder.yaml", "--set", "data_path=/my/images", "--output_dir",
                         "runs/x", "--set", "resolution=64", "--set", "pretrained=false", "--seed", "3"],

@@ -1,4 +1,4 @@
-"""Config parsing (utils/config.py) in-process and through the real stage_1.py command line.
+"""Config parsing (utils/training/config.py) in-process and through the real stage_1.py command line.
 
 Precedence is YAML file -> named overrides -> ``--set`` (later layer wins); every bad value is
 one line naming the key (or path) and exit status 2, without a traceback.
@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 import stage_1
-from utils.config import REPO_ROOT, default_config_path, parse_config
-from utils.errors import ConfigError, DataError, UsageError, run_main
+from utils.training.config import REPO_ROOT, default_config_path, parse_config
+from utils.core.errors import ConfigError, DataError, UsageError
+from utils.core.entry import run_main
 
 from fixtures_data import SUBPROCESS_ENV
 

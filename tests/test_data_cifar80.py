@@ -6,8 +6,8 @@ from dataloader import build_data
 from dataloader.cifar80 import open_set_labels
 from dataloader.noise import make_noisy_labels
 from fixtures_data import make_cfg, run_both_stages, write_cifar
-from utils.errors import ConfigError
-from utils.plots import wrong_event_histogram
+from utils.core.errors import ConfigError
+from utils.report.plots import wrong_event_histogram
 
 N_TRAIN = 40
 
@@ -76,7 +76,7 @@ def test_real_noise_is_refused(cifar100, tmp_path):
 
 def test_wrong_event_histogram_with_open_set(cifar100, tmp_path, monkeypatch):
     """Every sample is in one bar, the 10 open-set images among the noisy ones (their true label is -1)."""
-    import utils.plots
+    import utils.report.plots
 
     root, _ = cifar100
     data = load(root, tmp_path)
@@ -87,7 +87,7 @@ def test_wrong_event_histogram_with_open_set(cifar100, tmp_path, monkeypatch):
         drawn.update({c.get_label(): [round(bar.get_height()) for bar in c] for c in fig.axes[0].containers})
         return path
 
-    monkeypatch.setattr(utils.plots, "save_figure", keep_bars)
+    monkeypatch.setattr(utils.report.plots, "save_figure", keep_bars)
     path = wrong_event_histogram(counts, str(tmp_path / "h.png"), is_noisy=data.is_noisy)
     assert path.endswith("h.png") and data.is_noisy[30:].all()
     noisy = data.is_noisy

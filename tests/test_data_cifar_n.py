@@ -8,7 +8,7 @@ import torch
 from dataloader import build_data
 from dataloader.cifar_n import safe_load_label_file
 from fixtures_data import make_cfg, run_both_stages, write_cifar, write_cifar_n
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 N_TRAIN, N_TEST = 24, 10
 CIFAR10N_KEYS = ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")

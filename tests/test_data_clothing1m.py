@@ -9,7 +9,7 @@ from dataloader import build_data
 from dataloader.clothing1m import draw_balanced_subset, subset_path
 from dataloader.transforms import LargeSpec
 from fixtures_data import make_cfg, run_both_stages, stage_argv, write_clothing1m, write_text
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 
 def cfg_for(root, tmp_path, scope="stage1", **kw):

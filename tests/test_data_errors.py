@@ -8,8 +8,8 @@ import pytest
 
 import stage_1
 from fixtures_data import stage_argv
-from utils.config import REPO_ROOT
-from utils.errors import run_main
+from utils.training.config import REPO_ROOT
+from utils.core.entry import run_main
 
 # config name -> words the one-line error must contain besides the path
 EXPECTED = {

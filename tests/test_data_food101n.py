@@ -6,7 +6,7 @@ import pytest
 
 from dataloader import build_data
 from fixtures_data import make_cfg, run_both_stages, write_food101n, write_text
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 
 def load(root, tmp_path, **kw):

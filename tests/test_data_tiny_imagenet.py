@@ -8,7 +8,7 @@ import torch
 
 from dataloader import build_data
 from fixtures_data import TINY_WNIDS, make_cfg, run_both_stages, write_image, write_text, write_tiny_imagenet
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 
 def load(root, tmp_path, stage="stage1", **kw):

@@ -8,7 +8,7 @@ from dataloader import build_data
 from dataloader.files import IMAGENET_MEAN
 from dataloader.transforms import LargeSpec
 from fixtures_data import make_cfg, run_both_stages, write_image, write_webfg
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 
 def load(name, root, tmp_path, **kw):

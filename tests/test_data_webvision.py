@@ -9,7 +9,7 @@ from torchvision import transforms as T
 from dataloader import build_data
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD
 from fixtures_data import make_cfg, run_both_stages, write_imagenet_val, write_text, write_webvision
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 
 def load(root, tmp_path, stage="stage1", **kw):

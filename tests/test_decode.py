@@ -15,11 +15,11 @@ from PIL import Image
 
 from dataloader.decode import DEFAULT_MAX_PIXELS, OFFICIAL, VIEWER, Decoding, ImageTooLarge, decode_file, \
     open_image, viewer_rgb
-from dataloader.files import ImageFiles, UnreadableImage
+from dataloader.files import FileImagesWithDecoding, UnreadableImage
 from dataloader.image_check import find_unreadable
 from fixtures_data import make_cfg
-from utils.config import OPTION_BY_NAME
-from utils.errors import ConfigError
+from utils.training.config import OPTION_BY_NAME
+from utils.core.errors import ConfigError
 
 @pytest.fixture(autouse=True)
 def pillow_limit():
@@ -225,9 +225,9 @@ def test_greyscale_bilevel_and_palette(tmp_path, mode):
 def test_image_files_decode_officially_unless_told(tmp_path):
     path = tmp_path / "strokes.png"
     Image.fromarray(strokes_rgba(), mode="RGBA").save(path)
-    paper = ImageFiles([str(path)])  # how every paper data set builds its images
+    paper = FileImagesWithDecoding([str(path)])  # how every paper data set builds its images
     assert paper.decoding.name == OFFICIAL and tuple(np.asarray(paper.load(0))[0, 0]) == BLACK
-    own = ImageFiles([str(path)], decoding=Decoding(VIEWER))
+    own = FileImagesWithDecoding([str(path)], decoding=Decoding(VIEWER))
     assert tuple(np.asarray(own.load(0))[0, 0]) == WHITE
 
 
@@ -243,9 +243,9 @@ def test_pixel_limit_default_is_pillows_and_config_agrees():
 
 def test_background_is_a_training_setting_the_pixel_limit_is_not():
     """--resume refuses another decode_background (other training input), accepts a raised pixel limit."""
-    from utils.run import RESUME_FREE_KEYS
+    from utils.training.config import OPTION_BY_NAME
 
-    assert "decode_background" not in RESUME_FREE_KEYS and "max_image_pixels" in RESUME_FREE_KEYS
+    assert not OPTION_BY_NAME["decode_background"].resume_free and OPTION_BY_NAME["max_image_pixels"].resume_free
 
 
 @pytest.mark.parametrize("value", ["white", "black", "#A0b1C2"])
@@ -287,7 +287,7 @@ def test_the_reported_14000_square_png_is_too_large_not_a_traceback(tmp_path):
     path = tmp_path / "poster.png"
     Image.new("1", (14000, 14000)).save(path)
     with pytest.raises(UnreadableImage) as err:
-        ImageFiles([str(path)], decoding=Decoding(VIEWER)).load(0)
+        FileImagesWithDecoding([str(path)], decoding=Decoding(VIEWER)).load(0)
     assert err.value.reason == "too large: 14000x14000 pixels, above the limit of 89,478,485"
 
 
@@ -295,7 +295,7 @@ def test_too_large_message_names_file_size_and_key_also_above_twice_the_limit(tm
     path = tmp_path / "big.png"
     Image.new("L", (300, 200), 7).save(path)
     for limit in (50_000, 20_000):  # 60,000 pixels: Pillow warns above 50,000, raises above 2 x 20,000
-        images = ImageFiles([str(path)], decoding=Decoding(VIEWER, max_pixels=limit))
+        images = FileImagesWithDecoding([str(path)], decoding=Decoding(VIEWER, max_pixels=limit))
         with pytest.raises(UnreadableImage) as err:
             images.load(0)
         assert str(err.value) == (
@@ -313,7 +313,7 @@ def test_check_images_gives_the_reason_per_file(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     gone = str(tmp_path / "gone.png")
-    images = ImageFiles([str(ok), str(big), str(broken), gone], decoding=Decoding(VIEWER, max_pixels=1000))
+    images = FileImagesWithDecoding([str(ok), str(big), str(broken), gone], decoding=Decoding(VIEWER, max_pixels=1000))
     bad = find_unreadable(images, quiet=True)
     assert bad[0] == (str(big), "too large: 40x30 pixels, above the limit of 1,000")
     assert bad[1][0] == str(broken) and bad[1][1].startswith("cannot be decoded: UnidentifiedImageError: cannot "

@@ -12,8 +12,8 @@ from dataloader import transforms as tfm
 from dataloader.device_normalise import DeviceNormaliser, normalise
 from fixtures_data import make_cfg
 from model import create_model
-from utils.distributed import Runtime
-from utils.engine import Precision, evaluate, make_loaders, train_one_epoch
+from utils.core.distributed import Runtime
+from utils.training.engine import Precision, evaluate, make_loaders, train_one_epoch
 
 MEAN, STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 

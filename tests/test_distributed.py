@@ -14,11 +14,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from gloo_ranks import free_port, run_ranks
-from stage_1 import stage1_step
-from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler, data_parallel
-from utils.acto import ActoMemory, ema_soft_labels
-from utils.engine import Precision, evaluate, predict_labels, predict_probabilities, train_one_epoch
-from utils.wrong_events import EpochPredictions, WrongEvents
+from utils.method.steps import stage1_step
+from utils.core.distributed import EpochShuffleSampler, Runtime, ShardSampler, data_parallel
+from utils.method.acto import ActoMemory, ema_soft_labels
+from utils.training.engine import Precision, evaluate, predict_labels, predict_probabilities, train_one_epoch
+from utils.method.wrong_events import EpochPredictions, WrongEvents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, DIM, CLASSES, EPOCHS = 37, 5, 3, 3  # 37 samples on 2 ranks: the sampler pads one duplicate

@@ -17,16 +17,16 @@ import torch
 from torch.utils.data._utils import signal_handling
 
 import stage_1
-from dataloader.files import ImageFiles
+from dataloader.files import FileImagesWithDecoding
 from dataloader.image_check import find_unreadable
 from fixtures_data import SUBPROCESS_ENV, TINY_WNIDS, stage_argv, write_image, write_tiny_imagenet
 from gloo_ranks import free_port
 from run_control import parking_launcher, start_parked, wait_until_parked
-from utils import distributed
-from utils.config import REPO_ROOT
-from utils.errors import run_main
-from utils.io import save_torch
-from utils.signals import DataLoader, Terminated, deferred_interrupt, stop_signals_raise
+from utils.core import distributed
+from utils.training.config import REPO_ROOT
+from utils.core.entry import run_main
+from utils.core.io import save_torch
+from utils.core.signals import DataLoader, Terminated, deferred_interrupt, stop_signals_raise
 
 FAST = ["--epochs", "1", "--set", "batch_size=256"]
 TAG = "test_resnet_scratch_digits_sym_0.4"
@@ -133,7 +133,7 @@ def test_find_unreadable_in_index_order_over_a_subset(tmp_path):
     paths = [write_image(str(tmp_path / f"{i}.png"), seed=i) for i in range(6)]
     for i in (1, 4):
         open(paths[i], "wb").close()
-    images = ImageFiles(paths)
+    images = FileImagesWithDecoding(paths)
     assert [path for path, _ in find_unreadable(images, quiet=True)] == [paths[1], paths[4]]
     assert [path for path, _ in find_unreadable(images, indices=range(0, 6, 2), quiet=True)] == [paths[4]]
 
@@ -198,13 +198,11 @@ def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
                             env=dict(SUBPROCESS_ENV, TQDM_DISABLE="1"), start_new_session=True)
     wait_until_parked(proc, marker)
     os.killpg(proc.pid, signal.SIGTERM)
-    start = time.time()
     try:
-        _, err = proc.communicate(timeout=90)
+        _, err = proc.communicate(timeout=90)  # a guard against a hung rank, no speed limit
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("a rank hung after SIGTERM")
-    assert time.time() - start < 90
     assert err.count("stage_1.py: stopped by SIGTERM; every finished epoch is saved in") == 1, err[-3000:]
     state = torch.load(run_dir / "last.pt", weights_only=True)
     assert state["epoch"] == 0 and len(state["history"]) == 1
@@ -214,7 +212,7 @@ def test_sigterm_under_torchrun_stops_every_rank_without_a_hang(tmp_path):
 @pytest.mark.slow
 def test_image_broken_in_epoch_two_keeps_epoch_one_checkpoint(tmp_path, monkeypatch, capsys):
     """A file that goes bad mid-run (read in a worker) stops the run; last.pt still holds epoch 1, whole."""
-    from utils.runlog import RunLog
+    from utils.training.runlog import RunLog
 
     root = tmp_path / "tiny"
     write_tiny_imagenet(str(root))

@@ -20,8 +20,8 @@ import fetch_weights
 from fixtures_data import SUBPROCESS_ENV
 from model import create_model
 from test_hub_weights import PROXY_VARIABLES
-from utils.config import REPO_ROOT
-from utils.errors import ConfigError, DataError
+from utils.training.config import REPO_ROOT
+from utils.core.errors import ConfigError, DataError
 
 REVISION = "89abcdef0123456789abcdef0123456789abcdef"
 

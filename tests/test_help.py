@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import clean_labels
-from utils.config import ACTO, ALL_SCOPES, OPTIONS, STAGE1, STAGE2, build_arg_parser, parse_config, yaml_text
+from utils.training.config import ACTO, ALL_SCOPES, OPTIONS, STAGE1, STAGE2, build_arg_parser, parse_config, yaml_text
 
 
 def flat(text: str) -> str:

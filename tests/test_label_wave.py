@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import stage_1
-import utils.lifecycle
-from utils.wrong_events import EpochPredictions, LabelWave
+import utils.workflow.lifecycle
+from utils.method.wrong_events import EpochPredictions, LabelWave
 
 
 def changed(prev: torch.Tensor, positions, value) -> torch.Tensor:
@@ -131,14 +131,14 @@ class ScriptedEpochPredictions(EpochPredictions):
 @pytest.mark.slow
 def test_saved_base_model_is_the_minimum_epoch_not_a_later_one(tmp_path, monkeypatch):
     snapshots: list[dict] = []
-    real_train_one_epoch = utils.lifecycle.train_one_epoch
+    real_train_one_epoch = utils.workflow.lifecycle.train_one_epoch
 
     def recording_train_one_epoch(**kwargs):
         stats = real_train_one_epoch(**kwargs)
         snapshots.append({k: v.detach().clone() for k, v in kwargs["model"].state_dict().items()})
         return stats
 
-    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", recording_train_one_epoch)
+    monkeypatch.setattr(utils.workflow.lifecycle, "train_one_epoch", recording_train_one_epoch)
     monkeypatch.setattr(stage_1, "EpochPredictions", ScriptedEpochPredictions)
     out = tmp_path / "run"
     result = stage_1.main(["--epochs", "5", "--batch_size", "128", "--set", "resolution=16",

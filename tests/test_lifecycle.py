@@ -1,4 +1,4 @@
-"""utils.lifecycle.run_method with a toy method (a linear model on 32 random samples, in-process): the order
+"""utils.workflow.lifecycle.run_method with a toy method (a linear model on 32 random samples, in-process): the order
 of the hooks, last.pt every ``checkpoint_every`` epochs, an unsaved method, and a stopped run resumed to the
 same history and weights as an uninterrupted one."""
 import csv
@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-import utils.lifecycle
-from utils.config import STAGE1
-from utils.lifecycle import Method, fmt, run_method
-from utils.run import Run, start_run
-from utils.signals import DataLoader
+import utils.workflow.lifecycle
+from utils.training.config import STAGE1
+from utils.workflow.lifecycle import Method, fmt, run_method
+from utils.training.outputs import Stage1Outputs
+from utils.training.run import Run, start_run
+from utils.core.signals import DataLoader
 
 
 class Toy(Method):
@@ -65,8 +66,8 @@ class Toy(Method):
 
 
 def toy_run(out, *extra):
-    return start_run(["--device", "cpu", "--epochs", "3", "--output_dir", str(out), *extra], prog="toy",
-                     scope=STAGE1, run_name="toy")
+    return start_run(["--device", "cpu", "--epochs", "3", "--output_dir", str(out), "--set", "run_name=toy", *extra],
+                     prog="toy", scope=STAGE1, outputs=Stage1Outputs.of)
 
 
 def metrics_rows(out):
@@ -91,18 +92,18 @@ def test_hooks_run_in_order_and_last_pt_follows_checkpoint_every(tmp_path, monke
 
 def test_stopped_and_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
     full = run_method(Toy(toy_run(tmp_path / "full")))
-    real = utils.lifecycle.train_one_epoch
+    real = utils.workflow.lifecycle.train_one_epoch
 
     def stop_in_third_epoch(**kwargs):
         if kwargs["epoch"] == 2:
             raise KeyboardInterrupt()
         return real(**kwargs)
 
-    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", stop_in_third_epoch)
+    monkeypatch.setattr(utils.workflow.lifecycle, "train_one_epoch", stop_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
         run_method(Toy(toy_run(tmp_path / "part")))
     assert len(metrics_rows(tmp_path / "part")) == 2
-    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", real)
+    monkeypatch.setattr(utils.workflow.lifecycle, "train_one_epoch", real)
     method = Toy(toy_run(tmp_path / "part", "--resume"))
     resumed = run_method(method)
     assert method.calls[:3] == ["resume", "step 2", "end 2"]

@@ -1,11 +1,13 @@
-"""Tests for utils/losses.py (IDO dynamic loss, docs/fidelity.md#ido-17-dynamic-loss, fix IDO-B4)."""
+"""Tests for utils/method/losses.py (IDO dynamic loss, docs/fidelity.md#ido-17-dynamic-loss, fix IDO-B4), through
+tests/reference.py's dynamic_loss: loss_weights and weighted_dynamic_loss of one batch."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from utils.losses import dynamic_loss, loss_weights, weighted_dynamic_loss
+from reference import dynamic_loss
+from utils.method.losses import loss_weights, weighted_dynamic_loss
 
 # 3 samples, 3 classes
 ZW = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 3.0, 0.0]]
@@ -218,10 +220,7 @@ def test_invalid_arguments_raise():
         call(zs=[r[:2] for r in ZS])
     with pytest.raises(ValueError, match="labels"):
         call(y=[0, 1])
-    with pytest.raises(ValueError, match="clean_posterior"):
-        call(tau1=[0.1, 0.2])
-    with pytest.raises(ValueError, match="noisy_cdf"):
-        call(f2=[[0.1, 0.2, 0.3]])
+    # BMM outputs of the wrong length: test_weighted_loss_rejects_weights_of_the_wrong_shape
 
 
 def _per_term_reference(zw, zs, y, tau1, tau2, f1, f2, entropy_weight):

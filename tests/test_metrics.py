@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from utils.metrics import detection_auc, split_quality
+from utils.method.metrics import detection_auc, split_quality
 
 
 def test_split_quality_by_hand():

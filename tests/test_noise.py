@@ -404,6 +404,17 @@ def test_cache_write_failure_leaves_no_temp(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "noise_file") == []
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_cache_file_gets_the_mode_of_a_plain_open(tmp_path, umask):
+    """Not mkstemp's 0600: colleagues sharing a noise_dir read the file when the umask lets them."""
+    old = os.umask(umask)
+    try:
+        _, info = load_or_create_noisy_labels(_labels(100, 10), **_cache_kw(tmp_path))
+    finally:
+        os.umask(old)
+    assert os.stat(info["path"]).st_mode & 0o777 == 0o666 & ~umask
+
+
 # ---------------------------------------------------------------------------- memory of idn
 
 def test_idn_draws_one_class_of_weights_at_a_time():

@@ -11,7 +11,8 @@ import stage_1
 from dataloader import build_data
 from dataloader.own import OWN_SPEC
 from fixtures_data import make_cfg, write_image, write_text
-from utils.errors import ConfigError, DataError, run_main
+from utils.core.errors import ConfigError, DataError
+from utils.core.entry import run_main
 
 
 def write_tree(root, layout: dict[str, list[str]]) -> None:
@@ -66,6 +67,19 @@ def test_imagefolder_sym_noise_corrupts_the_given_labels(tmp_path):
                 noise_dir=str(tmp_path / "noise"))
     assert data.clean_labels.tolist() == [0] * 10 + [1] * 10 + [2] * 10  # the given labels count as the truth
     assert 0 < data.noise_info["realised_noise_rate"] <= 0.5
+
+
+def test_imagefolder_idn_noise_needs_images_of_one_size(tmp_path):
+    """docs/own_data.md: idn reads every training image; one of another size stops the run, naming both."""
+    write_tree(tmp_path, {f"train/{c}": [f"{i}.png" for i in range(10)] for c in "ab"} | {"val/a": ["v.png"]})
+    kw = dict(dataset="imagefolder", data_path=str(tmp_path), noise_mode="idn", noise_ratio=0.4)
+    data = load(noise_dir=str(tmp_path / "noise"), **kw)
+    assert data.clean_labels.tolist() == [0] * 10 + [1] * 10 and data.noise_info["realised_noise_rate"] > 0
+    odd = write_image(str(tmp_path / "train" / "b" / "9.png"), size=14, seed=1)
+    with pytest.raises(DataError) as err:
+        load(noise_dir=str(tmp_path / "noise2"), **kw)
+    assert str(err.value) == (f"idn noise needs images of one size: {odd} is 14x14, "
+                              f"{tmp_path / 'train' / 'a' / '0.png'} is 12x12")
 
 
 def test_fingerprint_covers_the_folder_version(tmp_path):

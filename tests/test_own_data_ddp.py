@@ -13,7 +13,7 @@ from test_own_data import TREE, write_tree
 
 def _list(rank: int, world_size: int, roots: list[str], out: str) -> None:
     from dataloader.own import load_csv
-    from utils.errors import DataError
+    from utils.core.errors import DataError
 
     results = []
     for root in roots[rank]:  # rank 1 is given folders that do not exist: it must not list anything

@@ -19,7 +19,7 @@ import stage_2
 import stage_2_class
 from dataloader.digits_tree import flag_quality, read_misplaced, write_digits_tree
 from fixtures_data import write_image, write_text
-from utils.config import REPO_ROOT
+from utils.training.config import REPO_ROOT
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 # the digits default's optimiser (config/stage1/digits.yaml) at 16 px; 8 + 2 epochs find the misplaced files
@@ -155,11 +155,13 @@ def test_predict_unreadable_image_gets_an_error_row(demo, tmp_path, capsys):
 def write_small(root, dataset: str) -> None:
     """Three classes of six 12-px images (and two test images each), as a tree or as CSV lists."""
     lines = {"train": ["path,label"], "test": ["path,label"]}
+    seed = 0  # one seed per image: no two images are identical files (the report names identical files)
     for split, count in (("train", 6), ("test", 2)):
         for c in ("ant", "bee", "cat"):
             for i in range(count):
                 key = f"{split}/{c}/{i}.png"
-                write_image(str(root / key), size=12, seed=hash((split, c, i)) % 1000)
+                write_image(str(root / key), size=12, seed=seed)
+                seed += 1
                 lines[split].append(f"{key},{c}")
     if dataset == "csv":
         write_text(str(root / "train.csv"), lines["train"])

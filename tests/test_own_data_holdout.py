@@ -16,7 +16,7 @@ import stage_2_class
 from dataloader import build_data
 from dataloader.holdout import stratified_holdout
 from fixtures_data import make_cfg, write_text
-from utils.accuracy_keys import acc_key, accuracy_summary, describe_accuracies, describe_result
+from utils.training.accuracy_keys import acc_key, accuracy_summary, describe_accuracies, describe_result
 from test_own_data import cli, run_cli, write_tree
 from test_own_data_e2e import own_argv
 

@@ -14,7 +14,7 @@ from dataloader import build_data
 from dataloader.files import SkippedFiles, list_images
 from fixtures_data import make_cfg, write_text
 from test_own_data import TREE, cli, load, run_cli, write_tree
-from utils.errors import ConfigError, DataError
+from utils.core.errors import ConfigError, DataError
 
 CAFE_NFC = unicodedata.normalize("NFC", "caf\u00e9")
 CAFE_NFD = unicodedata.normalize("NFD", "caf\u00e9")

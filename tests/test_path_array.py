@@ -11,7 +11,7 @@ import pytest
 from dataloader.base import FileImages
 from dataloader.files import check_files_exist, existing_files, make_images
 from dataloader.path_array import PathArray, RootedPaths
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 PATHS = ["train/cat/a.jpg", "", "train/caf\u00e9/\u20ac.png", "x" * 300, "train/dog/b c,d.png"]
 

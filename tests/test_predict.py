@@ -19,9 +19,9 @@ from dataloader.inference import input_decoding, input_transform, load_input
 from fixtures_data import SUBPROCESS_ENV, make_cfg, write_image
 from model.classifier import create_model
 from model.export import export_model
-from utils.config import REPO_ROOT
-from utils.errors import run_main
-from utils.io import save_torch
+from utils.training.config import REPO_ROOT
+from utils.core.entry import run_main
+from utils.core.io import save_torch
 
 @pytest.fixture(autouse=True)
 def pillow_limit():

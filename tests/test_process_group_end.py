@@ -1,4 +1,4 @@
-"""A run that finishes destroys its torchrun process group (utils.errors.run_main -> end_process_group)."""
+"""A run that finishes destroys its torchrun process group (utils.core.entry.run_main -> end_process_group)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,9 @@ import os
 import pytest
 import torch.distributed as dist
 
-from utils.errors import ConfigError, run_main
+from utils.core.errors import ConfigError
+
+from utils.core.entry import run_main
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import stage_1
-import utils.io
+import utils.core.io
 from dataloader import build_data
 from model import create_model
-from utils.config import parse_config
-from utils.distributed import Runtime
-from utils.engine import NonFiniteLoss, Precision, evaluate, make_loaders
+from utils.training.config import parse_config
+from utils.core.distributed import Runtime
+from utils.training.engine import NonFiniteLoss, Precision, evaluate, make_loaders
 
 from fixtures_data import SUBPROCESS_ENV
 from run_control import start_parked, wait_until_parked
@@ -91,15 +91,15 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
 
 def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = str(tmp_path / "last.pt")
-    utils.io.save_torch({"epoch": 1, "w": torch.ones(3)}, path)
+    utils.core.io.save_torch({"epoch": 1, "w": torch.ones(3)}, path)
 
     def broken_save(obj, f):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(utils.io.torch, "save", broken_save)
+    monkeypatch.setattr(utils.core.io.torch, "save", broken_save)
     with pytest.raises(OSError):
-        utils.io.save_torch({"epoch": 2, "w": torch.zeros(3)}, path)
+        utils.core.io.save_torch({"epoch": 2, "w": torch.zeros(3)}, path)
     state = torch.load(path, weights_only=True)
     assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
     assert os.listdir(tmp_path) == ["last.pt"]
@@ -109,7 +109,7 @@ def test_saving_the_same_state_twice_gives_the_same_bytes(tmp_path):
     """The temporary name of the atomic write must not leak into the file (torch names the archive's
     folder after the path it is given)."""
     state = {"epoch": 3, "w": torch.arange(5.0)}
-    first, second = utils.io.save_torch(state, str(tmp_path / "a.pt")), utils.io.save_torch(state, str(tmp_path / "b.pt"))
+    first, second = utils.core.io.save_torch(state, str(tmp_path / "a.pt")), utils.core.io.save_torch(state, str(tmp_path / "b.pt"))
     with open(first, "rb") as f, open(second, "rb") as g:
         assert f.read() == g.read()
     assert torch.equal(torch.load(second, weights_only=True)["w"], state["w"])
@@ -120,8 +120,8 @@ def test_saved_files_get_the_mode_of_a_plain_open(tmp_path, umask):
     """Not mkstemp's 0600: 0666 less the umask, like any file the user's tools write."""
     old = os.umask(umask)
     try:
-        paths = [utils.io.save_json({"a": 1}, str(tmp_path / "r.json")),
-                 utils.io.save_torch({"w": torch.zeros(2)}, str(tmp_path / "m.pt"))]
+        paths = [utils.core.io.save_json({"a": 1}, str(tmp_path / "r.json")),
+                 utils.core.io.save_torch({"w": torch.zeros(2)}, str(tmp_path / "m.pt"))]
     finally:
         os.umask(old)
     assert [os.stat(p).st_mode & 0o777 for p in paths] == [0o666 & ~umask] * 2

@@ -1,11 +1,12 @@
-"""--resume compares the checkpoint's training settings with this run's (utils.run.Run.load_state)."""
+"""--resume compares the checkpoint's training settings with this run's (utils.training.run.Run.load_state)."""
 import pytest
 import torch
 
-from utils.config import parse_config
-from utils.distributed import Runtime
-from utils.errors import DataError
-from utils.run import Run
+from utils.training.config import parse_config
+from utils.core.distributed import Runtime
+from utils.core.errors import DataError
+from utils.training.outputs import Stage1Outputs
+from utils.training.run import Run
 
 
 class _Log:
@@ -23,7 +24,7 @@ class _Log:
 
 def _run(argv, state):
     cfg = parse_config(argv, prog="stage_1.py", scope="stage1")
-    return Run(cfg, Runtime(device=torch.device("cpu"), rank=0, world_size=1), _Log(state), None)
+    return Run(cfg, Runtime(device=torch.device("cpu"), rank=0, world_size=1), _Log(state), None, Stage1Outputs.of(cfg))
 
 
 def test_a_key_the_checkpoint_predates_counts_as_its_default():

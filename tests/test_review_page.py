@@ -1,4 +1,4 @@
-"""The review page (utils/review_page.py): its data, the duplicate groups, the page a run writes, and the page
+"""The review page (utils/report/review_page.py): its data, the duplicate groups, the page a run writes, and the page
 itself driven in a real headless Chromium (tests/headless_browser.py; the ``browser`` fixture of conftest.py)."""
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import clean_labels
 import stage_1
 from headless_browser import wait_for_file
 from test_own_data_e2e import FAST, own_argv, write_small
-from utils.duplicates import conflicting_duplicates
-from utils.review_page import ShownSamples, front_code, page_data, review_html, thumbnail_uri, write_review_page
-from utils.sample_report import sample_scores, suspect_order
+from utils.report.identical_images import conflicting_duplicates
+from utils.report.review_page import ShownSamples, front_code, page_data, review_html, thumbnail_uri, write_review_page
+from reference import sample_scores
+from utils.report.sample_report import suspect_order
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 CLASSES = ["ant", "bee", "cat"]
@@ -64,11 +65,11 @@ def test_identical_content_is_grouped_only_where_the_labels_differ():
 
 def test_the_digest_comes_with_the_same_image_as_load(tmp_path):
     from dataloader.base import ArrayImages, content_digest
-    from dataloader.files import ImageFiles
+    from dataloader.files import FileImagesWithDecoding
 
     path = tmp_path / "a.png"
     Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).convert("RGBA").save(path)
-    files = ImageFiles([str(path)])
+    files = FileImagesWithDecoding([str(path)])
     image, digest = files.load_with_digest(0)
     assert np.array_equal(np.asarray(image), np.asarray(files.load(0))) and image.mode == "RGB"
     assert digest == content_digest(path.read_bytes()) and len(digest) == 16
@@ -145,7 +146,7 @@ def small_page(tmp_path):
         probs[i, p] = 0.8
     scores = sample_scores(probs, given)
     order = suspect_order(scores)
-    page = write_review_page(scores, stem=str(tmp_path / "small"), keys=[os.path.relpath(p, root) for p in paths],
+    page = write_review_page(scores, path=str(tmp_path / "small_review.html"), report="small", keys=[os.path.relpath(p, root) for p in paths],
                              class_names=CLASSES, load_image=lambda i: Image.open(paths[i]), order=order,
                              max_shown=1000, export_paths=paths, export_labels=given, title="small")
     return page, paths, given, list(flags), flags

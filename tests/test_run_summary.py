@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 
-from utils.config import parse_config
-from utils.epoch_clock import EpochClock, format_duration
-from utils.run import start_run
-from utils.run_summary import MAX_LINES, run_summary
+from utils.training.config import parse_config
+from utils.training.epoch_clock import EpochClock, format_duration
+from utils.training.outputs import Stage1Outputs
+from utils.training.run import start_run
+from utils.training.run_summary import MAX_LINES, run_summary
 
 
 def _fake_run(tmp_path, **cfg):
@@ -74,14 +75,14 @@ def test_epoch_clock_time_per_epoch_and_time_left():
 
 def test_full_config_on_the_console_only_with_print_config(tmp_path, capsys):
     run = start_run(["--output_dir", str(tmp_path), "--device", "cpu"], prog="stage_1.py", scope="stage1",
-                    run_name="stage1_{tag}")
+                    outputs=Stage1Outputs.of)
     assert capsys.readouterr().out == ""
     log = open(os.path.join(run.log.run_dir, "train.log"), encoding="utf-8").read()
     assert "config:\n" + run.cfg.to_yaml() in log  # the whole config stays in the log file
     assert yaml.safe_load(open(os.path.join(run.log.run_dir, "config.yaml"))) == run.cfg.to_dict()
 
     run = start_run(["--output_dir", str(tmp_path / "b"), "--device", "cpu", "--print_config"], prog="stage_1.py",
-                    scope="stage1", run_name="stage1_{tag}")
+                    scope="stage1", outputs=Stage1Outputs.of)
     assert capsys.readouterr().out == "config:\n" + run.cfg.to_yaml()
     assert run.cfg.print_config is True
     assert parse_config(["--print_config"], prog="p", scope="acto").print_config is True

@@ -12,10 +12,12 @@ from PIL import Image
 
 from model import create_model
 from model.export import FORMAT, KEYS, load_exported, read_exported, transform_spec
-from utils.errors import DataError
-import utils.sample_report as report
-from utils.sample_report import sample_rows, sample_scores, stage1_label_score, summarize, suspect_order, \
-    unjudged_classes, write_sample_report, write_samples_csv
+from utils.core.errors import DataError
+import utils.report.sample_report as report
+from utils.training.outputs import ReportFiles
+from reference import sample_rows, sample_scores
+from utils.report.sample_report import stage1_label_score, summarize, suspect_order, unjudged_classes, \
+    write_sample_report, write_samples_csv
 
 PROBS = np.array([[0.9, 0.1, 0.0],   # given 0, predicted 0
                   [0.2, 0.7, 0.1],   # given 0, predicted 1
@@ -68,7 +70,7 @@ def test_written_files_agree(tmp_path):
                       label_score=np.array([0.9, 0.1, 0.95, 0.2, 0.4]))
     paths = [f"train/{i}" for i in range(5)]
     images = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(5)]
-    files = write_sample_report(s, stem=str(tmp_path / "r"), paths=paths, class_names=["a", "b", "c"], num_classes=3,
+    files = write_sample_report(s, files=ReportFiles.at(str(tmp_path / "r")), paths=paths, class_names=["a", "b", "c"], num_classes=3,
                                 load_image=images.__getitem__, grid=2, title="t")
     with open(files["samples"], newline="") as f:
         rows = list(csv.DictReader(f))
@@ -130,8 +132,8 @@ def test_a_class_the_mixture_cannot_separate_is_not_judged():
 
 def test_not_judging_leaves_the_stage2_training_weights_as_fitted():
     # the report's 0.5 is the report's alone: the loss weights of a degenerate class stay the mixture's
-    from stage_2 import SampleWeights
-    from utils.losses import loss_weights
+    from utils.method.sample_weights import SampleWeights
+    from utils.method.losses import loss_weights
 
     given = np.array([0] * 6 + [1] * 6)
     counts = np.array([0, 0, 1, 2, 8, 9] + [4] * 6)

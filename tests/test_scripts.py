@@ -8,14 +8,18 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
-from utils.config import REPO_ROOT
+from utils.training.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # every test runs sh (a subprocess), quick as the stub makes it
 
 STUB = """#!/bin/sh
+# where a script asks a command for its output paths (--outputs), the real python answers: the paths the
+# scripts then use are the outputs definitions' own
+case "$*" in *--outputs*) exec "$REAL_PYTHON" "$@";; esac
 echo "$*" >> "$CALLS"
 echo "last acc 1.00 (stub)"
 echo "RTM last acc 1.00 (stub)"
@@ -32,7 +36,7 @@ def run_script(tmp_path, script: str, *args: str, env: dict | None = None, fail:
     stub.chmod(0o755)
     calls, logs = tmp_path / "calls.txt", tmp_path / "logs"
     full_env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CALLS=str(calls), LOG_DIR=str(logs),
-                    **(env or {}))
+                    REAL_PYTHON=sys.executable, **(env or {}))
     proc = subprocess.run(["sh", os.path.join("sh", script), *args], cwd=REPO_ROOT, env=full_env,
                           capture_output=True, text=True, timeout=60)
     lines = calls.read_text().splitlines() if calls.exists() else []
@@ -124,6 +128,7 @@ def test_acto_ido_parity_setting(tmp_path):
 
 
 def test_own_data_demo_commands(tmp_path):
+    (tmp_path / "d" / "digits" / "train").mkdir(parents=True)  # what the (stubbed) tree writer would make
     proc, calls, logs = run_script(tmp_path, "own_data.sh", "--seed", "1", env={"DEMO_DIR": str(tmp_path / "d")})
     assert proc.returncode == 0, proc.stderr
     tree, out = str(tmp_path / "d" / "digits"), str(tmp_path / "d" / "out")

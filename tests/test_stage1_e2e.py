@@ -16,12 +16,12 @@ import yaml
 import stage_1
 from dataloader import build_data
 from model import create_model
-from utils.config import REPO_ROOT, parse_config
-from utils.distributed import Runtime
-from utils.batching import batch_sizes
-from utils.engine import Precision, evaluate, make_loaders, seed_epoch
-from utils.errors import DataError
-import utils.lifecycle
+from utils.training.config import REPO_ROOT, parse_config
+from utils.core.distributed import Runtime
+from utils.training.batching import batch_sizes
+from utils.training.engine import Precision, evaluate, make_loaders, seed_epoch
+from utils.core.errors import DataError
+import utils.workflow.lifecycle
 
 from fixtures_data import SUBPROCESS_ENV
 
@@ -209,7 +209,7 @@ def test_resume_never_continues_a_stale_run(tmp_path, monkeypatch):
     def interrupt(**kwargs):
         raise Interrupted()
 
-    monkeypatch.setattr(utils.lifecycle, "train_one_epoch", interrupt)
+    monkeypatch.setattr(utils.workflow.lifecycle, "train_one_epoch", interrupt)
     with pytest.raises(KeyboardInterrupt):
         stage_1.main(new)                                      # fresh run stopped during epoch 1
     monkeypatch.undo()

@@ -12,7 +12,7 @@ import torch
 import stage_1
 import stage_2
 import stage_2_class
-from utils.errors import DataError
+from utils.core.errors import DataError
 
 TAG = "test_resnet_scratch_digits_sym_0.4"
 COMMON = ["--batch_size", "128", "--set", "resolution=16", "--device", "cpu"]
@@ -102,7 +102,7 @@ def test_digits_default_writes_the_report_and_the_model(runs):
     import csv
 
     from model.export import load_exported
-    from utils.metrics import detection_auc
+    from utils.method.metrics import detection_auc
 
     out = runs[0]
     with open(out / "stage2" / f"{TAG}_class_samples.csv", newline="") as f:
@@ -131,7 +131,7 @@ def test_resume_reads_the_mixtures_from_their_own_file_and_gives_the_same_result
     # stopped after epoch 1 and resumed gives the uninterrupted result, mixtures of every epoch included
     import shutil
 
-    from utils.runlog import RunLog
+    from utils.training.runlog import RunLog
 
     out = runs[0]
     for part in ("stage1", "base_model"):

@@ -12,8 +12,9 @@ from safetensors.torch import save_file
 import stage_1
 from model import BACKBONE_ALIASES, Classifier, create_model, timm_name
 from model.weights import match_state, strip_prefixes, unwrap_state_dict
-from utils.errors import DataError, run_main
-from utils.io import save_torch
+from utils.core.errors import DataError
+from utils.core.entry import run_main
+from utils.core.io import save_torch
 
 FAST = ["--epochs", "1", "--set", "batch_size=256"]
 TINY = "test_resnet"  # 75 backbone tensors besides BatchNorm's step counters

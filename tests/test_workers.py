@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from fixtures_data import make_cfg
-from utils.config import REPO_ROOT
-from utils.errors import ConfigError
-from utils.workers import auto_workers, resolve_num_workers
+from utils.training.config import REPO_ROOT
+from utils.core.errors import ConfigError
+from utils.core.workers import auto_workers, resolve_num_workers
 
 
 @pytest.mark.parametrize("cores, processes, expected", [(16, 1, 16), (64, 1, 16), (64, 8, 8), (16, 8, 2),
@@ -42,11 +42,12 @@ def test_shipped_configs_use_auto_except_in_memory_digits():
 
 
 def test_start_run_logs_and_resolves_auto(tmp_path, monkeypatch):
-    from utils.run import start_run
+    from utils.training.outputs import Stage1Outputs
+    from utils.training.run import start_run
 
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    run = start_run(["--output_dir", str(tmp_path), "--device", "cpu", "--set", "num_workers=auto"],
-                    prog="stage_1.py", scope="stage1", run_name="w")
+    run = start_run(["--output_dir", str(tmp_path), "--device", "cpu", "--set", "num_workers=auto", "--set", "run_name=w"],
+                    prog="stage_1.py", scope="stage1", outputs=Stage1Outputs.of)
     cores = len(os.sched_getaffinity(0))
     assert run.cfg.num_workers == min(16, cores)
     with open(tmp_path / "checkpoint" / "w" / "train.log") as f:

@@ -1,4 +1,4 @@
-"""Wrong events and epoch predictions (utils/wrong_events.py), by hand and through the stage-1 step."""
+"""Wrong events and epoch predictions (utils/method/wrong_events.py), by hand and through the stage-1 step."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +8,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import stage_1
-from utils.distributed import EpochShuffleSampler, Runtime
-from utils.engine import Precision, train_one_epoch
-from utils.wrong_events import EpochPredictions, WrongEvents
+from utils.core.distributed import EpochShuffleSampler, Runtime
+from utils.training.engine import Precision, train_one_epoch
+from utils.method import steps
+from utils.method.wrong_events import EpochPredictions, WrongEvents
 
 
 def t(values, dtype=torch.int64):
@@ -196,7 +197,7 @@ def test_stage1_step_in_train_one_epoch_counts_like_a_hand_count():
     precision = Precision.create("fp32", runtime.device)
     wrong_events = WrongEvents(n)
     predictions = EpochPredictions(n)
-    step = stage_1.stage1_step(wrong_events, predictions)
+    step = steps.stage1_step(wrong_events, predictions)
 
     hand = torch.zeros(n, dtype=torch.int32)
     for epoch in range(epochs):
@@ -227,7 +228,7 @@ def test_stage1_step_returns_cross_entropy_and_records_predictions():
     model = LinearNet(d, c)
     we, ep = WrongEvents(n), EpochPredictions(n)
     idx = torch.tensor([5, 3, 1])
-    loss = stage_1.stage1_step(we, ep)(model, (x[idx], y[idx], idx))
+    loss = steps.stage1_step(we, ep)(model, (x[idx], y[idx], idx))
     logits = model(x[idx])[1]
     assert loss.item() == pytest.approx(nn.functional.cross_entropy(logits, y[idx]).item())
     assert loss.requires_grad

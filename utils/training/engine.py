@@ -1,10 +1,13 @@
 """One epoch of every method: seeding, loaders, mixed precision, train and evaluate (the run around the
-epochs, from resume to the artefacts, is :func:`utils.lifecycle.run_method`).
+epochs, from resume to the artefacts, is :func:`utils.workflow.lifecycle.run_method`).
 
 A training step is a function ``step(model, batch) -> loss`` that also does its own bookkeeping
 (wrong events, predictions) on the device; :func:`train_one_epoch` owns zero_grad / backward /
-optimizer step, the progress bar and the non-finite-loss guard.  Nothing here copies a tensor to
-the host inside the batch loop: sums stay on the device until the epoch ends.
+optimizer step, the progress bar and the non-finite-loss guard.  :func:`train_one_epoch`,
+:func:`evaluate` and :func:`predict_labels` copy no tensor to the host inside the batch loop: sums and
+labels stay on the device until the loop ends.  :func:`predict_probabilities` does copy each batch's
+probabilities to the host (``.cpu()``): it serves confident learning's small cross-validation folds,
+where N x C probabilities on the host are the result.
 """
 from __future__ import annotations
 
@@ -15,14 +18,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from utils.accuracy_keys import accuracy_columns, describe_accuracies  # noqa: F401 (the entry points' import)
-from utils.batching import KeepAllBatchSampler
-from utils.distributed import EpochShuffleSampler, Runtime, ShardSampler
-from utils.errors import ConfigError, UsageError
-from utils.signals import DataLoader, check_stop
-from utils.workers import resolve_num_workers
+from utils.training.batching import KeepAllBatchSampler
+from utils.core.distributed import EpochShuffleSampler, Runtime, ShardSampler
+from utils.core.errors import ConfigError, UsageError
+from utils.method.steps import loss_and_terms
+from utils.core.progress import progress
+from utils.core.signals import DataLoader, check_stop
+from utils.core.workers import resolve_num_workers
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -117,8 +120,11 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
                     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
                     step: Step, precision: Precision, runtime: Runtime, epoch: int, channels_last: bool = False,
                     desc: str = "train", normalise: Callable[[Any], Any] | None = None) -> dict:
-    """One pass over ``loader``; returns ``{"loss": mean loss}`` (one host sync, at the end).
+    """One pass over ``loader``; returns ``{"loss": mean loss, **terms}`` (one host sync, at the end).
 
+    ``step`` returns the loss or ``(loss, terms)`` (:mod:`utils.method.steps`): ``terms`` are batch means
+    (0-d tensors, the same names in every batch of the epoch), summed weighted by batch size on the device
+    and returned as epoch means beside the loss.
     ``normalise`` (``Data.normalise``) turns the batch's uint8 images into model inputs on the device.
     ``optimizer`` may be a sequence (ACTO's two models): each is zeroed and stepped, the loss is
     back-propagated once and the gradient scaler updated once per step.
@@ -132,16 +138,18 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen = torch.zeros((), dtype=torch.int64, device=device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    term_names: tuple[str, ...] | None = None
+    term_sum = None
     # Only rank 0 draws a bar; elsewhere tqdm's own default applies, so TQDM_DISABLE=1 silences it.
     quiet = {} if runtime.is_main else {"disable": True}
-    bar = tqdm(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
+    bar = progress(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
     for i, batch in enumerate(bar):
         check_stop()
         batch = to_device(batch, device, channels_last)
         if normalise is not None:
             batch = (normalise(batch[0]), *batch[1:])
         with precision.autocast():
-            loss = step(model, batch)
+            loss, terms = loss_and_terms(step(model, batch))
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
@@ -153,6 +161,11 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
         loss_sum += loss.double() * batch_size
         seen += batch_size
+        if term_names is None:
+            term_names = tuple(terms)
+            term_sum = torch.zeros(len(term_names), dtype=torch.float64, device=device)
+        if term_names:
+            term_sum += torch.stack([terms[name].detach().double() for name in term_names]) * batch_size
     bar.close()
     first_bad = runtime.reduce_max(first_bad)
     if int(first_bad) >= 0:
@@ -160,7 +173,11 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
                             "the checkpoint of the last finished epoch is kept (lower the learning rate, or "
                             "use precision fp32)")
     loss_sum, seen = runtime.reduce_sum(loss_sum), runtime.reduce_sum(seen)
-    return {"loss": float(loss_sum / seen.clamp(min=1))}
+    stats = {"loss": float(loss_sum / seen.clamp(min=1))}
+    if term_names:
+        means = (runtime.reduce_sum(term_sum) / seen.clamp(min=1)).tolist()  # one host read for every term
+        stats.update(zip(term_names, means))
+    return stats
 
 
 @torch.no_grad()
@@ -168,7 +185,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, *, precision: Precision
              channels_last: bool = False, normalise: Callable[[Any], Any] | None = None) -> float:
     """Top-1 accuracy (%) of argmax logits over the whole (sharded) loader (``normalise``: as in training).
     Every shard is evaluated with rank 0's buffers (batch-norm statistics), the model that is saved."""
-    runtime.broadcast_buffers(model)  # why: utils.distributed.data_parallel
+    runtime.broadcast_buffers(model)  # why: utils.core.distributed.data_parallel
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
     total = torch.zeros((), dtype=torch.int64, device=runtime.device)

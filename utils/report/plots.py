@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.io import save_figure  # noqa: E402
+from utils.core.io import save_figure  # noqa: E402
 
 
 def wrong_event_histogram(counts: np.ndarray, path: str, *, is_noisy: np.ndarray | None = None,

@@ -1,6 +1,6 @@
 """Identical content under different labels: groups of training samples whose digests are equal.
 
-The digests come from the report's evaluation pass (:meth:`dataloader.files.ImageFiles.load_with_digest`
+The digests come from the report's evaluation pass (:meth:`dataloader.files.FileImagesWithDecoding.load_with_digest`
 hashes the bytes it reads anyway), so finding the groups costs no second read of the data.
 """
 from __future__ import annotations

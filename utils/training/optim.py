@@ -7,7 +7,8 @@ import torch
 from timm.optim import create_optimizer_v2
 
 from model import timm_name
-from utils.errors import ConfigError
+from utils.core.errors import ConfigError
+from utils.method.acto import DEFAULT_ETA_END, build_lr_plan, parse_lr_plan
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,37 @@ def stage1_schedule_kind(cfg) -> str:
     if cfg.scheduler is not None:
         return cfg.scheduler
     return "constant" if (cfg.pretrained or cfg.pretrained_path) else "cosine"
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def build_acto_optimizer(model: torch.nn.Module, settings: OptimSettings, nesterov: bool) -> torch.optim.Optimizer:
+    """ACTO's optimiser of one model: :func:`build_optimizer`, or Nesterov SGD (``nesterov``, ACT's own)."""
+    if settings.name == "sgd" and nesterov:
+        if settings.momentum <= 0:
+            raise ConfigError("config key 'nesterov' needs momentum > 0 (ACT uses momentum 0.9)")
+        return create_optimizer_v2([p for p in model.parameters() if p.requires_grad], opt="sgd", lr=settings.lr,
+                                   weight_decay=settings.weight_decay, momentum=settings.momentum,
+                                   filter_bias_and_bn=False)
+    return build_optimizer(model, settings)
+
+
+def acto_lr_plans(cfg, settings: OptimSettings, log) -> tuple[list[float], list[float], str, str]:
+    """Per-epoch learning rates of ACTO's RTM and NTM and their plans (docs/fidelity.md#act-18-learning-rate-plan,
+    ACT-B10)."""
+    rtm_plan = cfg.lr_plan or f"cosine:{cfg.warmup_epochs},{DEFAULT_ETA_END:g},{cfg.epochs}"
+    ntm_plan = cfg.ntm_lr_plan or rtm_plan
+    parse_lr_plan(rtm_plan, key="lr_plan")
+    parse_lr_plan(ntm_plan, key="ntm_lr_plan")
+    ntm_lr = cfg.ntm_lr if cfg.ntm_lr is not None else settings.lr
+    rtm = build_lr_plan(settings.lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, rtm_plan)
+    ntm = build_lr_plan(ntm_lr, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, ntm_plan)
+    for name, plan in (("lr_plan", rtm_plan), ("ntm_lr_plan", ntm_plan)):
+        kind, args = parse_lr_plan(plan, key=name)
+        if kind == "cosine_at" and args[0] < cfg.warmup_epochs:
+            log(f"note: {name} {plan} starts its cosine at epoch {args[0]} < warmup_epochs {cfg.warmup_epochs}; "
+                "the warm-up epochs keep warmup_lr and the cosine continues from epoch W (not shifted late)")
+    return rtm, ntm, rtm_plan, ntm_plan

@@ -18,10 +18,10 @@ A class whose wrong events cannot be separated by a mixture (all its counts equa
 get ``label_score`` exactly 0.5 and no flag, and the summary names it (:func:`unjudged_classes`).  Only
 the report does this; the training loss weights of stage 2 still come from the mixture as fitted.
 
-The tables are computed by pure functions (:func:`sample_scores`, :func:`suspect_order`,
-:func:`sample_rows`, :func:`summarize`) from arrays; :func:`write_sample_report` writes the files.
+The tables are computed by pure functions (:func:`scores_from_predictions`, :func:`suspect_order`,
+:func:`summarize`) from arrays; :func:`write_sample_report` writes the files.
 Nothing here holds N x C: the evaluation pass keeps three numbers per sample
-(:func:`utils.engine.predict_labels`) and the CSV is streamed to a temporary file in chunks of rows.
+(:func:`utils.training.engine.predict_labels`) and the CSV is streamed to a temporary file in chunks of rows.
 """
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from utils.bmm import BetaMixture
-from utils.duplicates import conflicting_duplicates, describe_groups
-from utils.io import atomic_path, save_json
-from utils.metrics import detection_auc, split_quality
-from utils.review_page import write_review_page
+from utils.method.bmm import BetaMixture
+from utils.report.identical_images import conflicting_duplicates, describe_groups
+from utils.core.io import atomic_path, save_json
+from utils.method.metrics import detection_auc, split_quality
+from utils.report.review_page import write_review_page
+from utils.training.outputs import REPORT_SUFFIXES, ReportFiles
 
 CLEAN_THRESHOLD = 0.5       # a clean posterior below this flags the label (stage 2's clean split)
 STAGE1_BMM_ITERS = 20       # EM iterations of the stage-1 score (stage 2's bmm_init_iters default)
@@ -66,26 +67,12 @@ class SampleScores:
         return len(self.given_label)
 
 
-def sample_scores(probs: np.ndarray, given: np.ndarray, *, label_score: np.ndarray | None = None,
-                  wrong_events: np.ndarray | None = None, true_label: np.ndarray | None = None,
-                  not_judged: dict | None = None) -> SampleScores:
-    """Scores from the final model's softmax ``probs`` (N, C) and the given labels (N,); see
-    :func:`scores_from_predictions` (this reduces ``probs`` to what it needs, for small N and tests)."""
-    probs = np.asarray(probs)
-    given = np.asarray(given, dtype=np.int64)
-    rows = np.arange(len(given))
-    predicted = probs.argmax(axis=1)
-    return scores_from_predictions(predicted, probs[rows, predicted], probs[rows, given], given,
-                                   label_score=label_score, wrong_events=wrong_events, true_label=true_label,
-                                   not_judged=not_judged)
-
-
 def scores_from_predictions(predicted: np.ndarray, predicted_prob: np.ndarray, given_prob: np.ndarray,
                             given: np.ndarray, *, label_score: np.ndarray | None = None,
                             wrong_events: np.ndarray | None = None, true_label: np.ndarray | None = None,
                             not_judged: dict | None = None) -> SampleScores:
     """Scores from the final model's predicted label, its probability and the given label's probability
-    (each (N,), :class:`utils.engine.LabelPredictions`) and the given labels (N,).
+    (each (N,), :class:`utils.training.engine.LabelPredictions`) and the given labels (N,).
 
     With a ``label_score`` (a clean posterior) a label is flagged when the score is below 0.5; the
     samples of the classes in ``not_judged`` ({class index: reason}) get exactly 0.5 and no flag.
@@ -162,23 +149,6 @@ def _name(label: int, class_names: Sequence[str] | None) -> str:
     return str(label) if class_names is None else str(class_names[label])
 
 
-def sample_rows(scores: SampleScores, *, paths: Sequence[str], class_names: Sequence[str] | None) -> list[dict]:
-    """One dict per training sample in :func:`suspect_order` (keys :data:`COLUMNS`; no ``true_label``
-    where the truth is unknown, no ``wrong_events`` value where there are none)."""
-    rows = []
-    for i in suspect_order(scores):
-        row = {"index": int(i), "path": paths[i], "given_label": _name(scores.given_label[i], class_names),
-               "predicted_label": _name(scores.predicted_label[i], class_names),
-               "predicted_prob": _six_digits(scores.predicted_prob[i]),
-               "wrong_events": "" if scores.wrong_events is None else int(scores.wrong_events[i]),
-               "label_score": _six_digits(scores.label_score[i]),
-               "is_label_issue": bool(scores.is_label_issue[i])}
-        if scores.true_label is not None:
-            row["true_label"] = _name(scores.true_label[i], class_names)
-        rows.append(row)
-    return rows
-
-
 def summarize(scores: SampleScores, *, num_classes: int, class_names: Sequence[str] | None) -> dict:
     """Counts of the flags per given class, the given -> predicted matrix of the flagged samples, and
     (where the truth is known) precision / recall / AUC of the flags as a detector of wrong labels."""
@@ -217,8 +187,10 @@ def _short(name: str, width: int = 18) -> str:
 
 def write_samples_csv(scores: SampleScores, path: str, *, paths: Sequence[str], class_names: Sequence[str] | None,
                       order: np.ndarray | None = None) -> str:
-    """Write the table of :func:`sample_rows` to ``path`` (temporary file, renamed at the end), formatted
-    and written :data:`CSV_CHUNK_ROWS` rows at a time; the bytes equal a ``csv.DictWriter`` over those rows."""
+    """Write the table, one row per training sample in ``order`` (default :func:`suspect_order`; columns
+    :data:`COLUMNS`, no ``true_label`` where the truth is unknown, an empty ``wrong_events`` where there are
+    none), to ``path`` (temporary file, renamed at the end), formatted and written :data:`CSV_CHUNK_ROWS` rows
+    at a time; the bytes equal a ``csv.DictWriter`` over one dict per row (tests/reference.py)."""
     order = suspect_order(scores) if order is None else order
     columns = COLUMNS if scores.true_label is not None else COLUMNS[:-1]
     names = np.array([_name(c, class_names) for c in range(_num_labels(scores))], dtype=object)
@@ -245,25 +217,25 @@ def _num_labels(scores: SampleScores) -> int:
     return max((int(a.max()) for a in arrays), default=-1) + 1
 
 
-def write_sample_report(scores: SampleScores, *, stem: str, paths: Sequence[str], class_names: Sequence[str] | None,
-                        num_classes: int, load_image: Callable[[int], object], grid: int, title: str,
-                        extra_summary: dict | None = None) -> dict:
-    """Write ``{stem}_samples.csv``, ``{stem}_summary.json`` (with ``extra_summary``'s keys) and
-    ``{stem}_suspects.png``; return their paths."""
-    from utils.plots import suspects_grid
+def write_sample_report(scores: SampleScores, *, files: ReportFiles, paths: Sequence[str],
+                        class_names: Sequence[str] | None, num_classes: int, load_image: Callable[[int], object],
+                        grid: int, title: str, extra_summary: dict | None = None) -> dict:
+    """Write the samples CSV, the summary JSON (with ``extra_summary``'s keys) and the suspects' grid of
+    ``files``; return their paths (``{"samples", "summary", "suspects"}``)."""
+    from utils.report.plots import suspects_grid
 
     order = suspect_order(scores)
-    files = {"samples": write_samples_csv(scores, f"{stem}_samples.csv", paths=paths, class_names=class_names,
-                                          order=order),
-             "summary": save_json({**summarize(scores, num_classes=num_classes, class_names=class_names),
-                                   **(extra_summary or {})}, f"{stem}_summary.json")}
+    written = {"samples": write_samples_csv(scores, files.samples, paths=paths, class_names=class_names,
+                                            order=order),
+               "summary": save_json({**summarize(scores, num_classes=num_classes, class_names=class_names),
+                                     **(extra_summary or {})}, files.summary)}
     shown = order[:grid].tolist()
     # two lines, "given" over "-> predicted (prob)", so photo class names fit a cell
     captions = [f"{_short(_name(scores.given_label[i], class_names))}\n\u2192 "
                 f"{_short(_name(scores.predicted_label[i], class_names))} ({_six_digits(scores.predicted_prob[i]):.2f})"
                 for i in shown]
-    files["suspects"] = suspects_grid([load_image(i) for i in shown], captions, f"{stem}_suspects.png", title=title)
-    return files
+    written["suspects"] = suspects_grid([load_image(i) for i in shown], captions, files.suspects, title=title)
+    return written
 
 
 # ------------------------------------------------------------------------------ the entry points' glue
@@ -290,11 +262,11 @@ def sample_paths(images) -> Sequence[str]:
 
 
 def training_set_predictions(model: torch.nn.Module, data, run):
-    """:class:`utils.engine.LabelPredictions` of ``model`` over the training images in dataset order, with
+    """:class:`utils.training.engine.LabelPredictions` of ``model`` over the training images in dataset order, with
     the test transform and the given (noisy) labels, and the content digest (N, 16) uint8 of every image,
     taken from the bytes this pass reads anyway; sharded across the processes (all must call it)."""
     from dataloader.base import NoisyLabelDataset
-    from utils.engine import predict_labels
+    from utils.training.engine import predict_labels
 
     cfg = run.cfg
     dataset = DigestedImages(NoisyLabelDataset(data.raw.train_images, data.noisy_labels, data.test.transform))
@@ -307,7 +279,7 @@ class DigestedImages(torch.utils.data.Dataset):
     """Items ``(transform(image), given label, index, content digest (16,) uint8)`` of a
     :class:`NoisyLabelDataset`: the digest of the bytes the image was decoded from."""
 
-    DIGEST_SIZE = 16  # bytes (BLAKE2b-128, utils/duplicates.py)
+    DIGEST_SIZE = 16  # bytes (BLAKE2b-128, utils/report/identical_images.py)
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -321,8 +293,9 @@ class DigestedImages(torch.utils.data.Dataset):
                 torch.frombuffer(bytearray(digest), dtype=torch.uint8))
 
 
-def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_events: np.ndarray | None = None,
-                         label_score: np.ndarray | None = None, class_wise: bool = False) -> dict | None:
+def export_sample_report(run, data, model: torch.nn.Module, *, files: ReportFiles,
+                         wrong_events: np.ndarray | None = None, label_score: np.ndarray | None = None,
+                         class_wise: bool = False) -> dict | None:
     """The report of a finished run; see the module doc.
 
     Every process must call this (the evaluation pass is sharded); the main process writes the files and
@@ -346,23 +319,23 @@ def export_sample_report(run, data, model: torch.nn.Module, *, stem: str, wrong_
                                      true_label=data.clean_labels, not_judged=not_judged)
     keys, class_names = sample_paths(data.raw.train_images), data.raw.extra.get("classes")
     duplicates = conflicting_duplicates(predictions.digests, scores.given_label)
-    files = write_sample_report(scores, stem=stem, paths=keys, class_names=class_names, num_classes=data.num_classes,
+    written = write_sample_report(scores, files=files, paths=keys, class_names=class_names, num_classes=data.num_classes,
                                 load_image=data.raw.train_images.load, grid=cfg.suspects_grid,
                                 title=f"{cfg.tag}: the {min(cfg.suspects_grid, len(scores))} most suspect labels "
                                       "(given \u2192 predicted (prob))",
                                 extra_summary={"identical_files_under_different_labels": describe_groups(
                                     duplicates, paths=keys, given=scores.given_label, class_names=class_names)})
-    files["review"] = write_review_page(
-        scores, stem=stem, keys=keys, order=suspect_order(scores), max_shown=cfg.review_samples,
+    report = os.path.basename(files.review).removesuffix(REPORT_SUFFIXES["review"])
+    written["review"] = write_review_page(
+        scores, path=files.review, report=report, keys=keys, order=suspect_order(scores), max_shown=cfg.review_samples,
         class_names=class_names or [str(c) for c in range(data.num_classes)], load_image=data.raw.train_images.load,
-        duplicate_groups=duplicates, title=f"{os.path.basename(stem)}: review the flagged labels",
-        **export_rows(data))
+        duplicate_groups=duplicates, title=f"{report}: review the flagged labels", **export_rows(data))
     unjudged = "" if not not_judged else f"; {len(not_judged)} classes not judged (see the summary)"
     run.log.info(f"{int(scores.is_label_issue.sum())} of {len(scores)} training labels flagged (evaluation pass over "
                  f"the training set {seconds:.1f} s{unjudged}); {len(duplicates)} groups of identical files under "
-                 f"different labels: {files['samples']}, {files['summary']}, {files['suspects']}")
-    run.log.info(f"review page (open in a browser, export corrected_labels.csv): {files['review']}")
-    return files
+                 f"different labels: {written['samples']}, {written['summary']}, {written['suspects']}")
+    run.log.info(f"review page (open in a browser, export corrected_labels.csv): {written['review']}")
+    return written
 
 
 def export_rows(data) -> dict:

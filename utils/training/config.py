@@ -2,7 +2,7 @@
 
 One :class:`Option` table describes every key (type, range, allowed values, which entry points
 accept it).  :func:`parse_config` returns a :class:`Config` (attribute access, read-only) or raises
-:class:`~utils.errors.ConfigError` with one line naming the key and what is expected.
+:class:`~utils.core.errors.ConfigError` with one line naming the key and what is expected.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from dataloader import LOADERS
-from utils.errors import ConfigError
+from utils.core.errors import ConfigError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 STAGE1, STAGE2, ACTO = "stage1", "stage2", "acto"
 ALL_SCOPES = frozenset({STAGE1, STAGE2, ACTO})
@@ -44,6 +44,9 @@ class Option:
     pattern: str | None = None  # a string value must match this regex as a whole
     pattern_help: str = ""  # what the pattern accepts, in words (for the error line)
     path: bool = False  # a file or folder: ~ and $VARIABLES are expanded (docs/own_data.md)
+    # where the files are and how the machine runs them, not what is trained: may differ between a run and its
+    # --resume, and between a finished stage 1 and a rerun that reuses it (utils.training.run.training_settings)
+    resume_free: bool = False
 
     def check(self, value: Any, source: str) -> Any:
         """Return ``value`` converted to this option's type, or raise ConfigError."""
@@ -114,53 +117,53 @@ S2A = frozenset({STAGE2, ACTO})
 OPTIONS: tuple[Option, ...] = (
     # --- data ---
     _opt("dataset", str, "digits", "data set name", choices=tuple(LOADERS)),  # the one list: dataloader.LOADERS
-    _opt("data_path", str, "./data", "directory holding the data set files", path=True),
-    _opt("download", bool, False, "let torchvision download CIFAR into data_path"),
+    _opt("data_path", str, "./data", "directory holding the data set files", path=True, resume_free=True),
+    _opt("download", bool, False, "let torchvision download CIFAR into data_path", resume_free=True),
     _opt("noise_mode", str, "sym", "label noise", choices=("sym", "asym", "idn", "real")),
     _opt("noise_ratio", float, 0.4, "fraction of samples given a synthetic noisy label", min=0.0, max=1.0),
     _opt("noise_convention", str, "ido", "ido: IDO/DivideMix noise; act: ACT noise", choices=("ido", "act")),
     _opt("noise_seed", int, None, "seed of the noise generator (null: seed)", nullable=True, min=0),
     _opt("noise_dir", str, None, "cache of noisy-label files (null: {output_dir}/noise_file)", nullable=True,
-         path=True),
+         path=True, resume_free=True),
     _opt("resolution", int, None, "network input side in px (null: 224 if pretrained else native)",
          nullable=True, min=8),
     _opt("hflip", bool, True, "random horizontal flips in training views"),
     _opt("views", str, "ido", "training/test transforms: ido (IDO's views, the data set's statistics) or act "
          "(ACT's: AutoAugment CIFAR-10 / UDA RandAugment strong views, ImageNet statistics)", choices=("ido", "act")),
     _opt("num_workers", int, 4, "DataLoader worker processes (auto: the CPU cores of this process / processes "
-         "on the node, at most 16)", min=0, words=("auto",)),
-    _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)"),
+         "on the node, at most 16)", min=0, words=("auto",), resume_free=True),
+    _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)", resume_free=True),
     _opt("check_images", bool, False, "decode every image file once before training and list all unreadable "
-         "ones (checkpoint/{run}/bad_images.txt); file data sets only"),
+         "ones (checkpoint/{run}/bad_images.txt); file data sets only", resume_free=True),
     # data-set-specific keys (docs/data.md)
     _opt("noisy_label_file", str, None, "CIFAR-N human-label file for noise_mode real (null: "
-         "{data_path}/CIFAR-10_human.pt or {data_path}/CIFAR-100_human.pt)", nullable=True, path=True),
+         "{data_path}/CIFAR-10_human.pt or {data_path}/CIFAR-100_human.pt)", nullable=True, path=True, resume_free=True),
     _opt("cifar10n_label", str, "worse_label", "CIFAR-10N label set used with noise_mode real",
          choices=("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")),
     _opt("clothing1m_samples", int, 128000, "size of the class-balanced Clothing1M training subset (drawn once "
          "per seed, persisted in noise_dir, shared by both stages)", min=1),
     _opt("imagenet_val_path", str, None, "ILSVRC12 val folders for WebVision's second test set (first 50 "
-         "classes; null: none)", nullable=True, path=True),
+         "classes; null: none)", nullable=True, path=True, resume_free=True),
     _opt("food101_path", str, None, "Food-101 release, the food101n test set (null: {data_path}/food-101)",
-         nullable=True, path=True),
+         nullable=True, path=True, resume_free=True),
     # own data (dataset imagefolder / csv) and the per-sample report (docs/own_data.md)
     _opt("train_csv", str, None, "csv: path,label list of the training images (null: {data_path}/train.csv)",
-         nullable=True, path=True),
-    _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True, path=True),
+         nullable=True, path=True, resume_free=True),
+    _opt("test_csv", str, None, "csv: path,label list of the test images (null: none)", nullable=True, path=True, resume_free=True),
     _opt("class_names", list, None, "the class list, named explicitly: csv with integer labels: names in index order "
          "(null: the integers); imagefolder: the class folders in index order (null: train/'s folders, sorted); "
          "named classes may have no training image",
          nullable=True),
     _opt("export_samples", bool, True, "write {stage}/..._samples.csv, _summary.json and _suspects.png "
-         "(one extra evaluation pass over the training set)"),
-    _opt("suspects_grid", int, 32, "number of images in the _suspects.png grid", min=1),
+         "(one extra evaluation pass over the training set)", resume_free=True),
+    _opt("suspects_grid", int, 32, "number of images in the _suspects.png grid", min=1, resume_free=True),
     _opt("review_samples", int, 1000, "number of flagged samples (most suspect first) shown as thumbnails on "
-         "the _review.html page", min=0),
+         "the _review.html page", min=0, resume_free=True),
     _opt("decode_background", str, "white", "imagefolder/csv: colour that transparent pixels are composited onto "
          "(the training input; dataloader/decode.py)", pattern=r"white|black|#[0-9A-Fa-f]{6}",
          pattern_help="white, black or '#RRGGBB' (quoted: YAML reads # as a comment)"),
     _opt("max_image_pixels", int, 89_478_485, "images with more pixels stop the run with one line naming them "
-         "(default: Pillow's limit; null or 0: no limit)", nullable=True, min=0),
+         "(default: Pillow's limit; null or 0: no limit)", nullable=True, min=0, resume_free=True),
     _opt("val_fraction", float, 0.0, "imagefolder/csv without a test set: share of each class's training images "
          "held out (seed: seed), scored on their given labels (val_acc_given_labels)", min=0.0, max=0.5,
          max_inclusive=False),
@@ -173,7 +176,7 @@ OPTIONS: tuple[Option, ...] = (
     # --- optimisation ---
     _opt("epochs", int, 5, "training epochs", min=1),
     _opt("batch_size", int, 128, "training batch size (per process)", min=1),
-    _opt("test_batch_size", int, 256, "evaluation batch size", min=1),
+    _opt("test_batch_size", int, 256, "evaluation batch size", min=1, resume_free=True),
     _opt("optimizer", str, None, "adamw or sgd (null: per backbone, docs/fidelity.md IDO-K1)", nullable=True,
          choices=("adamw", "sgd")),
     _opt("lr", float, None, "learning rate (null: per backbone)", nullable=True, min=0.0, min_inclusive=False),
@@ -186,7 +189,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("seed", int, 0, "seed of python, numpy and torch", min=0),
     _opt("precision", str, "fp32", "fp32, bf16 or fp16 (torch.amp)", choices=("fp32", "bf16", "fp16")),
     _opt("channels_last", bool, False, "channels_last memory format"),
-    _opt("compile", bool, False, "torch.compile the model"),
+    _opt("compile", bool, False, "torch.compile the model", resume_free=True),
     # --- stage 2 ---
     _opt("bmm", str, "global", "global: one beta mixture; class: one per noisy class", choices=("global", "class"),
          scopes=S2),
@@ -202,25 +205,25 @@ OPTIONS: tuple[Option, ...] = (
     _opt("cutout", float, 0.15, "side of the strong view's grey square, fraction of the image", min=0.0, max=1.0,
          scopes=S2A),
     _opt("base_model", str, None, "stage-1 base model file (null: base_model/{tag}.pt)", nullable=True, scopes=S2,
-         path=True),
+         path=True, resume_free=True),
     _opt("wrong_events", str, None, "stage-1 wrong-event file (null: stage1/{tag}_wrongevent.npy)",
-         nullable=True, scopes=S2, path=True),
+         nullable=True, scopes=S2, path=True, resume_free=True),
     # --- run ---
-    _opt("device", str, None, "cpu, cuda or cuda:N (null: cuda if available)", nullable=True),
-    _opt("gpuid", int, None, "official spelling of device cuda:N", nullable=True, min=0),
-    _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written", path=True),
-    _opt("run_name", str, None, "name of checkpoint/{run} (null: from the stage and tag)", nullable=True),
-    _opt("resume", bool, False, "continue from checkpoint/{run}/last.pt"),
+    _opt("device", str, None, "cpu, cuda or cuda:N (null: cuda if available)", nullable=True, resume_free=True),
+    _opt("gpuid", int, None, "official spelling of device cuda:N", nullable=True, min=0, resume_free=True),
+    _opt("output_dir", str, ".", "where stage1/, stage2/, base_model/ and checkpoint/ are written", path=True, resume_free=True),
+    _opt("run_name", str, None, "name of checkpoint/{run} (null: from the stage and tag)", nullable=True, resume_free=True),
+    _opt("resume", bool, False, "continue from checkpoint/{run}/last.pt", resume_free=True),
     _opt("overwrite", bool, False, "replace the outputs in output_dir of a run on other data, noisy labels or seed "
-         "(refused otherwise)"),
+         "(refused otherwise)", resume_free=True),
     _opt("print_config", bool, False, "print the whole resolved config on the console too (it always goes to "
-         "checkpoint/{run}/config.yaml and train.log)"),
+         "checkpoint/{run}/config.yaml and train.log)", resume_free=True),
     # --- ACTO (docs/fidelity.md#act-1-method; docs/acto.md) ---
     _opt("warmup_epochs", int, 2, "ACTO warm-up epochs W (both models on all samples, RTM with the "
          "confidence penalty); must be < epochs", min=0, scopes=SA),
-    _opt("checkpoint_every", int, 1, "ACTO: write checkpoint/{run}/last.pt (with the N x C soft-label bank, "
-         "4 N C bytes) every this many epochs and after the last; a stop or preemption resumes from the last "
-         "one written", min=1, scopes=SA),
+    _opt("checkpoint_every", int, 1, "ACTO: write checkpoint/{run}/last.pt and the N x C soft-label bank "
+         "(4 N C bytes, a file of its own beside last.pt) every this many epochs and after the last; a stop or "
+         "preemption resumes from the last one written", min=1, scopes=SA, resume_free=True),
     _opt("tau", float, 0.025, "ACTO memorisation threshold: mining on in a batch iff M < tau", scopes=SA),
     _opt("ema_alpha", float, 0.8, "ACTO soft-label bank: q <- alpha*q + (1-alpha)*softmax(RTM weak)", min=0.0,
          max=1.0, scopes=SA),
@@ -394,6 +397,9 @@ def build_arg_parser(prog: str, scope: str, forced: Mapping[str, Any] | None = N
                         help="print the whole resolved config on the console (always in config.yaml and train.log)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key; the value is parsed as YAML (repeatable)")
+    parser.add_argument("--outputs", nargs="?", const="all", default=None, metavar="NAME",
+                        help="print the path of the output NAME of this command (without NAME: every output, as "
+                             "'name<TAB>path' lines) and exit; for scripts, e.g. --outputs model")
     return parser
 
 
@@ -453,6 +459,12 @@ def parse_config(argv: Sequence[str] | None, *, prog: str, scope: str,
     ``forced`` holds values the entry point itself fixes (``stage_2_class.py`` fixes ``bmm: class``);
     a user value that contradicts one is an error rather than silently ignored.
     """
+    return parse_command_line(argv, prog=prog, scope=scope, forced=forced)[0]
+
+
+def parse_command_line(argv: Sequence[str] | None, *, prog: str, scope: str,
+                       forced: Mapping[str, Any] | None = None) -> tuple[Config, str | None]:
+    """:func:`parse_config`, and the output name asked for with ``--outputs`` (None without it)."""
     args = build_arg_parser(prog, scope, forced).parse_args(argv)
     path = args.config or default_config_path(scope)
     layers: list[tuple[str, Mapping[str, Any]]] = [(path, _read_yaml(path))]
@@ -477,4 +489,4 @@ def parse_config(argv: Sequence[str] | None, *, prog: str, scope: str,
     for key, value in (forced or {}).items():
         if cfg[key] != value and any(key in layer for name, layer in layers[1:]):
             raise ConfigError(f"{prog} always uses {key}: {value}; use stage_2.py for {key}: {cfg[key]}")
-    return cfg.replace(**forced) if forced else cfg
+    return (cfg.replace(**forced) if forced else cfg), args.outputs

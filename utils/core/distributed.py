@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from utils.errors import ConfigError, UsageError
+from utils.core.errors import ConfigError, UsageError
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def setup_runtime(requested_device: str | None) -> Runtime:
 def end_process_group() -> None:
     """Destroy the process group this process joined (:func:`setup_runtime` under torchrun), if any.
 
-    Called by :func:`utils.errors.run_main` when an entry point's ``main`` has returned: a group left to the
+    Called by :func:`utils.core.entry.run_main` when an entry point's ``main`` has returned: a group left to the
     interpreter's exit makes torch warn that it was not destroyed and leaves NCCL's communicators to be torn
     down in an undefined order.  A failed run exits without it (a peer may still wait in a collective).
 
@@ -178,7 +178,7 @@ def on_rank0_then_share(make):
     """``make()`` on rank 0 only, its result sent to every other rank (``broadcast_object_list``).
 
     For work that must happen once per job, such as listing a million files: the other ranks wait and
-    receive the (pickled) result.  A :class:`~utils.errors.UsageError` raised on rank 0 (a bad folder,
+    receive the (pickled) result.  A :class:`~utils.core.errors.UsageError` raised on rank 0 (a bad folder,
     one line for the user) is raised on every rank, so no rank waits forever; any other failure on rank 0
     becomes a RuntimeError on the others.  Without an initialised process group this is ``make()``.
     """

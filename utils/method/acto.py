@@ -39,8 +39,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from utils.errors import ConfigError
-from utils.metrics import split_quality
+from utils.core.errors import ConfigError
+from utils.method.metrics import split_quality
 
 __all__ = [
     "SELECTION_RULES", "ActoHParams", "parse_lr_plan", "build_lr_plan", "memorization_metric",
@@ -235,13 +235,16 @@ def _ce(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.
 
 
 def warmup_losses(logits_rtm: torch.Tensor, logits_ntm: torch.Tensor, labels: torch.Tensor,
-                  hp: ActoHParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(L_R, L_N)`` of a warm-up batch: CE (+ confidence penalty on the RTM), CE."""
+                  hp: ActoHParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(L_R, L_N, penalty)`` of a warm-up batch: CE (+ confidence penalty on the RTM), CE, and the penalty
+    part of ``L_R`` (0-d, detached; 0 without ``confidence_penalty``)."""
     loss_r = _ce(logits_rtm, labels, hp.label_smoothing).mean()
+    penalty = torch.zeros_like(loss_r)
     if hp.confidence_penalty:
-        loss_r = loss_r + confidence_penalty(logits_rtm, hp.faithful_conf_penalty_clamp)
+        penalty = confidence_penalty(logits_rtm, hp.faithful_conf_penalty_clamp)
+        loss_r = loss_r + penalty
     loss_n = _ce(logits_ntm, labels, hp.label_smoothing).mean()
-    return loss_r, loss_n
+    return loss_r, loss_n, penalty.detach()
 
 
 @dataclass
@@ -409,7 +412,7 @@ class ActoMemory:
 
     def checkpoint_arrays(self) -> dict:
         """``{"bank": the live bank}``: the checkpoint streams it to a file of its own, block by block, and
-        restores it in place (utils/checkpoint_arrays.py), so the host never holds an N x C copy."""
+        restores it in place (utils/training/checkpoint_arrays.py), so the host never holds an N x C copy."""
         return {"bank": self.bank}
 
     def load_state_dict(self, state: dict) -> None:

@@ -15,10 +15,12 @@ from typing import Mapping
 import torch
 from tqdm import tqdm
 
-from utils.checkpoint_arrays import read_npy_into, remove_unreferenced, save_arrays
-from utils.errors import DataError, remember_checkpoint
-from utils.io import save_text, save_torch
-from utils.signals import deferred_interrupt
+from utils.training.checkpoint_arrays import read_npy_into, remove_unreferenced, save_arrays
+from utils.core.errors import DataError
+from utils.core.entry import remember_checkpoint
+from utils.core.io import save_text, save_torch
+from utils.core.signals import deferred_interrupt
+from utils.training.outputs import RunFiles
 
 ARRAYS_KEY = "arrays"  # last.pt: {name: {"file", "shape", "dtype"}} of the tensors kept in files of their own
 
@@ -27,10 +29,11 @@ class RunLog:
     """``held``: lines are printed and kept in memory, not written, until :meth:`open` (a run that may still
     refuse to start leaves the files of the run before it as they were)."""
 
-    def __init__(self, run_dir: str, *, enabled: bool = True, held: bool = False):
-        self.run_dir = run_dir
+    def __init__(self, files: RunFiles | str, *, enabled: bool = True, held: bool = False):
+        self.files = files if isinstance(files, RunFiles) else RunFiles.at(files)  # a str: the run folder
+        self.run_dir = run_dir = self.files.folder
         self.enabled = enabled
-        self.last_path = os.path.join(run_dir, "last.pt")
+        self.last_path = self.files.last
         self._held: list[str] | None = [] if held else None
         if enabled:
             if not held:  # a held run makes its folder when it starts writing (a refused run leaves none)
@@ -52,7 +55,7 @@ class RunLog:
         if self._held is not None:
             self._held.append(line)
             return
-        with open(os.path.join(self.run_dir, "train.log"), "a", encoding="utf-8") as f:
+        with open(self.files.log, "a", encoding="utf-8") as f:
             f.write(line)
 
     def open(self, cfg, *, fresh: bool) -> None:
@@ -60,19 +63,17 @@ class RunLog:
         if not self.enabled:
             return
         os.makedirs(self.run_dir, exist_ok=True)
-        if fresh:
-            stale = os.path.join(self.run_dir, "train.log")
-            if os.path.exists(stale):  # a fresh run starts a fresh log
-                os.remove(stale)
+        if fresh and os.path.exists(self.files.log):  # a fresh run starts a fresh log
+            os.remove(self.files.log)
         self.write_config(cfg)
         held, self._held = self._held or [], None
         if held:
-            with open(os.path.join(self.run_dir, "train.log"), "a", encoding="utf-8") as f:
+            with open(self.files.log, "a", encoding="utf-8") as f:
                 f.writelines(held)
 
     def write_config(self, cfg) -> None:
         if self.enabled:
-            save_text(cfg.to_yaml(), os.path.join(self.run_dir, "config.yaml"))
+            save_text(cfg.to_yaml(), self.files.config)
 
     def write_metrics(self, history: list[dict]) -> None:
         """Rewrite metrics.csv from the whole epoch history (one row per finished epoch)."""
@@ -85,14 +86,14 @@ class RunLog:
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
-        save_text(buf.getvalue(), os.path.join(self.run_dir, "metrics.csv"))
+        save_text(buf.getvalue(), self.files.metrics)
 
     def save_state(self, state: dict, arrays: Mapping[str, torch.Tensor] = {}) -> None:
         """Write last.pt atomically (a crash keeps the previous epoch's file; Ctrl-C waits for the save).
 
         ``arrays`` (large tensors, e.g. ACTO's N x C bank) go to ``.npy`` files of their own first, streamed
         in blocks; last.pt names them under ``"arrays"`` and the files of the previous last.pt are removed
-        after it is replaced (utils/checkpoint_arrays.py: what each crash window leaves)."""
+        after it is replaced (utils/training/checkpoint_arrays.py: what each crash window leaves)."""
         if self.enabled:
             with deferred_interrupt():
                 entries = save_arrays(self.run_dir, arrays)
@@ -103,13 +104,13 @@ class RunLog:
         """Append one epoch's ``record`` (JSON) as a line of ``{name}.jsonl`` (``first``: start the file
         anew): O(1) per epoch, where a growing list inside last.pt would be pickled whole every epoch."""
         if self.enabled:
-            with open(os.path.join(self.run_dir, f"{name}.jsonl"), "w" if first else "a", encoding="utf-8") as f:
+            with open(self.files.record(name), "w" if first else "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
     def read_records(self, name: str, epochs: int) -> list:
         """The records of the first ``epochs`` epochs (for ``--resume``); lines after them, from an epoch
         whose last.pt was never written, are dropped from the file."""
-        path = os.path.join(self.run_dir, f"{name}.jsonl")
+        path = self.files.record(name)
         try:
             with open(path, encoding="utf-8") as f:
                 lines = f.read().split("\n")

@@ -14,9 +14,9 @@ from typing import Any, Mapping
 
 import torch
 
-from utils.engine import Step, seed_epoch, train_one_epoch
-from utils.epoch_clock import EpochClock
-from utils.sample_report import export_sample_report
+from utils.training.engine import Step, seed_epoch, train_one_epoch
+from utils.training.epoch_clock import EpochClock
+from utils.report.sample_report import export_sample_report
 
 
 def fmt(value: float | None, spec: str = ".4f") -> str:
@@ -32,7 +32,7 @@ class Method:
 
     * ``model``: the module ``train_one_epoch`` trains (a DDP / compiled wrapper or a pair of models);
     * ``optimizers``: a tuple; the first one's first learning rate is the ``lr`` of the epoch's stats;
-    * ``loader``: the training DataLoader, re-seeded every epoch (:func:`utils.engine.seed_epoch`);
+    * ``loader``: the training DataLoader, re-seeded every epoch (:func:`utils.training.engine.seed_epoch`);
     * ``parts``: ``{name: object with state_dict/load_state_dict}`` saved in last.pt and restored by
       ``--resume``; empty (the default) means an unsaved run: no last.pt, no metrics.csv, no resume
       (confident learning's fold models);
@@ -90,7 +90,7 @@ class Method:
         """Main process only: write the result files; returns entries to add to the result (their paths)."""
 
     def sample_report(self) -> dict | None:
-        """Keyword arguments of :func:`utils.sample_report.export_sample_report` (``model``, ``stem``, ...), or
+        """Keyword arguments of :func:`utils.report.sample_report.export_sample_report` (``model``, ``stem``, ...), or
         None for no per-sample report.  Every process takes its shard of that evaluation pass."""
 
     def export(self, result: dict) -> None:

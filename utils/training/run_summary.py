@@ -22,9 +22,9 @@ def _fraction(value) -> str:
 
 def run_summary(run, data, *, model: str, optimiser: str, method: str | None = None,
                 outputs: Sequence[str] = ()) -> list[str]:
-    """The summary lines of ``run`` (:class:`utils.run.Run`) on ``data`` (:class:`dataloader.Data`).
+    """The summary lines of ``run`` (:class:`utils.training.run.Run`) on ``data`` (:class:`dataloader.Data`).
 
-    ``model``: where the backbone's weights come from (:func:`model.weights_source`); ``optimiser``:
+    ``model``: where the backbone's weights come from (:func:`model.resolve_weights`); ``optimiser``:
     optimiser and schedule in words; ``method``: the method's own settings in one line (optional);
     ``outputs``: the files and folders the run writes besides its run directory, as paths.
     """

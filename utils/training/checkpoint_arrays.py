@@ -32,9 +32,10 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from utils.io import atomic_path
+from utils.core.io import atomic_path
 
-__all__ = ["BLOCK_BYTES", "write_npy", "read_npy_into", "save_arrays", "remove_unreferenced", "array_path"]
+__all__ = ["BLOCK_BYTES", "write_npy", "read_npy_into", "save_arrays", "remove_unreferenced", "array_path",
+           "is_array_file"]
 
 BLOCK_BYTES = 64 << 20
 # the files of this module (and their temporary names, ".last.{name}.{token}.npy.XXXX.tmp")
@@ -104,6 +105,11 @@ def read_npy_into(tensor: torch.Tensor, path: str, *, block_bytes: int = BLOCK_B
                 block.copy_(target)
 
 
+def is_array_file(name: str) -> bool:
+    """Whether the file ``name`` (no folder) is one of this module's, or the temporary name of one."""
+    return _OWN_FILE.match(name) is not None
+
+
 def array_path(run_dir: str, name: str, token: str) -> str:
     return os.path.join(run_dir, f"last.{name}.{token}.npy")
 
@@ -125,7 +131,7 @@ def remove_unreferenced(run_dir: str, entries: Mapping[str, dict]) -> list[str]:
     keep = {entry["file"] for entry in entries.values()}
     removed = []
     for name in sorted(os.listdir(run_dir)):
-        if name not in keep and _OWN_FILE.match(name):
+        if name not in keep and is_array_file(name):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(run_dir, name))
                 removed.append(name)

@@ -4,7 +4,7 @@ job with SIGTERM, which by default kills Python on the spot.
 The entry points turn it into :class:`Terminated`, a :class:`KeyboardInterrupt`, so everything that
 already lets Ctrl-C end a run cleanly applies unchanged: a ``last.pt`` being written is finished first
 (:func:`deferred_interrupt`), DataLoader workers leave quietly, and
-:func:`utils.errors.run_main` prints one line saying where ``last.pt`` is (exit status 143).
+:func:`utils.core.entry.run_main` prints one line saying where ``last.pt`` is (exit status 143).
 """
 from __future__ import annotations
 

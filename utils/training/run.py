@@ -4,32 +4,24 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from dataloader.image_check import check_images
-from utils.config import OPTION_BY_NAME, Config, parse_config
-from utils.distributed import Runtime, data_parallel, setup_runtime
-from utils.engine import Precision, seed_everything
-from utils.errors import DataError
-from utils.runlog import RunLog
-from utils.workers import resolve_num_workers
-
-# Keys that may differ between a run and its --resume: where the files are and how the machine runs
-# them, not what is trained.  Every other key must match the checkpoint (the data and noisy labels
-# are compared through the fingerprint as well).
-RESUME_FREE_KEYS = frozenset({"resume", "device", "gpuid", "num_workers", "persistent_workers", "output_dir",
-                              "run_name", "data_path", "download", "noise_dir", "test_batch_size", "compile",
-                              "base_model", "wrong_events", "imagenet_val_path", "food101_path",
-                              "noisy_label_file", "check_images", "max_image_pixels", "train_csv", "test_csv",
-                              "export_samples", "suspects_grid", "print_config", "review_samples", "overwrite",
-                              "checkpoint_every"})
-
+from utils.training.config import OPTION_BY_NAME, Config, parse_command_line
+from utils.core.distributed import Runtime, data_parallel, setup_runtime
+from utils.training.engine import Precision, seed_everything
+from utils.core.errors import DataError
+from utils.training.outputs import Outputs, print_outputs
+from utils.training.runlog import RunLog
+from utils.core.workers import resolve_num_workers
 
 def training_settings(cfg) -> dict:
-    """The keys of ``cfg`` that decide what is trained (all but :data:`RESUME_FREE_KEYS`)."""
-    return {k: v for k, v in cfg.items() if k not in RESUME_FREE_KEYS}
+    """The keys of ``cfg`` that decide what is trained: all but those marked ``resume_free`` (where the files
+    are and how the machine runs them), which may differ between a run and its ``--resume``.  Every other key
+    must match the checkpoint (the data and noisy labels are compared through the fingerprint as well)."""
+    return {k: v for k, v in cfg.items() if not OPTION_BY_NAME[k].resume_free}
 
 
 def settings_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -57,6 +49,7 @@ class Run:
     runtime: Runtime
     log: RunLog
     precision: Precision
+    outputs: Outputs
     prog: str = ""
     config_as_given: Config | None = None  # written to config.yaml (num_workers not yet resolved)
 
@@ -67,16 +60,16 @@ class Run:
     def training_settings(self) -> dict:
         return training_settings(self.cfg)
 
-    def claim_outputs(self, meta_path: str, *, fingerprint: str) -> None:
+    def claim_outputs(self, *, fingerprint: str) -> None:
         """Refuse, before training, to overwrite the outputs of a run on other data, noisy labels or seed.
 
-        ``meta_path`` is the result JSON the run writes at its end (stage1/{tag}_wrongevent.json,
-        stage2/{tag}_{bmm}.json, acto/{tag}.json).  The tag names the setting, not the data or seed, so a
+        The run's result JSON (``outputs.result``: stage1/{tag}_wrongevent.json, stage2/{tag}_{bmm}.json,
+        acto/{tag}.json) is written at its end and records both.  The tag names the setting, not the data or seed, so a
         second folder or seed in the same output_dir would silently replace the first run's files (and
         orphan its stage 2); re-running or resuming the same run is allowed, and ``overwrite: true``
         replaces on purpose.
         """
-        conflict = None
+        conflict, meta_path = None, self.outputs.result
         if not self.cfg.overwrite and os.path.isfile(meta_path):
             try:
                 with open(meta_path, encoding="utf-8") as f:
@@ -104,7 +97,7 @@ class Run:
         files are listed in one error and in checkpoint/{run}/bad_images.txt."""
         if self.cfg.check_images:
             check_images({"train": data.train, **data.test_sets}, workers=self.cfg.num_workers,
-                         report_path=os.path.join(self.log.run_dir, "bad_images.txt"), log=self.log.info,
+                         report_path=self.outputs.run.bad_images, log=self.log.info,
                          rank=self.runtime.rank, world_size=self.runtime.world_size)
 
     def load_state(self, *, fingerprint: str, parts: Mapping[str, Any] = {}) -> dict:
@@ -135,26 +128,29 @@ class Run:
 
 def _checkpoint_arrays(parts: Mapping[str, Any], *, held_by: Mapping[str, Any] | None = None) -> dict:
     """``{"part.key": tensor}`` of the parts' ``checkpoint_arrays()``: large tensors that last.pt does not hold
-    (saved to files of their own, restored in place; utils/checkpoint_arrays.py).  ``held_by``: a last.pt's
+    (saved to files of their own, restored in place; utils/training/checkpoint_arrays.py).  ``held_by``: a last.pt's
     state; a tensor that a part's entry there holds itself (a last.pt written before the files) is left out."""
     return {f"{name}.{key}": tensor for name, part in parts.items()
             for key, tensor in (part.checkpoint_arrays() if hasattr(part, "checkpoint_arrays") else {}).items()
             if held_by is None or key not in held_by[name]}
 
 
-def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: str,
+def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, outputs: Callable[[Config], Outputs],
               forced: Mapping[str, Any] | None = None, claims_outputs: bool = False) -> Run:
     """Parse and validate the command line, set up devices/processes, and write config.yaml.
 
-    ``run_name`` is the default name of ``checkpoint/{run}``, a format string over ``tag`` and the
-    config keys (the config's own run_name wins).  ``claims_outputs``: the entry point calls
-    :meth:`Run.claim_outputs` once its data are known; until then config.yaml and train.log of an
+    ``outputs`` names the method's files from the config (utils/training/outputs.py), its run folder
+    ``checkpoint/{run}`` included; ``--outputs NAME`` prints them and ends here.  ``claims_outputs``: the entry
+    point calls :meth:`Run.claim_outputs` once its data are known; until then config.yaml and train.log of an
     earlier run in ``checkpoint/{run}`` are left as they are (the log lines are held).
     """
-    cfg = parse_config(argv, prog=prog, scope=scope, forced=forced)
+    cfg, wanted = parse_command_line(argv, prog=prog, scope=scope, forced=forced)
+    files = outputs(cfg)
+    if wanted is not None:
+        print_outputs({scope: files}, wanted)
+        raise SystemExit(0)
     runtime = setup_runtime(cfg.device)
-    name = cfg.run_name or run_name.format(tag=cfg.tag, **cfg)
-    log = RunLog(os.path.join(cfg.output_dir, "checkpoint", name), enabled=runtime.is_main, held=claims_outputs)
+    log = RunLog(files.run, enabled=runtime.is_main, held=claims_outputs)
     if not claims_outputs:
         log.open(cfg, fresh=not cfg.resume)
     log.detail(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
@@ -166,7 +162,7 @@ def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, run_name: st
         cfg = cfg.replace(num_workers=workers)
         log.detail(note)
     seed_everything(cfg.seed)
-    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), prog, config_as_given=given)
+    return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), files, prog, config_as_given=given)
 
 
 def place_model(model: torch.nn.Module, run: Run) -> torch.nn.Module:

@@ -11,28 +11,23 @@ L = L_C + L_SIM + L_N, no coefficients:
   (not renormalised), ``H_i = -sum_c p_bar_ic log p_bar_ic``, ``kappa_i = max_c p_bar_ic``
   (not detached) and ``nw_i = 1 - tau1_i`` (``noisy_weight="one_minus_clean"``, official code) or
   ``tau2_i`` (``"noisy_posterior"``, the method figure).
+
+The weights of the three terms depend on a sample's wrong-event count alone: :func:`loss_weights` builds them
+once per BMM fit for every count and :func:`weighted_dynamic_loss` takes a batch's gathered weights.  The
+per-batch form from tau1, tau2, F1, F2 (``dynamic_loss``) is the tests' reference (tests/reference.py).
 """
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dynamic_loss", "loss_weights", "weighted_dynamic_loss", "ENTROPY_WEIGHTS", "NOISY_WEIGHTS",
-           "LOSS_TERMS", "PROB_CLAMP"]
+__all__ = ["loss_weights", "weighted_dynamic_loss", "ENTROPY_WEIGHTS", "NOISY_WEIGHTS", "LOSS_TERMS",
+           "PROB_CLAMP"]
 
 ENTROPY_WEIGHTS = ("confidence", "plain")
 NOISY_WEIGHTS = ("one_minus_clean", "noisy_posterior")
 LOSS_TERMS = ("clean", "sim", "noisy")  # the rows of loss_weights and of the parts
 PROB_CLAMP = (1e-4, 1.0 - 1e-4)
-
-
-def _as_weight(x: Any, name: str, batch: int, device: torch.device) -> torch.Tensor:
-    t = torch.as_tensor(x)
-    if t.shape != (batch,):
-        raise ValueError(f"{name} must have shape ({batch},), got {tuple(t.shape)}")
-    return t.detach().to(device=device, dtype=torch.float32, non_blocking=True)
 
 
 def _batch_size(logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> int:
@@ -123,43 +118,3 @@ def weighted_dynamic_loss(
     # one stacked product and mean for the three terms: fewer ops per step than three of each
     parts = per_sample.mean(dim=1)  # (3,)
     return parts.sum(), parts.detach()
-
-
-def dynamic_loss(
-    logits_weak: torch.Tensor,
-    logits_strong: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    clean_posterior: Any,
-    noisy_posterior: Any,
-    clean_cdf: Any,
-    noisy_cdf: Any,
-    entropy_weight: str = "confidence",
-    noisy_weight: str = "one_minus_clean",
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """IDO dynamic loss for one batch from the per-sample BMM outputs (the form of docs/fidelity.md#ido-17-dynamic-loss).
-
-    Args:
-        logits_weak, logits_strong: ``(B, C)`` logits of the weak and strong views (any float
-            dtype; computed in float32).
-        labels: ``(B,)`` int64 given (noisy) labels in ``[0, C)``.
-        clean_posterior, noisy_posterior, clean_cdf, noisy_cdf: ``(B,)`` per-sample BMM outputs
-            tau1, tau2, F1, F2 (tensors or arrays; treated as constants, i.e. detached).
-        entropy_weight: ``"confidence"`` (per-sample kappa_i * H_i, fixed IDO-B4) or ``"plain"`` (H_i).
-        noisy_weight: ``"one_minus_clean"`` (1 - tau1, official code) or ``"noisy_posterior"`` (tau2).
-
-    Returns:
-        ``(total, parts)``: ``total`` a float32 scalar tensor ``L_C + L_SIM + L_N`` with gradient;
-        ``parts`` a dict of detached float32 scalar tensors ``{"clean": L_C, "sim": L_SIM,
-        "noisy": L_N}`` (no host synchronisation is done here).  Equal, bit for bit, to
-        :func:`weighted_dynamic_loss` with the weights of :func:`loss_weights`, which is what stage 2
-        runs.
-    """
-    batch, device = _batch_size(logits_weak, logits_strong), logits_weak.device
-    bmm_outputs = {name: _as_weight(value, name, batch, device) for name, value in (
-        ("clean_posterior", clean_posterior), ("noisy_posterior", noisy_posterior),
-        ("clean_cdf", clean_cdf), ("noisy_cdf", noisy_cdf))}
-    weights = loss_weights(**bmm_outputs, noisy_weight=noisy_weight)
-    total, parts = weighted_dynamic_loss(logits_weak, logits_strong, labels, weights=weights,
-                                         entropy_weight=entropy_weight)
-    return total, dict(zip(LOSS_TERMS, parts.unbind(0)))
