@@ -12,11 +12,13 @@ bytes escaped (:func:`shown`).  Names that are only mentioned (skipped files, li
 from __future__ import annotations
 
 import os
+import re
 from typing import Sequence
 
 from utils.core.errors import DataError
 
 MAX_NAMED = 10  # names quoted in one error line
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def is_utf8(name: str) -> bool:
@@ -32,10 +34,13 @@ def is_utf8(name: str) -> bool:
 
 
 def shown(name: str) -> str:
-    """``name`` printable in any UTF-8 text: its undecodable bytes as ``\\xNN`` (``caf\\xe9.png``), the rest as is."""
-    if is_utf8(name):
+    """``name`` printable in one line of UTF-8 text: its undecodable bytes (``caf\\xe9.png``) and control
+    characters (a newline would split a one-line message) as ``\\xNN``, the rest as is."""
+    if name.isascii() and name.isprintable():
         return name
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+    if not is_utf8(name):
+        name = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
 
 
 def refuse_non_utf8(names: Sequence[str], *, where: str, prefix: str = "") -> None:

@@ -370,7 +370,7 @@ def _check_rows(csv_path: str, column: str, rows, classes: list[str], integer: b
             full = os.path.normpath(full)
         first = seen.setdefault(full, number)
         if first != number:
-            problems.append((number, f"{name} line {number}: duplicate path {rel} (also line {first})"))
+            problems.append((number, f"{name} line {number}: duplicate path {shown(rel)} (also line {first})"))
             continue
         candidates.append((number, rel, full, label))
     del seen
@@ -378,7 +378,7 @@ def _check_rows(csv_path: str, column: str, rows, classes: list[str], integer: b
     keys, labels, missing = [], [], []
     for (number, rel, full, label), exists in zip(candidates, present):
         if not exists:
-            problems.append((number, f"{name} line {number}: missing file {full}"))
+            problems.append((number, f"{name} line {number}: missing file {shown(full)}"))
             missing.append(rel.replace("\\", "/") if backslash_separates else rel)
             continue
         if integer and not exact and INDEX.fullmatch(label):

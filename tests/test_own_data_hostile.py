@@ -150,15 +150,20 @@ def test_hostile_csvs(tmp_path, capsys, monkeypatch):
         f"file {lists}/data/img/1.png; labels.csv line 4: missing file {lists}/elsewhere/2.png; fix or remove them; "
         f"relative paths are read from the CSV's folder {lists}, and 2 of the 3 missing files exist relative to the "
         f"current directory {tmp_path}: write the paths relative to the CSV's folder, or absolute")
-    # no hint where the files exist nowhere else
+    # no hint where the files exist nowhere else; a name with a line break stays on the one line
     monkeypatch.chdir(root)
+    with open(from_here, "a", encoding="utf-8") as f:
+        f.write('"two\nlines.png",b\n')
     code, err = run_cli(csv_cli(from_here, out), capsys)
-    assert code == 2 and err.endswith(f"missing file {lists}/elsewhere/2.png; fix or remove them")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.endswith(f"missing file {lists}/elsewhere/2.png; labels.csv line 5: missing file "
+                        f"{lists}/two\\x0alines.png; fix or remove them")
 
 
 def test_names_are_shown_with_their_bytes_escaped():
     assert is_utf8("café/ü 😀.png") and not is_utf8(NOT_UTF8) and is_utf8("plain.png")
     assert shown(NOT_UTF8) == "caf\\xe9.png" and shown("café") == "café"
+    assert shown("a\nb\tc\x7f.png") == "a\\x0ab\\x09c\\x7f.png" and shown(" lead/ü 😀") == " lead/ü 😀"
     with pytest.raises(DataError) as err:
         from dataloader.names import refuse_non_utf8
         refuse_non_utf8([f"{i}{NOT_UTF8}" for i in range(12)], where="/d", prefix="x: ")
