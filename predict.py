@@ -11,6 +11,8 @@ row with only its ``error`` and a line on standard error; the other files are st
 exit status is 1.  ``--model`` and ``--out`` are checked before anything is predicted: a missing or
 foreign model file, or an ``--out`` that cannot be written (a directory, a path under a file, a folder
 without write permission): one line, exit status 2.  The CSV is written to a temporary name and renamed.
+A file or folder name that is not UTF-8 is refused in one line (exit status 2) before anything is predicted,
+as the training listing refuses it (dataloader/names.py).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from torch.utils.data import Dataset
 from dataloader.decode import DEFAULT_MAX_PIXELS, Decoding, ImageTooLarge, pixel_limit
 from dataloader.files import list_images
 from dataloader.inference import input_decoding, input_normaliser, input_transform, load_input
+from dataloader.names import is_utf8, refuse_non_utf8
 from model.export import load_exported
 from utils.training.config import DEVICE_PATTERN
 from utils.training.outputs import model_file_patterns
@@ -84,6 +87,8 @@ def collect_paths(inputs: Sequence[str]) -> list[str]:
     if not paths:
         raise DataError(f"no image files in {', '.join(inputs)} (extensions: jpg, jpeg, png, ppm, bmp, pgm, tif, "
                         "tiff, webp)")
+    # the names go into a UTF-8 CSV: one rule with the training listing (dataloader/names.py)
+    refuse_non_utf8([p for p in paths if not is_utf8(p)], where="the inputs")
     return paths
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from dataloader.base import FileImages, content_digest
 from dataloader.decode import Decoding, ImageTooLarge, decode_file
+from dataloader.names import is_utf8, refuse_non_utf8, shown
 from dataloader.path_array import PathArray, RootedPaths
 from utils.core.distributed import on_rank0_then_share
 from utils.core.errors import DataError
@@ -171,8 +172,10 @@ class FolderWalk:
     Every real folder entered (or claimed with :meth:`claim`) is recorded by ``(st_dev, st_ino)``; a
     symbolic link that leads to a recorded folder (a loop such as ``train/3/up -> ..``, or a second
     route to a class folder) is not entered and is noted in :attr:`revisits`.  Links whose target does
-    not exist are collected in :attr:`dangling` (see :meth:`raise_dangling`).  Paths in the examples and
-    notes are relative to ``base`` (the listed split or folder).
+    not exist are collected in :attr:`dangling` (see :meth:`raise_dangling`); image files and folders
+    whose names are not UTF-8 in :attr:`non_utf8` (not listed, not entered; :meth:`raise_non_utf8`,
+    :mod:`dataloader.names`).  Paths in the examples and notes are relative to ``base`` (the listed split
+    or folder), skipped ones shown with undecodable bytes escaped.
     """
 
     def __init__(self, base: str):
@@ -180,6 +183,7 @@ class FolderWalk:
         self.visited: dict[tuple[int, int], str] = {}
         self.revisits: list[str] = []
         self.dangling: list[str] = []
+        self.non_utf8: list[str] = []
 
     def rel(self, path: str) -> str:
         return os.path.relpath(path, self.base)
@@ -206,13 +210,17 @@ class FolderWalk:
             for entry in entries:
                 name = entry.name
                 if entry.is_file():  # follows symbolic links; no stat for a plain file (most entries)
-                    if is_image_name(name):
+                    if not is_image_name(name):
+                        skipped.add(_skip_kind(name), shown(self.rel(entry.path)))
+                    elif is_utf8(name):
                         found.append(prefix + name)
                     else:
-                        skipped.add(_skip_kind(name), self.rel(entry.path))
+                        self.non_utf8.append(self.rel(entry.path))
                 elif entry.is_dir():
                     if name.startswith(".") or not recursive:
-                        skipped.add(_skip_kind(name, is_dir=True), self.rel(entry.path), is_file=False)
+                        skipped.add(_skip_kind(name, is_dir=True), shown(self.rel(entry.path)), is_file=False)
+                    elif not is_utf8(name):  # every image below it would carry the name
+                        self.non_utf8.append(self.rel(entry.path) + os.sep)
                     elif (first := self.claim(entry.path)) is not None:
                         self.revisits.append(f"{self.rel(entry.path)} -> {self.rel(first)}")
                     else:
@@ -220,22 +228,27 @@ class FolderWalk:
                 elif entry.is_symlink() and not os.path.exists(entry.path):
                     self.dangling.append(self.rel(entry.path))
                 else:  # a socket, fifo or device
-                    skipped.add("other", self.rel(entry.path), is_file=False)
+                    skipped.add("other", shown(self.rel(entry.path)), is_file=False)
         found.sort()
         return found
 
     def raise_dangling(self, name: str) -> None:
         """One DataError line naming every symbolic link whose target does not exist."""
         if self.dangling:
-            shown = ", ".join(sorted(self.dangling)[:MAX_NAMED])
+            listed = ", ".join(shown(d) for d in sorted(self.dangling)[:MAX_NAMED])
             more = f" (and {len(self.dangling) - MAX_NAMED} more)" if len(self.dangling) > MAX_NAMED else ""
-            raise DataError(f"{name}: {len(self.dangling)} symbolic links in {self.base} point to nothing: "
-                            f"{shown}{more}; remove them or restore their targets")
+            raise DataError(f"{name}: {len(self.dangling)} symbolic links in {shown(self.base)} point to nothing: "
+                            f"{listed}{more}; remove them or restore their targets")
+
+    def raise_non_utf8(self, name: str = "") -> None:
+        """One DataError line (starting ``name:`` where given) naming every image file or folder whose name is
+        not UTF-8 (dataloader/names.py)."""
+        refuse_non_utf8(self.non_utf8, where=self.base, prefix=f"{name}: " if name else "")
 
     def log_revisits(self, log: Callable[[str], None], name: str) -> None:
         if self.revisits:
-            log(f"{name}: warning: {len(self.revisits)} symbolic links in {self.base} lead to folders already "
-                f"listed, not entered again (a loop or a second route): {', '.join(sorted(self.revisits))}")
+            log(f"{name}: warning: {len(self.revisits)} symbolic links in {shown(self.base)} lead to folders already "
+                f"listed, not entered again (a loop or a second route): {shown(', '.join(sorted(self.revisits)))}")
 
 
 def list_images(folder: str, *, recursive: bool = False, dangling: str = "error") -> tuple[list[str], int]:
@@ -244,10 +257,12 @@ def list_images(folder: str, *, recursive: bool = False, dangling: str = "error"
     Hidden entries and files without an image extension are skipped (counted); sub-folders are
     entered only when ``recursive`` (following symbolic links, no real folder twice).  A symbolic link
     to nothing raises DataError (``dangling="error"``) or is listed like a file (``"list"``: its read
-    fails later, e.g. predict.py's error row).
+    fails later, e.g. predict.py's error row).  An image file or folder whose name is not UTF-8 raises
+    DataError naming all of them (:mod:`dataloader.names`).
     """
     walk, skipped = FolderWalk(folder), SkippedFiles()
     found = walk.images(folder, skipped, recursive=recursive)
+    walk.raise_non_utf8()
     if dangling == "error":
         walk.raise_dangling(folder)
     else:
@@ -260,6 +275,11 @@ def class_folders(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def loose_images(folder: str) -> list[str]:
+    """Sorted names of the image files directly in ``folder`` (a split folder: they are in no class folder)."""
+    return sorted(e.name for e in os.scandir(folder) if is_image_name(e.name) and e.is_file())
+
+
 @dataclass
 class ClassTree:
     """One listed split ``root/split/<class>/...`` (see :func:`class_tree`)."""
@@ -270,6 +290,7 @@ class ClassTree:
     skipped: SkippedFiles  # all entries passed over in the split
     per_class: dict[str, tuple[int, SkippedFiles]]  # class -> (images, skipped entries) of this split
     walk: FolderWalk
+    loose: list[str]  # image files directly in the split folder, in no class folder (not listed), sorted
 
 
 def class_tree(root: str, split: str, classes: list[str] | None, *,
@@ -281,14 +302,19 @@ def class_tree(root: str, split: str, classes: list[str] | None, *,
     matched as :func:`class_name` (NFC).  ``keys`` are ``split/<folder>/<path below it>`` (the names on
     disk; images found recursively, sorted), ``labels`` their class index.  The data root, the split and
     every class folder are claimed before any is walked, so a link back into the tree is never entered.
-    A symbolic link to nothing raises DataError (one line naming all of them, starting ``name:``).
-    Paths in messages are relative to ``root`` (``train/gifs/x.gif``).
+    A symbolic link to nothing, and image files or folders (class folders included) whose names are not
+    UTF-8, raise DataError (one line naming all of them, starting ``name:``; names first).  Image files
+    directly in the split folder are not samples: ``loose`` names them.  Paths in messages are relative
+    to ``root`` (``train/gifs/x.gif``).
     """
     base = os.path.join(root, split)
+    walk = FolderWalk(root)
     folders = class_folders(base)
+    # a class folder whose name is not UTF-8 is not entered; it is refused below, with the files of the others
+    walk.non_utf8 += [f"{split}{os.sep}{f}{os.sep}" for f in folders if not is_utf8(f)]
+    folders = [f for f in folders if is_utf8(f)]
     classes = [class_name(f) for f in folders] if classes is None else classes
     index = {c: i for i, c in enumerate(classes)}
-    walk = FolderWalk(root)
     for top in (root, base):
         walk.claim(top)
     keys: list[str] = []
@@ -311,8 +337,9 @@ def class_tree(root: str, split: str, classes: list[str] | None, *,
         labels += [index[class_name(folder)]] * len(names)
         total.merge(skipped)
         per_class[class_name(folder)] = (len(names), skipped)
+    walk.raise_non_utf8(name)
     walk.raise_dangling(name)
-    return ClassTree(classes, keys, labels, total, per_class, walk)
+    return ClassTree(classes, keys, labels, total, per_class, walk, loose_images(base))
 
 
 def read_lines(path: str) -> list[str]:

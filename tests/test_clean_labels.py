@@ -146,3 +146,38 @@ def test_stage2_without_its_stage1_suggests_a_complete_stage1_command(tmp_path):
         "python stage_1.py --config config/stage1/imagefolder.yaml --noise_mode real --noise_ratio 0 --backbone "
         "resnet50 --output_dir runs/x --set data_path=/my/images --set resolution=64 --set pretrained=false --set "
         "seed=3; or both stages in one: python clean_labels.py DATA --output_dir runs/x")
+
+
+def test_a_stage1_is_complete_only_with_every_file_of_its_report(tmp_path):
+    """clean_labels.py reuses a stage 1 only when all it writes at its end is there: a stage 1 whose report was
+    cut short (on main a file name that is not UTF-8 stopped it after the wrong events) is run again."""
+    from dataclasses import astuple
+
+    from utils.training.config import parse_config
+    from utils.training.outputs import Stage1Outputs
+    from utils.training.run import training_settings
+    from utils.workflow.handoff import stage1_complete
+
+    argv = ["--config", "config/stage1/imagefolder.yaml", "--set", f"data_path={tmp_path}", "--output_dir",
+            str(tmp_path / "out"), "--set", "pretrained=false"]
+    cfg = parse_config(argv, prog="clean_labels.py", scope="stage1")
+    out = Stage1Outputs.of(cfg)
+    report = list(astuple(out.report))
+    assert [os.path.basename(p) for p in report] == [f"resnet50_scratch_imagefolder_real_0{s}" for s in (
+        "_samples.csv", "_summary.json", "_suspects.png", "_review.html")]
+    for path in [out.wrong_events, out.wrong_events_plot, out.base_model, *report]:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "wb").close()
+    with open(out.wrong_events_meta, "w", encoding="utf-8") as f:
+        json.dump({"settings": json.loads(json.dumps(training_settings(cfg))), "fingerprint": "fp"}, f)
+    assert stage1_complete(cfg, "fp") == out.wrong_events_meta
+    assert stage1_complete(cfg, "other") is None
+    for path in report:  # any one report file missing: not complete
+        os.rename(path, path + ".away")
+        assert stage1_complete(cfg, "fp") is None, path
+        os.rename(path + ".away", path)
+    os.remove(out.report.review)
+    no_report = parse_config(argv + ["--set", "export_samples=false"], prog="clean_labels.py", scope="stage1")
+    with open(out.wrong_events_meta, "w", encoding="utf-8") as f:
+        json.dump({"settings": json.loads(json.dumps(training_settings(no_report))), "fingerprint": "fp"}, f)
+    assert stage1_complete(no_report, "fp") == out.wrong_events_meta  # without a report, none is needed

@@ -329,3 +329,25 @@ def test_check_images_gives_the_reason_per_file(tmp_path):
                                      "file ")
     assert str(err.value).endswith("); replace or delete the file (--set check_images=true lists every unreadable "
                                    "file before training)")
+
+
+@pytest.mark.parametrize("layout", ["little", "big", "bigtiff"])
+def test_more_pages_of_a_tiff_are_found_from_its_header(tmp_path, layout):
+    """tiff_has_more_pages reads the first directory's link to a second one, in each byte order and BigTIFF,
+    and agrees with Pillow's page count; decoding reads page 1."""
+    from dataloader.decode import tiff_has_more_pages
+
+    mode, kw = ("I;16B", {}) if layout == "big" else ("L", {"big_tiff": layout == "bigtiff"})
+    pages = [Image.new(mode, (4, 3), 10 * (i + 1)) for i in range(3)]
+    for count in (1, 2, 3):
+        path = tmp_path / f"{layout}_{count}.tif"
+        pages[0].save(path, save_all=True, append_images=pages[1:count], **kw)
+        assert path.read_bytes()[:4] == {"little": b"II*\0", "big": b"MM\0*", "bigtiff": b"II+\0"}[layout]
+        with Image.open(path) as img:
+            assert img.n_frames == count
+        assert tiff_has_more_pages(str(path)) is (count > 1)
+    assert viewer(tmp_path / f"{layout}_3.tif")[0, 0, 0] == (10 if layout != "big" else 0)  # page 1 (16 bit scaled)
+    (tmp_path / "png.tif").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    (tmp_path / "cut.tif").write_bytes((tmp_path / f"{layout}_3.tif").read_bytes()[:9])
+    assert not tiff_has_more_pages(str(tmp_path / "png.tif")) and not tiff_has_more_pages(str(tmp_path / "cut.tif"))
+    assert not tiff_has_more_pages(str(tmp_path / "missing.tif"))

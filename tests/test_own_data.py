@@ -149,7 +149,8 @@ def test_csv_unknown_test_class(tmp_path, capsys):
                            "it to one of the folders in {root}/train or remove it"),
     ("asym", "error: config key 'noise_mode': asym needs a class map that imagefolder data do not have; use real "
              "(your labels as given), sym or idn"),
-    ("no_header", "error: csv: {root}/train.csv must start with the header path,label, got 'file,class'"),
+    ("no_header", "error: csv: {root}/train.csv must start with the header path,label (or path,class_name: labels "
+                  "that are class names whatever they look like), got 'file,class'"),
     ("no_csv", "error: csv: {root}/train.csv does not exist; write a CSV with the header path,label (or set "
                "train_csv)"),
 ])
@@ -159,7 +160,8 @@ def test_bad_input_one_line_exit_2(case, expected, tmp_path, capsys):
     if case == "no_images":
         (root / "train" / "cat").mkdir(parents=True)
     elif case in ("unknown_test_class", "asym"):
-        write_tree(root, {"train/cat": ["a.png", "b.png"], "val/bird": ["c.png"]} if case != "asym" else TREE)
+        write_tree(root, {"train/cat": ["a.png", "b.png"], "train/dog": ["d.png"], "val/bird": ["c.png"]}
+                   if case != "asym" else TREE)
         extra = ["--noise_mode", "asym"] if case == "asym" else []
     elif case == "no_header":
         dataset = "csv"

@@ -83,7 +83,7 @@ def test_review_taking_every_predicted_label_corrects_the_demo(demo, browser, tm
     rows = list(csv.DictReader(open(wait_for_file(str(tmp_path / "corrected_labels.csv")), encoding="utf-8")))
     truth = read_truth(str(root))
     keys = [os.path.relpath(r["path"], root) for r in rows]
-    wrong = sum(int(r["label"]) != truth.get(k, int(k.split("/")[1])) for r, k in zip(rows, keys))
+    wrong = sum(int(r["class_name"]) != truth.get(k, int(k.split("/")[1])) for r, k in zip(rows, keys))
     expected = predicted_for_flags(str(stem) + "_samples.csv", str(root))
     assert len(rows) == expected["samples"] == 1257 and wrong == expected["wrong_after"]
     assert expected["wrong_before"] == 251 and wrong < 0.25 * 251

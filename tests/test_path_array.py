@@ -77,3 +77,17 @@ def test_check_files_exist_counts_the_missing_and_names_the_first_in_list_order(
         check_files_exist(str(tmp_path), keys, listed_in="list.txt", hint="fix it")
     assert str(err.value) == (f"3 of the 14 images listed in list.txt are missing, e.g. {tmp_path}/img/0/10.jpg; "
                               "fix it")
+
+
+def test_ends_with_matches_str_endswith_ignoring_case():
+    """PathArray.ends_with (the multi-page TIFF check's filter) against str.endswith on the lowered path."""
+    rng = np.random.default_rng(0)
+    pieces = ["a", "é", ".", "tif", "TIF", "f", "F", "tiff", "/", "png", "😀", "\udce9"]
+    paths = ["", "tif", ".tif", ".TIFF", "x.tif.png", "dir.tif/x"] + [
+        "".join(rng.choice(pieces, size=rng.integers(0, 6))) for _ in range(2000)]
+    suffixes = (".tif", ".tiff")
+    expected = [p.lower().endswith(suffixes) for p in paths]
+    assert 20 < sum(expected) < 1900
+    assert PathArray(paths).ends_with(suffixes).tolist() == expected
+    assert PathArray(paths).take(np.arange(5, 0, -1)).ends_with(suffixes).tolist() == expected[5:0:-1]
+    assert PathArray([]).ends_with(suffixes).tolist() == []

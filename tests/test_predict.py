@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -197,3 +198,26 @@ def test_a_file_that_is_not_an_exported_model_is_one_line(tmp_path, case):
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"predict.py: error: model file {model} {why}")
     assert not out.exists() and not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".p.csv*"))
+
+
+def test_a_name_that_is_not_utf8_is_refused_before_predicting(tmp_path, capsys, monkeypatch):
+    """The training listing's rule (dataloader/names.py): the CSV could not name the file, so one line, exit 2."""
+    path, _ = exported(tmp_path)
+    folder = tmp_path / "in"
+    write_image(str(folder / "a.png"), size=12)
+    os.makedirs(tmp_path / "named")
+    named = os.fsdecode(os.fsencode(tmp_path / "named") + b"/\xe9t\xe9.png")  # a file named on the command line
+    shutil.copy(folder / "a.png", named)
+    os.makedirs(os.fsencode(folder) + b"/sub")
+    shutil.copy(folder / "a.png", os.fsencode(folder) + b"/sub/caf\xe9.png")
+    monkeypatch.setattr(predict, "predict", lambda *a, **k: pytest.fail("predicted a name that is not UTF-8"))
+    out = tmp_path / "p.csv"
+    code, err = run_predict(["--model", path, str(folder), "--out", str(out)], capsys)
+    assert code == 2 and err == [f"predict.py: error: 1 file or folder names in {folder} are not valid UTF-8: "
+                                 "sub/caf\\xe9.png; rename them to UTF-8 (e.g. convmv -f latin1 -t utf-8 -r --notest "
+                                 "FOLDER, with the encoding they were written in): the report, the review page and "
+                                 "corrected_labels.csv must name every file exactly"]
+    code, err = run_predict(["--model", path, named, str(folder / "a.png"), "--out", str(out)], capsys)
+    assert code == 2 and err[0].startswith(f"predict.py: error: 1 file or folder names in the inputs are not valid "
+                                           f"UTF-8: {tmp_path}/named/\\xe9t\\xe9.png; rename them")
+    assert not out.exists()

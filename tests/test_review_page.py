@@ -210,7 +210,7 @@ def test_review_decide_reload_export_and_train_on_the_corrected_labels(browser, 
     corrected = wait_for_file(str(downloads / "corrected_labels.csv"))
     decisions = wait_for_file(str(downloads / "decisions.csv"))
     new = {1: 1, 7: None, 13: 2, 2: 0, 8: 2}  # dataset index -> class after the decisions (None: removed)
-    expected = [["path", "label"]] + [[p, CLASSES[new.get(i, given[i])]] for i, p in enumerate(paths)
+    expected = [["path", "class_name"]] + [[p, CLASSES[new.get(i, given[i])]] for i, p in enumerate(paths)
                                       if new.get(i, given[i]) is not None]
     assert read_csv(corrected) == expected
     assert read_csv(decisions) == [["path", "given", "decision", "new_label"],
@@ -225,6 +225,67 @@ def test_review_decide_reload_export_and_train_on_the_corrected_labels(browser, 
         rows = read_csv(out / f"{stem}_samples.csv")
         column = rows[0].index("given_label")
         assert sorted((r[1], r[column]) for r in rows[1:]) == sorted(map(tuple, expected[1:]))
+
+
+# class folders of issue 31 item 3: numbers (01 and 1 two classes, 02 not 2), surrounding spaces, CSV quoting
+ODD_CLASSES = [" lead", "01", "02", "1", "10", "2", 'a,b"c', "caf\u00e9", "trail "]  # code-point order
+
+
+@pytest.mark.slow
+def test_class_names_survive_export_and_retraining_exactly(browser, tmp_path, capsys):
+    """An imagefolder whose class names look like numbers or carry spaces: its page (listed as a run lists it),
+    three decisions, the export, and stage 1 on the exported corrected_labels.csv: the same class names, and
+    every file with the label the page exported."""
+    from dataloader import build_data
+    from fixtures_data import make_cfg, write_image
+    from utils.report.sample_report import export_rows
+
+    root = tmp_path / "data"
+    for n, c in enumerate(ODD_CLASSES):
+        for i in range(3):
+            write_image(str(root / "train" / c / f"{i}.png"), size=12, seed=10 * n + i)
+    data = build_data(make_cfg(dataset="imagefolder", data_path=str(root), noise_mode="real"), stage="stage1",
+                      log=lambda m: None)
+    classes = data.raw.extra["classes"]
+    assert classes == ODD_CLASSES
+    rows = export_rows(data)
+    paths, given = rows["export_paths"], rows["export_labels"]
+    flags = {0: 2, 3: 5, 7: 0}  # dataset index -> predicted class: ' lead' -> '02', '01' -> '2', '02' -> ' lead'
+    probs = np.full((len(given), len(classes)), 0.01)
+    probs[np.arange(len(given)), given] = 0.9
+    for i, p in flags.items():
+        probs[i, given[i]], probs[i, p] = 0.02, 0.9
+    scores = sample_scores(probs, given)
+    page = write_review_page(scores, path=str(tmp_path / "odd_review.html"), report="odd",
+                             keys=list(data.train.images.keys), class_names=classes, load_image=data.raw.train_images.load,
+                             order=suspect_order(scores), max_shown=1000, title="odd", **rows)
+    browser.open("file://" + page)
+    browser.click(".card[data-index='0'] img")
+    browser.press("p")                                      # 0: ' lead' -> the predicted '02'
+    browser.click(".card[data-index='3'] img")
+    browser.press("c")                                      # the class list of card 3 gets the focus
+    select(browser, ".card[data-index='3'] select", "3")     # 3: '01' -> another class, '1'
+    browser.click(".card[data-index='7'] button[data-d='remove']")  # 7: removed
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.allow_downloads(str(downloads))
+    browser.click("#export-labels")
+    corrected = wait_for_file(str(downloads / "corrected_labels.csv"))
+    new = {0: 2, 3: 3, 7: None}
+    expected = {p: classes[new.get(i, given[i])] for i, p in enumerate(paths) if new.get(i, given[i]) is not None}
+    exported = read_csv(corrected)
+    assert exported[0] == ["path", "class_name"] and dict(exported[1:]) == expected and len(exported) == 27
+
+    # retrain: stage 1 on the export trains on exactly these names and labels
+    out = tmp_path / "retrained"
+    stage_1.main(own_argv("stage1", "csv", downloads, out, "--set", f"train_csv={corrected}", "--epochs", "1",
+                          "--batch_size", "8"))
+    stem = out / "stage1" / "test_resnet_scratch_csv_real_0"
+    summary = json.loads((stem.parent / f"{stem.name}_summary.json").read_text(encoding="utf-8"))
+    assert [c["class"] for c in summary["classes"]] == ODD_CLASSES
+    samples = read_csv(f"{stem}_samples.csv")
+    column = samples[0].index("given_label")
+    assert {str(root / r[1]): r[column] for r in samples[1:]} == expected
 
 
 @pytest.mark.slow

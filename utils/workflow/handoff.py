@@ -4,6 +4,7 @@ belong to, the base model), how stage 2 checks and loads them, and when a finish
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -103,8 +104,9 @@ def load_base_model(run: Run, data) -> torch.nn.Module:
 def stage1_complete(cfg, fingerprint) -> str | None:
     """The stage-1 result JSON when ``cfg.output_dir`` holds a complete stage 1 of this very data and these
     settings, else None: every output stage 1 writes at its end is there (wrong events, their JSON and plot,
-    the base model and, with ``export_samples``, the per-sample report), and the JSON records the same
-    fingerprint of samples and noisy labels and the same training keys.
+    the base model and, with ``export_samples``, every file of the per-sample report: a stage 1 whose report
+    failed, e.g. on a file name, is run again), and the JSON records the same fingerprint of samples and noisy
+    labels and the same training keys.
 
     ``fingerprint``: the data's fingerprint, or a function that computes it (called only once the files and
     settings match, since it lists or reads the whole data set).
@@ -112,7 +114,7 @@ def stage1_complete(cfg, fingerprint) -> str | None:
     out = Stage1Outputs.of(cfg)
     needed = [out.wrong_events_meta, out.wrong_events, out.wrong_events_plot, out.base_model]
     if cfg.export_samples:
-        needed += [out.report.samples, out.report.summary]
+        needed += list(dataclasses.astuple(out.report))
     if not all(os.path.isfile(p) for p in needed):
         return None
     try:
