@@ -140,7 +140,9 @@ FULL = Mode("full", roles={"cnn": "resnet50", "vit": "ViT-B"}, resolution=224, b
             num_classes=100, sync_steps=6, pass_batches=(2, 4), speed_precisions=PRECISIONS, speed_steps=4,
             speed_rounds=5, loader_images=4096, loader_image_size=(500, 375), loader_resolution=None,
             memory_steps=2, nccl_timeout_s=240.0, torch_threads=None,
-            budgets={"host_syncs": 150, "pass_syncs": 40, "speed": 200, "loader": 90, "memory": 60, "nccl": 300})
+            # a part stops starting measurements once its budget is spent, so it may overrun by one measurement
+            # (the longest: ViT-B fp32 speed, about 40 s estimated on an H100); on one GPU 470 s in all
+            budgets={"host_syncs": 130, "pass_syncs": 30, "speed": 180, "loader": 80, "memory": 50, "nccl": 300})
 # One torch thread on the CPU: at 2 threads a loaded machine's spinning OpenMP threads cost 10-50x the CPU time.
 TINY = Mode("tiny", roles={"cnn": "test_resnet", "vit": "test_vit"}, resolution=16, batch=8, num_samples=64,
             num_classes=10, sync_steps=4, pass_batches=(1, 2), speed_precisions=("fp32", "bf16"), speed_steps=1,
