@@ -16,6 +16,7 @@
 #   sh sh/acto.sh [more arguments for every run, e.g. --output_dir runs/acto]
 #   CIFAR100_PATH=/data/cifar-100 SETS="cifar100 cifar80" sh sh/acto.sh
 #   SETTING=ido BACKBONE=ViT-B sh sh/acto.sh      # the IDO-parity configs (config/acto/<set>.yaml)
+#   sh sh/acto.sh --seed 1 --output_dir runs/paper/seed1   # a seed for benchmarks/paper_tables.py
 #
 # SETTING=ido runs the IDO-parity configs instead, which compare ACTO with IDO on equal terms
 # (pretrained BACKBONE, default resnet50, at 224 px on IDO's views with IDO's optimiser, 15 epochs

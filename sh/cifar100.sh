@@ -4,6 +4,8 @@
 #
 #   sh sh/cifar100.sh [more arguments for both stages ...]
 #   CIFAR100_PATH=/data/cifar-100 BACKBONES="ViT-B" sh sh/cifar100.sh --output_dir runs/c100
+#   LOG_DIR=runs/paper/seed1/logs sh sh/cifar100.sh --seed 1 --output_dir runs/paper/seed1
+#       (one seed of the layout benchmarks/paper_tables.py collects: docs/benchmarks.md)
 #
 # STAGE2 picks the stage-2 program: stage_2_class.py (class-wise BMM, default) or stage_2.py
 # (one global BMM).  One log per stage and setting: logs/cifar100_{backbone}_{mode}_{ratio}_stage{1,2}.log.

@@ -3,6 +3,7 @@
 #
 #   sh sh/realworld.sh [BACKBONE] [more arguments for both stages ...]
 #   CLOTHING1M_PATH=/data/clothing1m sh sh/realworld.sh ViT-B --output_dir runs/real
+#   sh sh/realworld.sh resnet50 --seed 1 --output_dir runs/paper/seed1   # a seed for benchmarks/paper_tables.py
 #
 # Data folders (default: the data_path of each config): CIFAR100N_PATH (CIFAR-100 pickles and
 # CIFAR-100_human.pt), CLOTHING1M_PATH, WEBVISION_PATH; IMAGENET_VAL_PATH adds the ILSVRC12

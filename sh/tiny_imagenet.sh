@@ -3,6 +3,7 @@
 #
 #   sh sh/tiny_imagenet.sh [BACKBONE] [more arguments for both stages ...]
 #   sh sh/tiny_imagenet.sh ViT-B --set data_path=/data/tiny-imagenet-200 --output_dir runs/tiny
+#   sh sh/tiny_imagenet.sh resnet50 --seed 1 --output_dir runs/paper/seed1   # a seed for benchmarks/paper_tables.py
 #
 # BACKBONE (default resnet50) is passed to both stages, so stage 2 starts from the stage-1 base model
 # of the same network (official bug IDO-B12 fixed).  Each stage of each setting writes its own log,
