@@ -107,6 +107,20 @@ class Outputs:
         """``{name: path}`` of every output (the names ``--outputs`` prints)."""
         return _flat(self)
 
+    def folders(self) -> list[str]:
+        """The folders the method writes its files into, in order, once each: checked for write permission
+        before a run starts (:func:`utils.training.run.start_run`).  Not the data cache, which the data layer
+        writes only when its file is missing (a shared read-only ``noise_dir`` that holds it is fine), nor
+        the files of another method that this one reads (``input.*``)."""
+        folders: list[str] = []
+        for name, path in self.files().items():
+            if name.startswith("input.") or name == "data_cache":
+                continue
+            folder = path if name == "run.folder" else os.path.dirname(path)
+            if folder not in folders:
+                folders.append(folder)
+        return folders
+
     def owns(self, path: str) -> bool:
         """Whether ``path`` is one of these outputs (or a file of the run folder or the data cache)."""
         path = os.path.normpath(path)
