@@ -291,3 +291,35 @@ def test_a_real_full_disk_and_a_real_read_only_file_system(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         f"stage_1.py: error: cannot write the noisy-label cache in {noise}: read-only file system (set noise_dir "
         "to a writable folder)"), proc.stderr[-3000:]
+
+
+def test_the_line_says_how_to_go_on_for_a_stage_command_and_for_clean_labels(tmp_path, monkeypatch):
+    """stage_1.py & co.: --resume once this run saved a last.pt; clean_labels.py: the same command (which keeps
+    the finished stages); a full disk: free space first."""
+    from utils.core import entry
+
+    last = tmp_path / "last.pt"
+    monkeypatch.setattr(entry, "_checkpoint", {"path": None})
+    monkeypatch.setattr(entry, "_rerun", {"command": None})
+    full = WriteFailed(errno.ENOSPC, "disk full", str(tmp_path / "a.json"))
+    read_only = WriteFailed(errno.EROFS, "read-only file system", str(tmp_path / "a.json"))
+    assert entry.stopped_line("stage_1.py", "interrupted") == \
+        "stage_1.py: interrupted before an epoch finished; nothing to resume (start again)"
+    assert entry.failed_write_line("stage_1.py", full) == f"stage_1.py: error: cannot write {tmp_path / 'a.json'}: disk full"
+    entry.remember_checkpoint(str(last))
+    assert entry.stopped_line("stage_1.py", "interrupted").endswith("nothing to resume (start again)")  # not saved yet
+    last.write_bytes(b"x")
+    assert entry.stopped_line("stage_1.py", "stopped by SIGTERM") == \
+        f"stage_1.py: stopped by SIGTERM; every finished epoch is saved in {last} (continue with --resume)"
+    assert entry.failed_write_line("stage_1.py", read_only) == (
+        f"stage_1.py: error: cannot write {tmp_path / 'a.json'}: read-only file system; every finished epoch is saved "
+        f"in {last} (make it writable, then continue with --resume)")
+    entry.remember_rerun("python clean_labels.py 'my images' --output_dir runs/mine")
+    assert entry.failed_write_line("clean_labels.py", full) == (
+        f"clean_labels.py: error: cannot write {tmp_path / 'a.json'}: disk full; every finished epoch is saved in "
+        f"{last}; free space, then run the same command to continue: python clean_labels.py 'my images' "
+        "--output_dir runs/mine")
+    entry.remember_checkpoint(None)
+    assert entry.stopped_line("clean_labels.py", "interrupted") == (
+        "clean_labels.py: interrupted; finished stages are kept; run the same command to continue: python "
+        "clean_labels.py 'my images' --output_dir runs/mine")

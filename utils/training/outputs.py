@@ -107,6 +107,14 @@ class Outputs:
         """``{name: path}`` of every output (the names ``--outputs`` prints)."""
         return _flat(self)
 
+    def finished_files(self, *, export_samples: bool) -> list[str]:
+        """The files a finished run has written, the result JSON among them (written last:
+        :func:`utils.workflow.lifecycle.run_method`): every output but the run folder's, the data cache and the
+        files read of another method (``input.*``); the per-sample report only with ``export_samples``."""
+        return [path for name, path in self.files().items()
+                if not (name.startswith(("run.", "input.")) or name == "data_cache"
+                        or (not export_samples and name in REPORT_SUFFIXES))]
+
     def folders(self) -> list[str]:
         """The folders the method writes its files into, in order, once each: checked for write permission
         before a run starts (:func:`utils.training.run.start_run`).  Not the data cache, which the data layer
