@@ -136,25 +136,25 @@ class Acto(Method):
 
     def summary(self, history: list[dict]) -> dict:
         return {**summarize(self.cfg, history, self.data, self.rtm_plan, self.ntm_plan),
-                "fingerprint": self.data.fingerprint}
+                "fingerprint": self.data.fingerprint, "settings": self.run.training_settings()}
 
     def save_results(self, result: dict) -> None:
-        self.result_path = save_json(result, self.run.outputs.result)
+        export_model(self.rtm, cfg=self.cfg, data=self.data, path=self.run.outputs.model)
+        save_json(result, self.run.outputs.result)  # last: the mark of a finished run
 
     def sample_report(self) -> dict:
         return dict(model=self.rtm, files=self.run.outputs.report)
 
-    def export(self, result: dict) -> None:
-        cfg, log = self.cfg, self.run.log
-        model_path = export_model(self.rtm, cfg=cfg, data=self.data, path=self.run.outputs.model)
-        log.info(f"model for predict.py (the RTM): {model_path}")
+    def announce(self, result: dict) -> None:
+        log = self.run.log
+        log.info(f"model for predict.py (the RTM): {self.run.outputs.model}")
         last = result["history"][-1]
         accuracy = (f"last acc {result['last_acc']:.2f} (best {result['best_acc']:.2f}, mean of last "
                     f"{result['last_k']} {result['last_k_mean']:.2f} +- {result['last_k_std']:.2f} population std, "
                     "ACT's Table 1 metric)" if "last_k" in result
                     else describe_result(result, self.data.test_sets))
         log.info(f"RTM {accuracy}; last selection precision {fmt(last['selected_precision'], '.3f')} recall "
-                 f"{fmt(last['selected_recall'], '.3f')}: {self.result_path}")
+                 f"{fmt(last['selected_recall'], '.3f')}: {self.run.outputs.result}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -8,24 +8,32 @@
 Runs IDO stage 1 (stage_1.py) and class-wise stage 2 (stage_2_class.py), and with ``--acto`` ACTO
 (acto.py), in this process, on the configs config/{stage1,stage2,acto}/{imagefolder,csv}.yaml.  Every
 setting is given once: the data, the output folder, the model and the named options go to every stage,
-a ``--set`` key to the stages that have it.  Stage 1 is skipped when ``output_dir`` already holds a
-complete stage 1 of the same data and settings.  The last lines name the review page, the samples CSV
-and the model for predict.py.  Train again on the corrected labels the page exports with the same
-command on the CSV: ``python clean_labels.py corrected_labels.csv --output_dir runs/mine_corrected``.
+a ``--set`` key to the stages that have it.  Run again, the same command goes on where it stopped
+(utils/workflow/continuation.py): a stage that ``output_dir`` holds finished, on the same data and settings,
+is kept; one stopped part-way (Ctrl-C, SIGTERM, a full disk) continues from its ``last.pt``; the others start
+(stage 2 always after a stage 1 that ran now); each says so in one line.  The last lines name the review
+page, the samples CSV and the model for predict.py.  Train again on the corrected labels the page exports
+with the same command on the CSV: ``python clean_labels.py corrected_labels.csv --output_dir
+runs/mine_corrected``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+from functools import partial
 from typing import Mapping, Sequence
 
 import stage_2_class
-from utils.core.entry import run_main
+from utils.core.entry import remember_rerun, run_main
+from utils.core.shell import command as shell_command
 from utils.training.config import ACTO, OPTION_BY_NAME, REPO_ROOT, STAGE1, STAGE2, ConfigError, options_help, parse_config
-from utils.training.outputs import METHOD_OUTPUTS, Outputs, print_outputs
-from utils.workflow.handoff import stage1_complete
+from utils.training.outputs import METHOD_OUTPUTS, print_outputs
+from utils.workflow.continuation import next_step
 
 STAGES = {STAGE1: "stage_1", STAGE2: "stage_2_class", ACTO: "acto"}
+STAGE_NAMES = {STAGE1: "stage 1", STAGE2: "stage 2", ACTO: "ACTO"}  # in the lines it prints
 FORCED = {STAGE2: stage_2_class.FORCED}
 PASSED = ("backbone", "seed", "batch_size", "device", "gpuid", "noise_mode", "noise_ratio")  # to every stage
 
@@ -93,26 +101,38 @@ def stage_argv(args, scope: str, dataset: str, data_sets: list[str]) -> list[str
 def check_set_keys(args, scopes: Sequence[str]) -> None:
     for item in args.overrides:
         key = item.split("=", 1)[0].strip()
+        if key == "resume":  # each stage decides by itself; forced on every stage it failed on a stage not begun
+            raise ConfigError("config key 'resume' (from --set): clean_labels.py continues a stopped run by itself; "
+                              "run the same command without --set resume")
         option = OPTION_BY_NAME.get(key)
         if option is not None and not any(s in option.scopes for s in scopes):
             raise ConfigError(f"config key '{key}' (from --set) is used by {', '.join(sorted(option.scopes))} only, "
                               f"not by the stages this command runs ({', '.join(scopes)}); add --acto or remove it")
 
 
-def stage1_done(argv: Sequence[str]) -> str | None:
-    """The stage-1 result JSON when ``output_dir`` holds a complete stage 1 of this very data and these
-    settings (utils/workflow/handoff.py: stage1_complete), else None."""
+def fingerprint_of(cfg, scope: str) -> str:
+    """The fingerprint of the samples and noisy labels a stage's config names (lists or reads the data set)."""
     from dataloader import build_data
 
-    cfg = parse_config(argv, prog="clean_labels.py", scope=STAGE1)
-    return stage1_complete(cfg, lambda: build_data(cfg, stage="stage1", log=lambda message: None).fingerprint)
+    return build_data(cfg, stage="stage1" if scope == STAGE1 else "stage2", log=lambda message: None).fingerprint
 
 
-def stage_outputs(argvs: Mapping[str, Sequence[str]]) -> dict[str, Outputs]:
-    """The outputs of every stage this command runs, named from each stage's own command line."""
-    return {scope: METHOD_OUTPUTS[scope](parse_config(argv, prog="clean_labels.py", scope=scope,
-                                                      forced=FORCED.get(scope)))
+def configs_of(argvs: Mapping[str, Sequence[str]]) -> dict:
+    """The config of every stage this command runs, parsed from each stage's own command line."""
+    return {scope: parse_config(argv, prog="clean_labels.py", scope=scope, forced=FORCED.get(scope))
             for scope, argv in argvs.items()}
+
+
+def read_result(path: str) -> dict:
+    """The result JSON of a finished stage (what its main returned, as JSON keeps it)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def rerun_command(argv: Sequence[str] | None) -> str:
+    """This very command, shell-quoted on one line: what continues it after a stop."""
+    script = sys.argv[0] if argv is None and sys.argv and sys.argv[0] else "clean_labels.py"
+    return shell_command(["python", script, *(sys.argv[1:] if argv is None else argv)])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -124,20 +144,34 @@ def main(argv: Sequence[str] | None = None) -> dict:
     check_set_keys(args, scopes)
     dataset, data_sets = data_settings(args.data)
     argvs = {scope: stage_argv(args, scope, dataset, data_sets) for scope in scopes}
-    outputs = stage_outputs(argvs)
+    configs = configs_of(argvs)
+    outputs = {scope: METHOD_OUTPUTS[scope](cfg) for scope, cfg in configs.items()}
     if args.outputs is not None:
         print_outputs(outputs, args.outputs)
         return {}
-    done = stage1_done(argvs[STAGE1])
-    if done:
-        print(f"clean_labels.py: stage 1 of this data and these settings is complete ({done}); going on with stage 2")
-    else:
-        stage_1.main(argvs[STAGE1])
-    results = {STAGE2: stage_2_class.main(argvs[STAGE2])}
-    if args.acto:
-        results[ACTO] = acto.main(argvs[ACTO])
+    remember_rerun(rerun_command(argv))  # a stop now names this command: it continues where it stopped
+    mains = {STAGE1: stage_1.main, STAGE2: stage_2_class.main, ACTO: acto.main}
+    # stage 2 starts from stage 1's outputs: when stage 1 runs now, whatever stage 2 left belongs to another
+    after = {STAGE2: outputs[STAGE2].input.wrong_events_meta}
+    results, ran = {}, set()
+    for scope in scopes:
+        cfg = configs[scope]
+        if scope == STAGE2 and STAGE1 in ran:
+            action, line = "start", None
+        else:
+            action, line = next_step(STAGE_NAMES[scope], cfg, outputs[scope], partial(fingerprint_of, cfg, scope),
+                                     after=after.get(scope))
+        if line:
+            print(f"clean_labels.py: {line}")
+        if action == "finished":
+            result = read_result(outputs[scope].result)
+        else:
+            result = mains[scope](list(argvs[scope]) + (["--resume"] if action == "resume" else []))
+            ran.add(scope)
+        if scope != STAGE1:
+            results[scope] = result
     lines = []
-    for scope in results:
+    for scope in (s for s in scopes if s != STAGE1):
         out = outputs[scope]
         lines += [f"{STAGES[scope]}: review page {out.report.review}", f"{STAGES[scope]}: samples CSV {out.report.samples}",
                   f"{STAGES[scope]}: model for predict.py {out.model}"]

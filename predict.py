@@ -9,8 +9,10 @@ with ``path, predicted_label, prob``, the top 5 (``top{k}_label``, ``top{k}_prob
 that is not a readable image, is above ``--max_image_pixels``, or a named path that does not exist gets a
 row with only its ``error`` and a line on standard error; the other files are still predicted, and the
 exit status is 1.  ``--model`` and ``--out`` are checked before anything is predicted: a missing or
-foreign model file, or an ``--out`` that cannot be written (a directory, a path under a file, a folder
-without write permission): one line, exit status 2.  The CSV is written to a temporary name and renamed.
+foreign model file, an ``--out`` that cannot be written (a directory, a path under a file, a folder
+without write permission), one that is an input (named, found in an input folder, or the same file under
+another path) or an existing file that is not a CSV predict.py wrote (:func:`written_by_predict`): one
+line, exit status 2.  The CSV is written to a temporary name and renamed.
 A file or folder name that is not UTF-8 is refused in one line (exit status 2) before anything is predicted,
 as the training listing refuses it (dataloader/names.py).
 """
@@ -106,6 +108,48 @@ def check_out(path: str) -> None:
         raise ConfigError(f"--out {path}: no permission to write in {folder}; name a CSV file in a writable folder")
 
 
+def csv_columns(k: int) -> list[str]:
+    """The columns of the CSV of a model with top ``k`` (``min(TOP_K, classes)``) predictions; its header line
+    is how a later run recognises a file it may replace (:func:`written_by_predict`)."""
+    return ["path", "predicted_label", "prob"] + [f"top{r + 1}_{c}" for r in range(k) for c in ("label", "prob")] \
+        + ["error"]
+
+
+HEADERS = {(",".join(csv_columns(k)) + "\n").encode() for k in range(1, TOP_K + 1)}
+
+
+def written_by_predict(path: str) -> bool:
+    """Whether the existing file ``path`` may be replaced: a CSV this program wrote (its first line is exactly
+    one of :data:`HEADERS`), or an empty file (nothing to lose; what ``mktemp`` leaves for a script to fill)."""
+    with open(path, "rb") as f:
+        head = f.read(max(map(len, HEADERS)))
+    return head == b"" or any(head.startswith(header) for header in HEADERS)
+
+
+def check_out_is_no_input(out: str, paths: Sequence[str]) -> None:
+    """Refuse (one line) an existing ``--out`` that is one of the input files ``paths`` (named or found in an
+    input folder; compared as files, so another spelling, a symbolic or a hard link count alike) or that is
+    not a CSV predict.py wrote: the CSV would replace it."""
+    try:
+        target = os.stat(out)
+    except FileNotFoundError:
+        return
+    same = (target.st_dev, target.st_ino)
+    for path in paths:
+        try:
+            found = os.stat(path)
+        except OSError:  # a missing or unreadable input gets its error row; it is not --out
+            continue
+        if (found.st_dev, found.st_ino) == same:
+            shown = "" if path == out else f" ({path})"
+            raise ConfigError(f"--out {out} is one of the inputs{shown}, which the CSV would replace; "
+                              "name a new CSV file, e.g. predictions.csv")
+    if not written_by_predict(out):
+        raise ConfigError(f"--out {out} exists and is not a CSV that predict.py wrote (its first line is not "
+                          "predict.py's header path,predicted_label,prob,...); name a new file, or remove this one "
+                          "first")
+
+
 def pick_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,11 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if note:
         print(f"predict.py: note: {args.model}: {note}", file=sys.stderr)
     paths = collect_paths(args.paths)
+    if args.out:
+        check_out_is_no_input(args.out, paths)
     rows = predict(model.to(device), paths, exported, decoding=decoding, device=device, batch_size=args.batch_size,
                    num_workers=args.num_workers)
-    k = min(TOP_K, exported["num_classes"])
-    columns = ["path", "predicted_label", "prob"] + [f"top{r + 1}_{c}" for r in range(k) for c in ("label", "prob")] \
-        + ["error"]
+    columns = csv_columns(min(TOP_K, exported["num_classes"]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -105,7 +105,7 @@ class Stage1(Method):
         return dict(model=self.net, files=self.outputs.report, wrong_events=counts,
                     label_score=stage1_label_score(counts))
 
-    def export(self, result: dict) -> None:
+    def announce(self, result: dict) -> None:
         self.run.log.info(f"base model (epoch {self.wave.best_epoch + 1}, first prediction-change minimum): "
                           f"{self.outputs.base_model}")
         self.run.log.info(f"wrong events: {result['wrong_events_path']}")

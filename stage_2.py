@@ -133,23 +133,24 @@ class Stage2(Method):
                                                               "clean_recall")},
             "bmm_params": self.bmm_history, "train_loss": [row["train_loss"] for row in history],
             "realised_noise_rate": data.noise_info.get("realised_noise_rate"), "fingerprint": data.fingerprint,
+            "settings": self.run.training_settings(),  # with the fingerprint: what a re-run compares to reuse it
         }
 
     def save_results(self, result: dict) -> None:
-        save_json(result, self.outputs.result)
         bmm_fit_plot(self.counts(), self.weights.bmm, self.outputs.bmm_plot, groups=self.weights.groups_np,
                      is_noisy=self.data.is_noisy,
                      title=f"{self.cfg.tag}: {self.cfg.bmm} BMM after {self.cfg.epochs} stage-2 epochs")
+        export_model(self.net, cfg=self.cfg, data=self.data, path=self.outputs.model)
+        save_json(result, self.outputs.result)  # last: the mark of a finished run
 
     def sample_report(self) -> dict:
         counts = self.counts()
         return dict(model=self.net, files=self.outputs.report, wrong_events=counts,
                     label_score=self.weights.clean_posterior(counts), class_wise=self.weights.class_wise)
 
-    def export(self, result: dict) -> None:
+    def announce(self, result: dict) -> None:
         log = self.run.log
-        model_path = export_model(self.net, cfg=self.cfg, data=self.data, path=self.outputs.model)
-        log.info(f"model for predict.py: {model_path}")
+        log.info(f"model for predict.py: {self.outputs.model}")
         log.info(f"{describe_result(result, self.data.test_sets, base=True)}: {self.outputs.result}")
 
 

@@ -12,6 +12,7 @@ import stage_2_class
 from test_own_data_e2e import FAST, own_argv, write_small
 from utils.core.errors import ConfigError, DataError
 from utils.core.entry import run_main
+from utils.workflow.handoff import stage1_complete
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 TINY = [*FAST, "--batch_size", "6", "--epochs", "1"]
@@ -49,17 +50,19 @@ def test_one_command_runs_both_stages_passes_each_setting_once_and_skips_a_finis
     # a stage 1 written before a key existed (the key absent from its settings) trained at the key's default
     args = clean_labels.build_parser().parse_args(argv)
     stage1_argv = clean_labels.stage_argv(args, clean_labels.STAGE1, *clean_labels.data_settings(args.data))
+    cfg = clean_labels.configs_of({clean_labels.STAGE1: stage1_argv})[clean_labels.STAGE1]
+    stage1_done = (lambda: stage1_complete(cfg, lambda: clean_labels.fingerprint_of(cfg, clean_labels.STAGE1)))
     with open(meta, encoding="utf-8") as f:
         record = json.load(f)
     assert record["settings"]["decode_background"] == "white"  # the default
     del record["settings"]["decode_background"]
     with open(meta, "w", encoding="utf-8") as f:
         json.dump(record, f)
-    assert clean_labels.stage1_done(stage1_argv) == meta
+    assert stage1_done() == meta
     record["settings"]["decode_background"] = "black"
     with open(meta, "w", encoding="utf-8") as f:
         json.dump(record, f)
-    assert clean_labels.stage1_done(stage1_argv) is None
+    assert stage1_done() is None
     record["settings"]["decode_background"] = "white"
     with open(meta, "w", encoding="utf-8") as f:
         json.dump(record, f)
@@ -124,6 +127,11 @@ def test_set_keys_reach_only_the_stages_that_have_them_and_data_kinds(tmp_path):
     s2 = clean_labels.stage_argv(args, "stage2", "imagefolder", ["data_path=d"])
     assert "cutout=0.1" not in s1 and "cutout=0.1" in s2 and "lr=0.01" in s1 and "lr=0.01" in s2
     assert "resolution=32" in s1 and "resolution=32" in s2
+    with pytest.raises(ConfigError) as err:
+        clean_labels.check_set_keys(clean_labels.build_parser().parse_args(
+            ["d", "--output_dir", "o", "--set", "resume=true"]), ["stage1", "stage2"])
+    assert str(err.value) == ("config key 'resume' (from --set): clean_labels.py continues a stopped run by itself; "
+                              "run the same command without --set resume")
     with pytest.raises(ConfigError, match="config key 'warmup_epochs' .* add --acto or remove it"):
         clean_labels.check_set_keys(clean_labels.build_parser().parse_args(
             ["d", "--output_dir", "o", "--set", "warmup_epochs=1"]), ["stage1", "stage2"])

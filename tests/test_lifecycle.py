@@ -61,8 +61,8 @@ class Toy(Method):
         self.calls.append("save_results")
         return {"path": "toy.json"}
 
-    def export(self, result):
-        self.calls.append("export")
+    def announce(self, result):
+        self.calls.append("announce")
 
 
 def toy_run(out, *extra):
@@ -83,7 +83,7 @@ def test_hooks_run_in_order_and_last_pt_follows_checkpoint_every(tmp_path, monke
     method = Toy(toy_run(tmp_path), checkpoint_every=2)
     result = run_method(method)
     assert method.calls == ["start", "step 0", "end 0", "step 1", "end 1", "step 2", "end 2", "summary",
-                            "save_results", "export"]
+                            "save_results", "announce"]
     assert saved == [2, 3]  # every 2nd epoch and the last
     assert result["path"] == "toy.json" and [row["epoch"] for row in result["history"]] == [1, 2, 3]
     assert [row["lr"] for row in result["history"]] == [0.1] * 3

@@ -221,3 +221,61 @@ def test_a_name_that_is_not_utf8_is_refused_before_predicting(tmp_path, capsys, 
     assert code == 2 and err[0].startswith(f"predict.py: error: 1 file or folder names in the inputs are not valid "
                                            f"UTF-8: {tmp_path}/named/\\xe9t\\xe9.png; rename them")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["named", "other_spelling", "symlink", "hardlink", "in_a_folder", "a_predict_csv"])
+def test_out_that_is_an_input_is_refused_and_left_as_it_was(tmp_path, capsys, monkeypatch, case):
+    """``--out P/*.png`` and its kin: the first image would become CSV text.  Refused before anything is
+    predicted, also where --out names the input another way (a path through .., a link) or is a file that an
+    input folder holds."""
+    path, _ = exported(tmp_path)
+    folder = tmp_path / "in"
+    first = write_image(str(folder / "sub" / "a.png"), size=12)
+    second = write_image(str(folder / "b.png"), size=12, seed=1)
+    inputs = [first, second]
+    out, shown = first, ""
+    if case == "other_spelling":
+        out, shown = str(folder / "sub" / ".." / "sub" / "a.png"), f" ({first})"
+    elif case in ("symlink", "hardlink"):
+        out, shown = str(tmp_path / "link.png"), f" ({first})"
+        (os.symlink if case == "symlink" else os.link)(first, out)
+    elif case == "in_a_folder":
+        inputs = [str(folder)]
+    elif case == "a_predict_csv":  # a CSV predict.py wrote, named as an input by mistake
+        out = str(tmp_path / "p.csv")
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(",".join(predict.csv_columns(3)) + "\n")
+        inputs = [out, second]
+    before = {p: open(p, "rb").read() for p in (first, second, out)}
+    monkeypatch.setattr(predict, "predict", lambda *a, **k: pytest.fail("predicted before --out was checked"))
+    code, err = run_predict(["--model", path, *inputs, "--out", out], capsys)
+    assert code == 2 and err == [f"predict.py: error: --out {out} is one of the inputs{shown}, which the CSV would "
+                                 "replace; name a new CSV file, e.g. predictions.csv"]
+    assert {p: open(p, "rb").read() for p in before} == before
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("content", [b"", b"path,predicted_label,prob,top1_label,top1_prob,error\n"])
+def test_out_that_exists_is_replaced_only_when_predict_wrote_it(tmp_path, capsys, monkeypatch, content):
+    """Swapped arguments (``--out a.png b.png``) name an image that is no input: it is no CSV of predict.py,
+    refused, kept byte for byte; so is any other file.  A CSV predict.py wrote (its header line, any top k) or
+    an empty file (mktemp's) is replaced."""
+    path, _ = exported(tmp_path)
+    image = write_image(str(tmp_path / "a.png"), size=12)
+    other = write_image(str(tmp_path / "b.png"), size=12, seed=1)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("path,label\nx.png,ant\n")
+    for out in (image, str(notes)):
+        before = open(out, "rb").read()
+        with monkeypatch.context() as patch:
+            patch.setattr(predict, "predict", lambda *a, **k: pytest.fail("predicted before --out was checked"))
+            code, err = run_predict(["--model", path, "--out", out, other], capsys)
+        assert code == 2 and err == [f"predict.py: error: --out {out} exists and is not a CSV that predict.py wrote "
+                                     "(its first line is not predict.py's header path,predicted_label,prob,...); "
+                                     "name a new file, or remove this one first"]
+        assert open(out, "rb").read() == before
+    out = tmp_path / "p.csv"
+    out.write_bytes(content)
+    code = predict.main(["--model", path, other, "--out", str(out)])
+    assert code == 0 and [r["path"] for r in read_csv(out)] == [other]
+    assert out.read_text().splitlines()[0] == ",".join(predict.csv_columns(3))

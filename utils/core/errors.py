@@ -1,4 +1,5 @@
-"""Errors that are the user's to fix (:func:`utils.core.entry.run_main` turns them into one line and exit status 2)."""
+"""Errors that end a run with one line (:func:`utils.core.entry.run_main`): the user's to fix (exit status 2), or a file
+that cannot be written (exit status 1)."""
 from __future__ import annotations
 
 import re
@@ -17,6 +18,19 @@ class ConfigError(UsageError):
 
 class DataError(UsageError):
     """A data set or artefact on disk is missing or does not match what is expected."""
+
+
+class WriteFailed(OSError):
+    """A file could not be written: the disk filled up, or its folder is read-only or not the user's to write
+    (:mod:`utils.core.io` raises it, the temporary file removed; :func:`utils.core.entry.run_main` prints it as
+    one line, exit status 1).  An :class:`OSError` with the errno of the cause, so a caller that turns a failed
+    write into its own message (the noisy-label cache) still catches it."""
+
+    def __init__(self, code: int, cause: str, path: str):
+        super().__init__(code, cause, path)
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
 
 
 # torch re-raises an exception of a DataLoader worker as the same type holding the worker's whole traceback

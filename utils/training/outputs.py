@@ -107,6 +107,28 @@ class Outputs:
         """``{name: path}`` of every output (the names ``--outputs`` prints)."""
         return _flat(self)
 
+    def finished_files(self, *, export_samples: bool) -> list[str]:
+        """The files a finished run has written, the result JSON among them (written last:
+        :func:`utils.workflow.lifecycle.run_method`): every output but the run folder's, the data cache and the
+        files read of another method (``input.*``); the per-sample report only with ``export_samples``."""
+        return [path for name, path in self.files().items()
+                if not (name.startswith(("run.", "input.")) or name == "data_cache"
+                        or (not export_samples and name in REPORT_SUFFIXES))]
+
+    def folders(self) -> list[str]:
+        """The folders the method writes its files into, in order, once each: checked for write permission
+        before a run starts (:func:`utils.training.run.start_run`).  Not the data cache, which the data layer
+        writes only when its file is missing (a shared read-only ``noise_dir`` that holds it is fine), nor
+        the files of another method that this one reads (``input.*``)."""
+        folders: list[str] = []
+        for name, path in self.files().items():
+            if name.startswith("input.") or name == "data_cache":
+                continue
+            folder = path if name == "run.folder" else os.path.dirname(path)
+            if folder not in folders:
+                folders.append(folder)
+        return folders
+
     def owns(self, path: str) -> bool:
         """Whether ``path`` is one of these outputs (or a file of the run folder or the data cache)."""
         path = os.path.normpath(path)

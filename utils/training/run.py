@@ -12,7 +12,9 @@ from dataloader.image_check import check_images
 from utils.training.config import OPTION_BY_NAME, Config, parse_command_line
 from utils.core.distributed import Runtime, data_parallel, setup_runtime
 from utils.training.engine import Precision, seed_everything
-from utils.core.errors import DataError
+from utils.core.entry import remember_checkpoint
+from utils.core.errors import ConfigError, DataError
+from utils.core.io import unwritable
 from utils.training.outputs import Outputs, print_outputs
 from utils.training.runlog import RunLog
 from utils.core.workers import resolve_num_workers
@@ -123,6 +125,8 @@ class Run:
         if arrays:
             self.log.load_arrays(state, arrays)
         self.log.info(f"resumed from {path} after epoch {state['epoch'] + 1}")
+        if self.runtime.is_main:  # a stop from here on names it: it holds this run's finished epochs
+            remember_checkpoint(path)
         return state
 
 
@@ -133,6 +137,18 @@ def _checkpoint_arrays(parts: Mapping[str, Any], *, held_by: Mapping[str, Any] |
     return {f"{name}.{key}": tensor for name, part in parts.items()
             for key, tensor in (part.checkpoint_arrays() if hasattr(part, "checkpoint_arrays") else {}).items()
             if held_by is None or key not in held_by[name]}
+
+
+def check_writable(files: Outputs, cfg: Config) -> None:
+    """Refuse, before anything is read or trained, an output folder no file can be created in (read-only,
+    not the user's, below a file): one line naming the folder and the cause, exit status 2.  Every process
+    probes (utils/core/io.unwritable), so all ranks of a distributed run stop alike."""
+    for folder in files.folders():
+        problem = unwritable(folder)
+        if problem is not None:
+            probed, cause = problem
+            raise ConfigError(f"output_dir {cfg.output_dir}: cannot write in {probed} ({cause}); choose a "
+                              "writable --output_dir")
 
 
 def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, outputs: Callable[[Config], Outputs],
@@ -149,6 +165,7 @@ def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, outputs: Cal
     if wanted is not None:
         print_outputs({scope: files}, wanted)
         raise SystemExit(0)
+    check_writable(files, cfg)
     runtime = setup_runtime(cfg.device)
     log = RunLog(files.run, enabled=runtime.is_main, held=claims_outputs)
     if not claims_outputs:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from utils.training.checkpoint_arrays import read_npy_into, remove_unreferenced, save_arrays
 from utils.core.errors import DataError
 from utils.core.entry import remember_checkpoint
-from utils.core.io import save_text, save_torch
+from utils.core.io import append_text, save_text, save_torch
 from utils.core.signals import deferred_interrupt
 from utils.training.outputs import RunFiles
 
@@ -38,7 +38,9 @@ class RunLog:
         if enabled:
             if not held:  # a held run makes its folder when it starts writing (a refused run leaves none)
                 os.makedirs(run_dir, exist_ok=True)
-            remember_checkpoint(self.last_path)
+            # a stop names last.pt once this run has saved one (or resumed from it: Run.load_state), not an
+            # older run's file at the same place, nor the last.pt of the stage before (clean_labels.py)
+            remember_checkpoint(None)
 
     def info(self, message: str) -> None:
         """Print a line and append it, time-stamped, to train.log."""
@@ -55,8 +57,7 @@ class RunLog:
         if self._held is not None:
             self._held.append(line)
             return
-        with open(self.files.log, "a", encoding="utf-8") as f:
-            f.write(line)
+        append_text(line, self.files.log)
 
     def open(self, cfg, *, fresh: bool) -> None:
         """Start writing: a ``fresh`` run replaces train.log; config.yaml is written; held lines follow."""
@@ -68,8 +69,7 @@ class RunLog:
         self.write_config(cfg)
         held, self._held = self._held or [], None
         if held:
-            with open(self.files.log, "a", encoding="utf-8") as f:
-                f.writelines(held)
+            append_text("".join(held), self.files.log)
 
     def write_config(self, cfg) -> None:
         if self.enabled:
@@ -98,14 +98,14 @@ class RunLog:
             with deferred_interrupt():
                 entries = save_arrays(self.run_dir, arrays)
                 save_torch({**state, ARRAYS_KEY: entries}, self.last_path)
+                remember_checkpoint(self.last_path)
                 remove_unreferenced(self.run_dir, entries)
 
     def append_record(self, name: str, record, *, first: bool = False) -> None:
         """Append one epoch's ``record`` (JSON) as a line of ``{name}.jsonl`` (``first``: start the file
         anew): O(1) per epoch, where a growing list inside last.pt would be pickled whole every epoch."""
         if self.enabled:
-            with open(self.files.record(name), "w" if first else "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            (save_text if first else append_text)(json.dumps(record) + "\n", self.files.record(name))
 
     def read_records(self, name: str, epochs: int) -> list:
         """The records of the first ``epochs`` epochs (for ``--resume``); lines after them, from an epoch

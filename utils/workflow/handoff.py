@@ -4,7 +4,6 @@ belong to, the base model), how stage 2 checks and loads them, and when a finish
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -19,13 +18,15 @@ from utils.method.wrong_events import LabelWave
 from utils.report.plots import wrong_event_histogram
 from utils.training.accuracy_keys import acc_key
 from utils.training.outputs import Stage1Outputs
-from utils.training.run import Run, settings_differences, training_settings
+from utils.training.run import Run
+from utils.workflow.continuation import finished_result
 
 
 def save_stage1(run: Run, data, counts: np.ndarray, wave: LabelWave, history: list[dict]) -> dict:
-    """Write the wrong events (int32, one per training sample in dataset order), the JSON that says what they
-    belong to (fingerprint of samples and noisy labels, training settings, label wave) and their histogram.
-    The base model was saved by stage 1 at its epoch; returns both paths."""
+    """Write the wrong events (int32, one per training sample in dataset order), their histogram and, last, the
+    JSON that says what they belong to (fingerprint of samples and noisy labels, training settings, label wave):
+    the mark of a finished stage 1 (:func:`stage1_complete`).  The base model was saved by stage 1 at its epoch;
+    returns both paths."""
     cfg, tag, out = run.cfg, run.cfg.tag, run.outputs
     counts = counts.astype(np.int32)
     npy = save_npy(counts, out.wrong_events)
@@ -40,9 +41,9 @@ def save_stage1(run: Run, data, counts: np.ndarray, wave: LabelWave, history: li
         "wrong_event_auc": detection_auc(-counts.astype(np.float64), data.is_noisy),
         **{acc_key(name): [row[acc_key(name)] for row in history] for name in data.test_sets},
     }
-    save_json(meta, out.wrong_events_meta)
     wrong_event_histogram(counts, out.wrong_events_plot, is_noisy=data.is_noisy,
                           title=f"{tag}: wrong events after {cfg.epochs} epochs")
+    save_json(meta, out.wrong_events_meta)
     return {"wrong_events_path": npy, "base_model_path": out.base_model}
 
 
@@ -103,27 +104,12 @@ def load_base_model(run: Run, data) -> torch.nn.Module:
 
 def stage1_complete(cfg, fingerprint) -> str | None:
     """The stage-1 result JSON when ``cfg.output_dir`` holds a complete stage 1 of this very data and these
-    settings, else None: every output stage 1 writes at its end is there (wrong events, their JSON and plot,
-    the base model and, with ``export_samples``, every file of the per-sample report: a stage 1 whose report
-    failed, e.g. on a file name, is run again), and the JSON records the same fingerprint of samples and noisy
-    labels and the same training keys.
+    settings, else None: every output stage 1 writes is there (wrong events, their JSON and plot, the base
+    model and, with ``export_samples``, the per-sample report), none newer than the JSON (written last), and
+    the JSON records the same fingerprint of samples and noisy labels and the same training keys
+    (utils/workflow/continuation.py).
 
     ``fingerprint``: the data's fingerprint, or a function that computes it (called only once the files and
     settings match, since it lists or reads the whole data set).
     """
-    out = Stage1Outputs.of(cfg)
-    needed = [out.wrong_events_meta, out.wrong_events, out.wrong_events_plot, out.base_model]
-    if cfg.export_samples:
-        needed += list(dataclasses.astuple(out.report))
-    if not all(os.path.isfile(p) for p in needed):
-        return None
-    try:
-        with open(out.wrong_events_meta, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return None
-    settings = meta.get("settings") if isinstance(meta, dict) else None
-    if not isinstance(settings, dict) or settings_differences(settings, json.loads(json.dumps(training_settings(cfg)))):
-        return None
-    expected = fingerprint() if callable(fingerprint) else fingerprint
-    return out.wrong_events_meta if meta.get("fingerprint") == expected else None
+    return finished_result(Stage1Outputs.of(cfg), cfg, fingerprint)

@@ -1,5 +1,6 @@
 """The run lifecycle every training method shares: resume, per-epoch seeding, one training epoch, the method's
-end-of-epoch work, the history row and log line, the checkpoint and metrics.csv, then the summary and artefacts.
+end-of-epoch work, the history row and log line, the checkpoint and metrics.csv, then the summary and artefacts
+(the result JSON last).
 
 A method (IDO stage 1, IDO stage 2, ACTO, the benchmark's confident-learning baseline) is a :class:`Method`
 that states only what is its own: its parts (models, optimisers, per-sample statistics), the training step of
@@ -86,15 +87,17 @@ class Method:
         """The result of the run (every process)."""
         return {"history": history}
 
-    def save_results(self, result: dict) -> dict | None:
-        """Main process only: write the result files; returns entries to add to the result (their paths)."""
-
     def sample_report(self) -> dict | None:
         """Keyword arguments of :func:`utils.report.sample_report.export_sample_report` (``model``, ``stem``, ...), or
         None for no per-sample report.  Every process takes its shard of that evaluation pass."""
 
-    def export(self, result: dict) -> None:
-        """Main process only, last: the model for predict.py and the closing log lines."""
+    def save_results(self, result: dict) -> dict | None:
+        """Main process only, after the sample report: write the result files (the model for predict.py
+        included), the result JSON (``outputs.result``) last, so that a result JSON no other output is newer
+        than marks a finished run (utils/workflow/continuation.py); returns entries to add to the result."""
+
+    def announce(self, result: dict) -> None:
+        """Main process only, last: the closing log lines (what was written where)."""
 
 
 def run_method(method: Method) -> dict:
@@ -141,11 +144,10 @@ def run_method(method: Method) -> dict:
         log.write_metrics(history)
 
     result = method.summary(history)
-    if runtime.is_main:
-        result.update(method.save_results(result) or {})
     report = method.sample_report()
     if report is not None:  # every process takes its shard of the evaluation pass; the main one writes
         export_sample_report(run, data, **report)
-    if runtime.is_main:
-        method.export(result)
+    if runtime.is_main:  # the result JSON last: a stop before it leaves no finished-looking run
+        result.update(method.save_results(result) or {})
+        method.announce(result)
     return result
