@@ -265,3 +265,120 @@ def test_two_thousand_thumbnails_load_and_respond(browser, tmp_path, capsys):
               f" s, data parsed +{(marks['review-parsed'] - marks['review-script']) / 1000:.2f} s, cards built "
               f"+{(marks['review-ready'] - marks['review-parsed']) / 1000:.2f} s); a key decision {1000 * key:.0f} ms, "
               f"a filter {1000 * filtered:.0f} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
+# --------------------------------------------------------------------------- untrusted names, lost storage
+
+# names that once ended the page's script or could start one: "<!--<script" put the HTML parser into the
+# "script data double escaped" state, which swallowed the page's own script (0 cards, no error)
+RAN = "window.ran=(window.ran||0)+1"
+HOSTILE_CLASSES = ["<!--<script>", f"</script><script>{RAN}</script>", f'<img src=x onerror="{RAN}">',
+                   "say \"hi\" & 'bye' &amp; \u2028\u2029"]  # no "-->": in the data it would end the escape
+HOSTILE_FILES = ["<!--<script>.png", f"<img src=x onerror={RAN}>.png", 'q"uote\'s &lt;.png', "plain.png"]
+# an init script (runs before the page's): records the page's uncaught errors
+RECORD_ERRORS = "window.errors = []; window.addEventListener('error', e => window.errors.push(String(e.message)));"
+
+
+def hostile_page(tmp_path):
+    """A page of eight flagged samples whose file and class names are all hostile; returns (page, shown keys
+    in page order, export paths, given labels, predicted labels)."""
+    n, classes = 8, HOSTILE_CLASSES
+    given = np.arange(n) % len(classes)
+    predicted = (given + 1) % len(classes)
+    probs = np.full((n, len(classes)), 0.05)
+    probs[np.arange(n), predicted] = 0.8
+    probs[np.arange(n), given] = 0.01 + 0.01 * np.arange(n)  # distinct: a determinate order
+    keys = [f"train/{classes[given[i]]}/{i}{HOSTILE_FILES[i % len(HOSTILE_FILES)]}" for i in range(n)]
+    paths = [f"/data/<!--<script>/{k}" for k in keys]
+    scores = sample_scores(probs, given)
+    order = suspect_order(scores)
+    page = write_review_page(scores, path=str(tmp_path / "hostile_review.html"), report="hostile</script>",
+                             keys=keys, class_names=classes, load_image=lambda i: Image.new("RGB", (8, 8), (30 * i, 0, 0)),
+                             order=order, max_shown=100, export_paths=paths, export_labels=given,
+                             title=f"<!--<script> {RAN}")
+    return page, [keys[i] for i in order], paths, given, predicted
+
+
+def test_names_cannot_change_how_the_page_parses(tmp_path):
+    page, shown_keys, paths, given, _ = hostile_page(tmp_path)
+    text = open(page, encoding="utf-8").read()
+    start = text.index('<script type="application/json" id="review-data">') + len(
+        '<script type="application/json" id="review-data">')
+    blob = text[start:text.index("</script>", start)]
+    assert not set(blob) & set("<>&\u2028\u2029")  # nothing in the data can open, close or escape an element
+    data = json.loads(blob)  # and it is the whole data: the first "</script>" after it is the block's own end
+    assert data["classes"] == HOSTILE_CLASSES and data["shown"]["key"] == shown_keys
+    assert decode_front_code(data["export"]["paths"]) == paths
+    assert text.count("<script") == 2 and text.count("</script>") == 2  # the data block and the page's script
+    assert "<!--" not in text  # nor can it open a comment anywhere (title included)
+
+
+def storage_init(kind: str) -> str:
+    """An init script that breaks localStorage the way a browser can: refused outright (storage disabled,
+    some private modes), full (every write throws), or writes that do not stick."""
+    return {"refused": "Object.defineProperty(window, 'localStorage', {configurable: true, get() { "
+                       "throw new DOMException('access denied', 'SecurityError'); }});",
+            "full": "Storage.prototype.setItem = function () { "
+                    "throw new DOMException('quota', 'QuotaExceededError'); };",
+            "lost": "Storage.prototype.setItem = function () {};"}[kind]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["works", "refused", "full", "lost"])
+def test_hostile_names_stay_text_and_a_lost_storage_is_said_and_exports_still_work(browser, tmp_path, storage):
+    page, shown_keys, paths, given, predicted = hostile_page(tmp_path)
+    browser.send("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_ERRORS})
+    if storage != "works":
+        browser.send("Page.addScriptToEvaluateOnNewDocument", {"source": storage_init(storage)})
+    browser.open("file://" + page)  # waits for the page's script to finish: it ran
+    assert browser.evaluate("window.ran") is None and browser.evaluate("window.errors") == []
+    assert browser.evaluate("document.scripts.length") == 2
+    assert browser.evaluate("document.querySelectorAll('img').length") == len(shown_keys)  # the thumbnails only
+    assert browser.evaluate("document.title") == f"<!--<script> {RAN}"
+    # the names read back exactly as the page shows them
+    assert browser.evaluate("[...document.querySelectorAll('.card .path')].map(e => e.textContent)") == shown_keys
+    assert browser.evaluate("[...document.querySelectorAll('.card img')].map(e => e.alt)") == shown_keys
+    index = browser.evaluate("[...document.querySelectorAll('.card')].map(c => +c.dataset.index)")
+    assert browser.evaluate("[...document.querySelectorAll('.card .labels')].map(e => e.textContent)") == [
+        f"given {HOSTILE_CLASSES[given[i]]} \u2192 predicted {HOSTILE_CLASSES[predicted[i]]} (0.80)"
+        for i in index]
+    assert browser.evaluate("[...document.querySelectorAll('#f-given option')].slice(1).map(o => o.textContent)") == \
+        HOSTILE_CLASSES
+    warning = "document.getElementById('storage').hidden ? '' : document.getElementById('storage').textContent"
+    if storage == "refused":  # said at once: nothing can be read
+        assert browser.evaluate(warning) == (
+            "Decisions cannot be kept in this browser (localStorage: SecurityError): they live in this page only and "
+            "are lost on reload or close. Export corrected_labels.csv or decisions.csv before leaving.")
+    else:
+        assert browser.evaluate(warning) == ""
+
+    # decide three cards by click: predicted, remove, another class (the hostile class 1)
+    browser.click(f".card[data-index='{index[0]}'] button[data-d='predicted']")
+    browser.click(f".card[data-index='{index[1]}'] button[data-d='remove']")
+    other = f".card[data-index='{index[2]}'] select"
+    browser.evaluate(f"document.querySelector({json.dumps(other)}).focus()")  # focus fills its class list
+    assert browser.evaluate(f"[...document.querySelector({json.dumps(other)}).options].slice(1)"
+                            ".map(o => o.textContent)") == HOSTILE_CLASSES
+    select(browser, other, "1")
+    assert browser.evaluate("document.getElementById('counts').textContent").startswith("decided 3 of 8")
+    why = {"works": None, "refused": "SecurityError", "full": "QuotaExceededError", "lost": "read back differs"}[storage]
+    if why is None:
+        assert browser.evaluate(warning) == ""
+    else:
+        assert browser.evaluate(warning).startswith(f"Decisions cannot be kept in this browser (localStorage: {why}):")
+
+    # the exports come from the page's memory, whatever the storage did
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.allow_downloads(str(downloads))
+    browser.click("#export-labels")
+    browser.click("#export-decisions")
+    new = {index[0]: int(predicted[index[0]]), index[1]: None, index[2]: 1}
+    assert read_csv(wait_for_file(str(downloads / "corrected_labels.csv"))) == [["path", "label"]] + [
+        [p, HOSTILE_CLASSES[new.get(i, given[i])]] for i, p in enumerate(paths) if new.get(i, given[i]) is not None]
+    assert read_csv(wait_for_file(str(downloads / "decisions.csv"))) == [
+        ["path", "given", "decision", "new_label"],
+        [paths[index[0]], HOSTILE_CLASSES[given[index[0]]], "predicted", HOSTILE_CLASSES[predicted[index[0]]]],
+        [paths[index[1]], HOSTILE_CLASSES[given[index[1]]], "remove", ""],
+        [paths[index[2]], HOSTILE_CLASSES[given[index[2]]], "other", HOSTILE_CLASSES[1]]]
+    assert browser.evaluate("window.ran") is None and browser.evaluate("window.errors") == []

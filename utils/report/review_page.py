@@ -130,11 +130,24 @@ def page_template() -> str:
         return f.read()
 
 
+# characters of the embedded JSON written as JSON escapes: with no "<" the HTML parser cannot leave the script
+# element or enter its escaped states ("<!--<script" swallows the page's own script), ">" and "&" for good measure,
+# U+2028/U+2029 because older JavaScript parsers read them as line ends
+_INERT_JSON = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+
+
+def inert_json(data) -> str:
+    """``data`` as JSON that is inert inside ``<script type="application/json">``: no ``<``, ``>``, ``&``,
+    U+2028 or U+2029 character appears in it (each is written ``\\u003c``, ...), so no file or class name can
+    change how the page parses; ``JSON.parse`` (and :func:`json.loads`) return exactly ``data``."""
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":")).translate(_INERT_JSON)
+
+
 def review_html(*, title: str, data: dict) -> str:
-    """The whole page: :func:`page_template` with the title and ``data`` (from :func:`page_data`) filled in.
-    Each placeholder is replaced once, in one pass, so nothing a title or the data holds is read as one."""
-    blob = json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
-    values = {"__TITLE__": html.escape(title), "__DATA__": blob}
+    """The whole page: :func:`page_template` with the title (HTML-escaped) and ``data`` (from :func:`page_data`,
+    as :func:`inert_json`) filled in.  Each placeholder is replaced once, in one pass, so nothing a title or the
+    data holds is read as one."""
+    values = {"__TITLE__": html.escape(title), "__DATA__": inert_json(data)}
     return re.sub(r"__TITLE__|__DATA__", lambda m: values[m.group(0)], page_template())
 
 
