@@ -20,6 +20,7 @@ from utils.core.entry import run_main
 from utils.core.io import save_torch
 from utils.method.steps import stage1_step
 from utils.method.wrong_events import EpochPredictions, LabelWave, WrongEvents
+from utils.report.evidence import WrongEventTrials
 from utils.report.sample_report import stage1_label_score
 from utils.training.accuracy_keys import accuracy_columns, describe_accuracies
 from utils.training.config import STAGE1
@@ -103,7 +104,7 @@ class Stage1(Method):
     def sample_report(self) -> dict:
         counts = self.counts()
         return dict(model=self.net, files=self.outputs.report, wrong_events=counts,
-                    label_score=stage1_label_score(counts))
+                    label_score=stage1_label_score(counts), trials=WrongEventTrials(stage1_epochs=self.cfg.epochs))
 
     def announce(self, result: dict) -> None:
         self.run.log.info(f"base model (epoch {self.wave.best_epoch + 1}, first prediction-change minimum): "

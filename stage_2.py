@@ -22,6 +22,7 @@ from utils.method.bmm import BetaMixture
 from utils.method.sample_weights import SampleWeights
 from utils.method.steps import STAGE2_TERMS, VIEWS, stage2_step
 from utils.method.wrong_events import WrongEvents
+from utils.report.evidence import WrongEventTrials
 from utils.report.plots import bmm_fit_plot
 from utils.training.accuracy_keys import accuracy_columns, accuracy_summary, describe_accuracies, describe_result
 from utils.training.config import STAGE2
@@ -48,6 +49,7 @@ class Stage2(Method):
         super().__init__(run, data)
         cfg, runtime = run.cfg, run.runtime
         self.stage1_counts = stage1_counts
+        self.stage1_epochs = stage1_meta.get("epochs")  # what stage 1's counts are out of (the report's cards)
         self.outputs = run.outputs
         self.net = load_base_model(run, data)
         self.model = place_model(self.net, run)
@@ -146,7 +148,9 @@ class Stage2(Method):
     def sample_report(self) -> dict:
         counts = self.counts()
         return dict(model=self.net, files=self.outputs.report, wrong_events=counts,
-                    label_score=self.weights.clean_posterior(counts), class_wise=self.weights.class_wise)
+                    label_score=self.weights.clean_posterior(counts), class_wise=self.weights.class_wise,
+                    trials=None if self.stage1_epochs is None else WrongEventTrials(
+                        stage1_epochs=int(self.stage1_epochs), stage2_epochs=self.cfg.epochs, views=VIEWS))
 
     def announce(self, result: dict) -> None:
         log = self.run.log

@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import acto
 import clean_labels
 import stage_1
+import stage_2_class
 from headless_browser import wait_for_file
 from test_own_data_e2e import FAST, own_argv, write_small
 from utils.report.identical_images import conflicting_duplicates
+from utils.report.evidence import WrongEventTrials, score_text
 from utils.report.review_page import ShownSamples, front_code, page_data, review_html, thumbnail_uri, write_review_page
 from reference import sample_scores
 from utils.report.sample_report import suspect_order
@@ -101,6 +104,55 @@ def test_paths_are_front_coded_losslessly_and_the_page_is_self_contained():
         page_data(export_labels=np.zeros(5), **kw)
 
 
+@pytest.mark.parametrize("score, text", [(8.3e-248, "< 0.001"), (0.0, "< 0.001"), (0.000999, "< 0.001"),
+                                         (0.001, "0.001"), (0.0129, "0.012"), (0.03, "0.030"), (0.4996, "0.499"),
+                                         (0.5, "0.500"), (1.0, "1.000")])
+def test_a_score_reads_to_three_decimals_rounded_down_and_below_one_thousandth_as_such(score, text):
+    assert score_text(score) == text
+
+
+def test_cards_say_what_ido_saw_and_acto_what_its_report_has():
+    thumb = thumbnail_uri(Image.new("RGB", (8, 8)))
+    shown = ShownSamples(index=np.array([4, 0]), key=["a", "b"], given=np.array([1, 0]), predicted=np.array([0, 2]),
+                         predicted_prob=np.array([0.93, 0.6]), label_score=np.array([8.3e-248, 0.0125]),
+                         thumbnail=[thumb, thumb], wrong_events=np.array([20, 7]))
+    kw = dict(report="r", class_names=CLASSES, shown=shown, num_flagged=2, num_samples=6, export_paths=None,
+              export_labels=np.zeros(6))
+    stage1 = page_data(trials=WrongEventTrials(stage1_epochs=20), **kw)
+    assert stage1["shown"]["seen"] == ["wrong in 20 of 20 epochs", "wrong in 7 of 20 epochs"]
+    assert stage1["seen_note"] == ("Wrong: in how many of the 20 stage-1 training epochs the model's prediction "
+                                   "differed from the given label")
+    stage2 = page_data(trials=WrongEventTrials(stage1_epochs=20, stage2_epochs=20), **kw)
+    assert stage2["shown"]["seen"] == ["wrong in 20 of 60 predictions", "wrong in 7 of 60 predictions"]
+    assert stage2["seen_note"] == ("Wrong: how many of the sample's 60 training predictions differed from the "
+                                   "given label: one in each of 20 stage-1 epochs, then 2 (weak and strong "
+                                   "augmentation) in each of 20 stage-2 epochs")
+    assert stage2["shown"]["score_text"] == ["label score < 0.001", "label score 0.012"]
+    acto = page_data(score_name="probability of the given label", **kw)  # no wrong events, no trials
+    assert acto["shown"]["seen"] is None and acto["seen_note"] is None
+    assert acto["shown"]["score_text"] == ["probability of the given label < 0.001",
+                                           "probability of the given label 0.012"]
+
+
+def test_the_counts_are_out_of_one_prediction_per_stage1_epoch_and_two_per_stage2_epoch():
+    # the trials follow the steps that count: stage1_step records one view, stage2_step VIEWS
+    import torch
+    from utils.method.steps import VIEWS
+    from utils.method.wrong_events import WrongEvents
+
+    trials = WrongEventTrials(stage1_epochs=3, stage2_epochs=2)
+    events = WrongEvents(4)
+    labels, wrong = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    for _ in range(trials.stage1_epochs):
+        events.record(torch.arange(4), wrong, labels=labels)
+        events.end_epoch()
+    for _ in range(trials.stage2_epochs):
+        events.record(torch.arange(4), *[wrong] * VIEWS, labels=labels)
+        events.end_epoch()
+    assert events.counts.tolist() == [trials.total] * 4 == [7] * 4
+    assert WrongEventTrials(stage1_epochs=1).card_line(0) == "wrong in 0 of 1 epoch"
+
+
 @pytest.mark.slow
 def test_a_run_writes_the_page_and_finds_an_identical_file_under_another_label(tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
@@ -126,6 +178,30 @@ def test_a_run_writes_the_page_and_finds_an_identical_file_under_another_label(t
     rows = [r for r in csv.DictReader(open(f"{stem}_samples.csv", encoding="utf-8")) if r["is_label_issue"] == "True"]
     assert data["shown"]["key"] == [r["path"] for r in rows[:2]]  # the most suspect flags, in the CSV's order
     assert len(data["thumbnails"]) == len(data["shown"]["index"])
+    assert data["shown"]["seen"] == [f"wrong in {r['wrong_events']} of 1 epoch" for r in rows[:2]]
+
+    # stage 2 (2 epochs) on stage 1's counts: out of 1 + 2 x 2 predictions, every count within it
+    stage_2_class.main(own_argv("stage2", "imagefolder", root, out, "--epochs", "2", "--batch_size", "8"))
+    stem = out / "stage2" / f"{TAG}_class"
+    data = page_json(f"{stem}_review.html")
+    rows = [r for r in csv.DictReader(open(f"{stem}_samples.csv", encoding="utf-8")) if r["is_label_issue"] == "True"]
+    assert data["shown"]["seen"] == [f"wrong in {r['wrong_events']} of 5 predictions" for r in rows]
+    assert all(int(r["wrong_events"]) <= 5 for r in csv.DictReader(open(f"{stem}_samples.csv", encoding="utf-8")))
+    assert data["seen_note"].startswith("Wrong: how many of the sample's 5 training predictions")
+
+    # ACTO counts no wrong events: no such line; its score is the robust model's probability of the given label
+    acto.main(own_argv("acto", "imagefolder", root, out, "--epochs", "2", "--set", "warmup_epochs=1",
+                       "--batch_size", "8"))
+    stem = out / "acto" / TAG
+    data = page_json(f"{stem}_review.html")
+    rows = [r for r in csv.DictReader(open(f"{stem}_samples.csv", encoding="utf-8")) if r["is_label_issue"] == "True"]
+    assert data["shown"]["seen"] is None and data["seen_note"] is None
+    texts = data["shown"]["score_text"]
+    assert len(texts) == len(rows) and all(t.startswith("probability of the given label ") for t in texts)
+    for text, row in zip(texts, rows):  # the CSV's six digits, shown rounded down to three
+        shown, value = text.removeprefix("probability of the given label "), float(row["label_score"])
+        low = 0.0 if shown == "< 0.001" else float(shown)
+        assert low - 1e-6 <= value < low + 0.001 + 1e-6
 
 
 # ------------------------------------------------------------------------------------ in the browser
@@ -326,3 +402,129 @@ def test_two_thousand_thumbnails_load_and_respond(browser, tmp_path, capsys):
               f" s, data parsed +{(marks['review-parsed'] - marks['review-script']) / 1000:.2f} s, cards built "
               f"+{(marks['review-ready'] - marks['review-parsed']) / 1000:.2f} s); a key decision {1000 * key:.0f} ms, "
               f"a filter {1000 * filtered:.0f} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
+# --------------------------------------------------------------------------- untrusted names, lost storage
+
+# names that once ended the page's script or could start one: "<!--<script" put the HTML parser into the
+# "script data double escaped" state, which swallowed the page's own script (0 cards, no error)
+RAN = "window.ran=(window.ran||0)+1"
+HOSTILE_CLASSES = ["<!--<script>", f"</script><script>{RAN}</script>", f'<img src=x onerror="{RAN}">',
+                   "say \"hi\" & 'bye' &amp; \u2028\u2029"]  # no "-->": in the data it would end the escape
+HOSTILE_FILES = ["<!--<script>.png", f"<img src=x onerror={RAN}>.png", 'q"uote\'s &lt;.png', "plain.png"]
+# an init script (runs before the page's): records the page's uncaught errors
+HOSTILE_TRIALS = WrongEventTrials(stage1_epochs=3, stage2_epochs=2)
+RECORD_ERRORS = "window.errors = []; window.addEventListener('error', e => window.errors.push(String(e.message)));"
+
+
+def hostile_page(tmp_path):
+    """A page of eight flagged samples whose file and class names are all hostile; returns (page, shown keys
+    in page order, export paths, given labels, predicted labels)."""
+    n, classes = 8, HOSTILE_CLASSES
+    given = np.arange(n) % len(classes)
+    predicted = (given + 1) % len(classes)
+    probs = np.full((n, len(classes)), 0.05)
+    probs[np.arange(n), predicted] = 0.8 - 0.001 * np.arange(n)  # reads 0.79 (rounded down), not 0.80
+    probs[np.arange(n), given] = 0.01 + 0.01 * np.arange(n)  # distinct: a determinate order
+    keys = [f"train/{classes[given[i]]}/{i}{HOSTILE_FILES[i % len(HOSTILE_FILES)]}" for i in range(n)]
+    paths = [f"/data/<!--<script>/{k}" for k in keys]
+    scores = sample_scores(probs, given, label_score=probs[np.arange(n), given], wrong_events=np.arange(n) % 3 + 5)
+    order = suspect_order(scores)
+    page = write_review_page(scores, path=str(tmp_path / "hostile_review.html"), report="hostile</script>",
+                             trials=HOSTILE_TRIALS,
+                             keys=keys, class_names=classes, load_image=lambda i: Image.new("RGB", (8, 8), (30 * i, 0, 0)),
+                             order=order, max_shown=100, export_paths=paths, export_labels=given,
+                             title=f"<!--<script> {RAN}")
+    return page, [keys[i] for i in order], paths, given, predicted, scores
+
+
+def test_names_cannot_change_how_the_page_parses(tmp_path):
+    page, shown_keys, paths, given, _, _ = hostile_page(tmp_path)
+    text = open(page, encoding="utf-8").read()
+    start = text.index('<script type="application/json" id="review-data">') + len(
+        '<script type="application/json" id="review-data">')
+    blob = text[start:text.index("</script>", start)]
+    assert not set(blob) & set("<>&\u2028\u2029")  # nothing in the data can open, close or escape an element
+    data = json.loads(blob)  # and it is the whole data: the first "</script>" after it is the block's own end
+    assert data["classes"] == HOSTILE_CLASSES and data["shown"]["key"] == shown_keys
+    assert decode_front_code(data["export"]["paths"]) == paths
+    assert text.count("<script") == 2 and text.count("</script>") == 2  # the data block and the page's script
+    assert "<!--" not in text  # nor can it open a comment anywhere (title included)
+
+
+def storage_init(kind: str) -> str:
+    """An init script that breaks localStorage the way a browser can: refused outright (storage disabled,
+    some private modes), full (every write throws), or writes that do not stick."""
+    return {"refused": "Object.defineProperty(window, 'localStorage', {configurable: true, get() { "
+                       "throw new DOMException('access denied', 'SecurityError'); }});",
+            "full": "Storage.prototype.setItem = function () { "
+                    "throw new DOMException('quota', 'QuotaExceededError'); };",
+            "lost": "Storage.prototype.setItem = function () {};"}[kind]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["works", "refused", "full", "lost"])
+def test_hostile_names_stay_text_and_a_lost_storage_is_said_and_exports_still_work(browser, tmp_path, storage):
+    page, shown_keys, paths, given, predicted, scores = hostile_page(tmp_path)
+    browser.send("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_ERRORS})
+    if storage != "works":
+        browser.send("Page.addScriptToEvaluateOnNewDocument", {"source": storage_init(storage)})
+    browser.open("file://" + page)  # waits for the page's script to finish: it ran
+    assert browser.evaluate("window.ran") is None and browser.evaluate("window.errors") == []
+    assert browser.evaluate("document.scripts.length") == 2
+    assert browser.evaluate("document.querySelectorAll('img').length") == len(shown_keys)  # the thumbnails only
+    assert browser.evaluate("document.title") == f"<!--<script> {RAN}"
+    # the names read back exactly as the page shows them
+    assert browser.evaluate("[...document.querySelectorAll('.card .path')].map(e => e.textContent)") == shown_keys
+    assert browser.evaluate("[...document.querySelectorAll('.card img')].map(e => e.alt)") == shown_keys
+    index = browser.evaluate("[...document.querySelectorAll('.card')].map(c => +c.dataset.index)")
+    assert browser.evaluate("[...document.querySelectorAll('.card .labels')].map(e => e.textContent)") == [
+        f"given {HOSTILE_CLASSES[given[i]]} \u2192 predicted {HOSTILE_CLASSES[predicted[i]]} "
+        f"(probability {'0.79' if i else '0.80'})"
+        for i in index]
+    assert browser.evaluate("[...document.querySelectorAll('#f-given option')].slice(1).map(o => o.textContent)") == \
+        HOSTILE_CLASSES
+    # what IDO saw, in words: the count out of its predictions, the score as shown
+    assert browser.evaluate("[...document.querySelectorAll('.card .seen')].map(e => e.textContent)") == [
+        f"wrong in {scores.wrong_events[i]} of 7 predictions" for i in index]
+    assert browser.evaluate("[...document.querySelectorAll('.card .score')].map(e => e.textContent)") == [
+        f"label score {score_text(scores.label_score[i])}" for i in index]
+    assert browser.evaluate("document.getElementById('seen-note').textContent") == HOSTILE_TRIALS.describe() + "."
+    warning = "document.getElementById('storage').hidden ? '' : document.getElementById('storage').textContent"
+    if storage == "refused":  # said at once: nothing can be read
+        assert browser.evaluate(warning) == (
+            "Decisions cannot be kept in this browser (localStorage: SecurityError): they live in this page only and "
+            "are lost on reload or close. Export corrected_labels.csv or decisions.csv before leaving.")
+    else:
+        assert browser.evaluate(warning) == ""
+
+    # decide three cards by click: predicted, remove, another class (the hostile class 1)
+    browser.click(f".card[data-index='{index[0]}'] button[data-d='predicted']")
+    browser.click(f".card[data-index='{index[1]}'] button[data-d='remove']")
+    other = f".card[data-index='{index[2]}'] select"
+    browser.evaluate(f"document.querySelector({json.dumps(other)}).focus()")  # focus fills its class list
+    assert browser.evaluate(f"[...document.querySelector({json.dumps(other)}).options].slice(1)"
+                            ".map(o => o.textContent)") == HOSTILE_CLASSES
+    select(browser, other, "1")
+    assert browser.evaluate("document.getElementById('counts').textContent").startswith("decided 3 of 8")
+    why = {"works": None, "refused": "SecurityError", "full": "QuotaExceededError", "lost": "read back differs"}[storage]
+    if why is None:
+        assert browser.evaluate(warning) == ""
+    else:
+        assert browser.evaluate(warning).startswith(f"Decisions cannot be kept in this browser (localStorage: {why}):")
+
+    # the exports come from the page's memory, whatever the storage did
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.allow_downloads(str(downloads))
+    browser.click("#export-labels")
+    browser.click("#export-decisions")
+    new = {index[0]: int(predicted[index[0]]), index[1]: None, index[2]: 1}
+    assert read_csv(wait_for_file(str(downloads / "corrected_labels.csv"))) == [["path", "class_name"]] + [
+        [p, HOSTILE_CLASSES[new.get(i, given[i])]] for i, p in enumerate(paths) if new.get(i, given[i]) is not None]
+    assert read_csv(wait_for_file(str(downloads / "decisions.csv"))) == [
+        ["path", "given", "decision", "new_label"],
+        [paths[index[0]], HOSTILE_CLASSES[given[index[0]]], "predicted", HOSTILE_CLASSES[predicted[index[0]]]],
+        [paths[index[1]], HOSTILE_CLASSES[given[index[1]]], "remove", ""],
+        [paths[index[2]], HOSTILE_CLASSES[given[index[2]]], "other", HOSTILE_CLASSES[1]]]
+    assert browser.evaluate("window.ran") is None and browser.evaluate("window.errors") == []

@@ -32,7 +32,7 @@ def test_without_a_score_the_given_label_probability_and_disagreement_decide():
     assert s.label_score.tolist() == [0.9, 0.2, 0.8, 0.3, 0.3]
     assert s.is_label_issue.tolist() == [False, True, False, True, True]
     assert s.predicted_label.tolist() == [0, 1, 2, 0, 2] and s.predicted_prob.tolist() == [0.9, 0.7, 0.8, 0.6, 0.4]
-    # flagged first, each part by ascending score; the tie 0.3 / 0.3 is broken by the index (no wrong events)
+    # flagged first, each part by ascending score; the tie 0.3 / 0.3 goes to the more confident disagreement (3: 0.6)
     assert suspect_order(s).tolist() == [1, 3, 4, 2, 0]
 
 
@@ -41,6 +41,25 @@ def test_a_clean_posterior_flags_below_one_half_and_ties_go_to_more_wrong_events
                       wrong_events=np.array([0, 3, 4, 5, 9]))
     assert s.is_label_issue.tolist() == [False, True, False, True, True]
     assert suspect_order(s).tolist() == [4, 3, 1, 2, 0]
+
+
+def test_scores_equal_as_shown_go_to_more_wrong_events_then_the_most_confident_disagreement():
+    # every score below 0.001 reads "< 0.001" and ranks as one: a class-wise mixture gives each class its own
+    # tiny posterior for the most wrong events, and ordered by those values one class filled the first screen
+    score = np.array([8.3e-248, 5e-4, 1e-9, 0.0125, 0.0129, 3e-5, 1e-7, 0.0, 0.7])
+    events = np.array([10, 10, 10, 10, 10, 10, 10, 9, 0])
+    given = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    predicted = np.array([1, 2, 2, 1, 1, 0, 0, 2, 2])  # 2, 4 and 6 agree with their given label
+    prob = np.array([0.6, 0.95, 0.9, 0.5, 0.55, 0.7, 0.4, 0.99, 0.9])
+    s = report.scores_from_predictions(predicted, prob, np.zeros(9), given, label_score=score, wrong_events=events)
+    # "< 0.001" with 10 events: disagreements by confidence (1: 0.95, 5: 0.7, 0: 0.6), then agreements, the less
+    # confident first (6: 0.4, 2: 0.9); then 7 (fewer events, however confident); then "0.012": 3 (disagrees)
+    # before 4 (agrees); then the unflagged 8
+    assert suspect_order(s).tolist() == [1, 5, 0, 6, 2, 7, 3, 4, 8]
+    # the classes of the first three: 1, 2, 0 (ordered by the exact score they were 0, 0, 2: one class first)
+    assert given[suspect_order(s)[:3]].tolist() == [1, 2, 0]
+    # the report's numbers are the same values: only their order changed
+    assert s.label_score.tolist() == score.tolist() and s.predicted_prob.tolist() == prob.tolist()
 
 
 def test_summary_counts_and_detection_quality():

@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from utils.report.evidence import WrongEventTrials, score_text
+
 THUMBNAIL_SIDE = 96  # px, the longer side of a thumbnail
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "review_page.html")
 
@@ -40,6 +42,7 @@ class ShownSamples:
     predicted_prob: np.ndarray   # (S,) float in [0, 1]
     label_score: np.ndarray      # (S,) float in [0, 1], low = suspect
     thumbnail: Sequence[str]     # data: URIs
+    wrong_events: np.ndarray | None = None  # (S,) int, IDO's counts (None for ACTO)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -90,8 +93,13 @@ def front_code(paths: Sequence[str]) -> dict:
 
 def page_data(*, report: str, class_names: Sequence[str], shown: ShownSamples, num_flagged: int,
               num_samples: int, export_paths: Sequence[str] | None, export_labels: np.ndarray,
-              duplicate_groups: Sequence[np.ndarray] = (), duplicate_keys: Sequence[Sequence[str]] = ()) -> dict:
+              duplicate_groups: Sequence[np.ndarray] = (), duplicate_keys: Sequence[Sequence[str]] = (),
+              trials: WrongEventTrials | None = None, score_name: str = "label score") -> dict:
     """The JSON the page's script reads (see the module doc for the export arrays).
+
+    Each card's words are made here (utils/report/evidence.py): ``shown.seen`` "wrong in 31 of 42 predictions"
+    where ``trials`` says what ``shown.wrong_events`` count (else None), ``shown.score_text`` "{score_name}
+    < 0.001"; ``seen_note`` is the header's sentence on what the counts count.
 
     ``export_paths`` / ``export_labels``: every sample of the export, the ``num_samples`` training samples
     first in dataset order (their decisions apply), then any not judged (held out); ``export_paths`` None
@@ -107,7 +115,10 @@ def page_data(*, report: str, class_names: Sequence[str], shown: ShownSamples, n
         "shown": {"index": [int(i) for i in shown.index], "key": [str(k) for k in shown.key],
                   "given": [int(c) for c in shown.given], "predicted": [int(c) for c in shown.predicted],
                   "prob": [round(float(p), 4) for p in shown.predicted_prob],
-                  "score": [float(f"{float(s):.4g}") for s in shown.label_score]},
+                  "score_text": [f"{score_name} {score_text(s)}" for s in shown.label_score],
+                  "seen": None if trials is None or shown.wrong_events is None
+                  else [trials.card_line(n) for n in shown.wrong_events]},
+        "seen_note": None if trials is None else trials.describe(),
         "export": {"count": int(len(labels)), "label_width": 2 if label_dtype == "<u2" else 4,
                    "labels": _b64(labels, label_dtype),
                    "paths": None if export_paths is None else front_code(export_paths)},
@@ -130,20 +141,35 @@ def page_template() -> str:
         return f.read()
 
 
+# characters of the embedded JSON written as JSON escapes: with no "<" the HTML parser cannot leave the script
+# element or enter its escaped states ("<!--<script" swallows the page's own script), ">" and "&" for good measure,
+# U+2028/U+2029 because older JavaScript parsers read them as line ends
+_INERT_JSON = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+
+
+def inert_json(data) -> str:
+    """``data`` as JSON that is inert inside ``<script type="application/json">``: no ``<``, ``>``, ``&``,
+    U+2028 or U+2029 character appears in it (each is written ``\\u003c``, ...), so no file or class name can
+    change how the page parses; ``JSON.parse`` (and :func:`json.loads`) return exactly ``data``."""
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":")).translate(_INERT_JSON)
+
+
 def review_html(*, title: str, data: dict) -> str:
-    """The whole page: :func:`page_template` with the title and ``data`` (from :func:`page_data`) filled in.
-    Each placeholder is replaced once, in one pass, so nothing a title or the data holds is read as one."""
-    blob = json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
-    values = {"__TITLE__": html.escape(title), "__DATA__": blob}
+    """The whole page: :func:`page_template` with the title (HTML-escaped) and ``data`` (from :func:`page_data`,
+    as :func:`inert_json`) filled in.  Each placeholder is replaced once, in one pass, so nothing a title or the
+    data holds is read as one."""
+    values = {"__TITLE__": html.escape(title), "__DATA__": inert_json(data)}
     return re.sub(r"__TITLE__|__DATA__", lambda m: values[m.group(0)], page_template())
 
 
 
 def write_review_page(scores, *, path: str, report: str, keys: Sequence[str], class_names: Sequence[str], load_image,
                       order: np.ndarray, max_shown: int, export_paths: Sequence[str] | None,
-                      export_labels: np.ndarray, duplicate_groups: Sequence[np.ndarray] = (), title: str) -> str:
+                      export_labels: np.ndarray, duplicate_groups: Sequence[np.ndarray] = (), title: str,
+                      trials: WrongEventTrials | None = None, score_name: str = "label score") -> str:
     """Write the page ``path`` (atomically) for a report's :class:`~utils.report.sample_report.SampleScores`;
-    ``report`` names the report on the page (the name of its stem).
+    ``report`` names the report on the page (the name of its stem); ``trials`` and ``score_name``: what the
+    cards say of the wrong events and the label score (:func:`page_data`).
 
     ``order``: dataset indices most suspect first; the first ``max_shown`` flagged ones are shown, each
     read once through ``load_image(index)`` for its thumbnail.  Returns the path.
@@ -154,8 +180,9 @@ def write_review_page(scores, *, path: str, report: str, keys: Sequence[str], cl
     top = flagged[:max_shown]
     shown = ShownSamples(index=top, key=[keys[i] for i in top], given=scores.given_label[top],
                          predicted=scores.predicted_label[top], predicted_prob=scores.predicted_prob[top],
-                         label_score=scores.label_score[top], thumbnail=[thumbnail_uri(load_image(int(i))) for i in top])
-    data = page_data(report=report, class_names=class_names, shown=shown,
+                         label_score=scores.label_score[top],
+                         thumbnail=[thumbnail_uri(load_image(int(i))) for i in top], wrong_events=None if scores.wrong_events is None else scores.wrong_events[top])
+    data = page_data(report=report, class_names=class_names, shown=shown, trials=trials, score_name=score_name,
                      num_flagged=len(flagged), num_samples=len(scores), export_paths=export_paths,
                      export_labels=export_labels, duplicate_groups=duplicate_groups,
                      duplicate_keys=[[keys[i] for i in g] for g in duplicate_groups])

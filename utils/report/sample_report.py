@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from utils.method.bmm import BetaMixture
+from utils.report.evidence import WrongEventTrials, shown_score
 from utils.report.identical_images import conflicting_duplicates, describe_groups
 from utils.core.io import atomic_path, save_json
 from utils.method.metrics import detection_auc, split_quality
@@ -133,11 +134,22 @@ def stage1_label_score(counts: np.ndarray) -> np.ndarray:
 
 
 def suspect_order(scores: SampleScores) -> np.ndarray:
-    """Dataset indices, most suspect first: flagged first, then by ascending label score, then by more
-    wrong events, then by index (a total order, so the table is reproducible)."""
+    """Dataset indices (N,), most suspect first; the order of ``_samples.csv``, the suspects' grid and the
+    review page alike.
+
+    Flagged first; then by ascending label score *as shown* (:func:`utils.report.evidence.shown_score`: three
+    decimals, every score below 0.001 equal, since a posterior of 1e-248 is no surer than one of 1e-9); then
+    by more wrong events; then by the model's confidence against the given label (a disagreement predicted
+    with 0.99 before one with 0.6, disagreements before agreements, an agreement of 0.6 before one of 0.99);
+    then by index (a total order, so the table is reproducible).  Without the confidence, the hundreds of
+    samples with the most wrong events came in index order, and under a class-wise mixture, whose scores differ
+    per class, one class filled the first screen.
+    """
     n = len(scores)
     events = np.zeros(n, np.int64) if scores.wrong_events is None else scores.wrong_events
-    return np.lexsort((np.arange(n), -events, scores.label_score, ~scores.is_label_issue))
+    disagrees = scores.predicted_label != scores.given_label
+    against = np.where(disagrees, scores.predicted_prob, -scores.predicted_prob)  # confidence against the label
+    return np.lexsort((np.arange(n), -against, -events, shown_score(scores.label_score), ~scores.is_label_issue))
 
 
 def _six_digits(value) -> float:
@@ -295,12 +307,13 @@ class DigestedImages(torch.utils.data.Dataset):
 
 def export_sample_report(run, data, model: torch.nn.Module, *, files: ReportFiles,
                          wrong_events: np.ndarray | None = None, label_score: np.ndarray | None = None,
-                         class_wise: bool = False) -> dict | None:
+                         class_wise: bool = False, trials: WrongEventTrials | None = None) -> dict | None:
     """The report of a finished run; see the module doc.
 
     Every process must call this (the evaluation pass is sharded); the main process writes the files and
     gets their paths, the others None.  ``label_score`` with ``wrong_events``: a mixture's clean posterior,
-    ``class_wise`` whether the mixture has one group per given class (for the classes it cannot judge).
+    ``class_wise`` whether the mixture has one group per given class (for the classes it cannot judge);
+    ``trials``: how many predictions the ``wrong_events`` are out of (the review page's cards say it).
     """
     cfg = run.cfg
     if not cfg.export_samples:
@@ -329,7 +342,9 @@ def export_sample_report(run, data, model: torch.nn.Module, *, files: ReportFile
     written["review"] = write_review_page(
         scores, path=files.review, report=report, keys=keys, order=suspect_order(scores), max_shown=cfg.review_samples,
         class_names=class_names or [str(c) for c in range(data.num_classes)], load_image=data.raw.train_images.load,
-        duplicate_groups=duplicates, title=f"{report}: review the flagged labels", **export_rows(data))
+        duplicate_groups=duplicates, title=f"{report}: review the flagged labels", trials=trials,
+        score_name="label score" if label_score is not None else "probability of the given label",
+        **export_rows(data))
     unjudged = "" if not not_judged else f"; {len(not_judged)} classes not judged (see the summary)"
     run.log.info(f"{int(scores.is_label_issue.sum())} of {len(scores)} training labels flagged (evaluation pass over "
                  f"the training set {seconds:.1f} s{unjudged}); {len(duplicates)} groups of identical files under "
