@@ -29,7 +29,7 @@ import stage_2_class
 from utils.core.entry import remember_rerun, run_main
 from utils.core.shell import command as shell_command
 from utils.training.config import ACTO, OPTION_BY_NAME, REPO_ROOT, STAGE1, STAGE2, ConfigError, options_help, parse_config
-from utils.training.outputs import METHOD_OUTPUTS, print_outputs
+from utils.training.outputs import METHOD_OUTPUTS, add_outputs_option, print_outputs
 from utils.workflow.continuation import next_step
 
 STAGES = {STAGE1: "stage_1", STAGE2: "stage_2_class", ACTO: "acto"}
@@ -60,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", help=OPTION_BY_NAME[name].help)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, passed to the stages that use it (repeatable)")
-    p.add_argument("--outputs", nargs="?", const="all", default=None, metavar="NAME",
-                   help="print the path of the output NAME (e.g. stage2.samples, stage2.model; without NAME every "
-                        "output, as 'name<TAB>path' lines) and exit")
+    add_outputs_option(p, example="e.g. stage2.samples, stage2.model")
     return p
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from dataloader import LOADERS
 from utils.core.errors import ConfigError
+from utils.training.outputs import add_outputs_option
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -397,9 +398,7 @@ def build_arg_parser(prog: str, scope: str, forced: Mapping[str, Any] | None = N
                         help="print the whole resolved config on the console (always in config.yaml and train.log)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key; the value is parsed as YAML (repeatable)")
-    parser.add_argument("--outputs", nargs="?", const="all", default=None, metavar="NAME",
-                        help="print the path of the output NAME of this command (without NAME: every output, as "
-                             "'name<TAB>path' lines) and exit; for scripts, e.g. --outputs model")
+    add_outputs_option(parser, example="e.g. samples, review, run.last")
     return parser
 
 

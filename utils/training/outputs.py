@@ -237,6 +237,13 @@ def model_file_patterns() -> list[str]:
     return [Stage2Outputs.of(placeholder).model, ActoOutputs.of(placeholder).model]
 
 
+def add_outputs_option(parser, *, example: str) -> None:
+    """``--outputs [NAME]`` of a command line (:func:`print_outputs` answers it); ``example``: a name or two."""
+    parser.add_argument("--outputs", nargs="?", const="all", default=None, metavar="NAME",
+                        help=f"print the path of the output NAME of this command ({example}; without NAME every "
+                             "output, as 'name<TAB>path' lines) and exit")
+
+
 def print_outputs(outputs: Mapping[str, Outputs], which: str) -> None:
     """``--outputs``: ``which`` = ``all`` prints ``name<TAB>path`` per output (names prefixed ``{method}.``
     where several methods' outputs are given); a name prints its path alone, for a shell ``$(...)``."""
