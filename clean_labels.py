@@ -23,6 +23,7 @@ import stage_2_class
 from utils.core.entry import run_main
 from utils.training.config import ACTO, OPTION_BY_NAME, REPO_ROOT, STAGE1, STAGE2, ConfigError, options_help, parse_config
 from utils.training.outputs import METHOD_OUTPUTS, Outputs, print_outputs
+from utils.training.run import device_settings, settings_device
 from utils.workflow.handoff import stage1_complete
 
 STAGES = {STAGE1: "stage_1", STAGE2: "stage_2_class", ACTO: "acto"}
@@ -105,6 +106,7 @@ def stage1_done(argv: Sequence[str]) -> str | None:
     from dataloader import build_data
 
     cfg = parse_config(argv, prog="clean_labels.py", scope=STAGE1)
+    cfg, _ = device_settings(cfg, settings_device(cfg))  # stage 1 recorded its "auto" settings as decided
     return stage1_complete(cfg, lambda: build_data(cfg, stage="stage1", log=lambda message: None).fingerprint)
 
 

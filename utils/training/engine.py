@@ -22,6 +22,7 @@ import torch
 from utils.training.batching import KeepAllBatchSampler
 from utils.core.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.core.errors import ConfigError, UsageError
+from utils.core.gpu import has_bf16_units, resolve_precision
 from utils.method.steps import loss_and_terms
 from utils.core.progress import progress
 from utils.core.signals import DataLoader, check_stop
@@ -90,8 +91,8 @@ class Precision:
     def create(cls, name: str, device: torch.device) -> "Precision":
         """Raises ConfigError for bf16 on a GPU without bf16 units (before Ampere: V100, T4), where torch
         would emulate it slowly or fail mid-run."""
-        dtype = AMP_DTYPES[name]
-        if dtype is torch.bfloat16 and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        dtype = AMP_DTYPES[resolve_precision(name, device)]
+        if dtype is torch.bfloat16 and device.type == "cuda" and not has_bf16_units(device):
             raise ConfigError(f"config key 'precision': bf16 is not supported by {torch.cuda.get_device_name(device)} "
                               "(compute capability below 8.0); use precision=fp16")
         scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)

@@ -10,12 +10,37 @@ import torch
 
 from dataloader.image_check import check_images
 from utils.training.config import OPTION_BY_NAME, Config, parse_command_line
-from utils.core.distributed import Runtime, data_parallel, setup_runtime
+from utils.core.distributed import Runtime, choose_device, data_parallel, setup_runtime
+from utils.core.gpu import resolve_channels_last, resolve_precision, set_backends
 from utils.training.engine import Precision, seed_everything
 from utils.core.errors import DataError
 from utils.training.outputs import Outputs, print_outputs
 from utils.training.runlog import RunLog
 from utils.core.workers import resolve_num_workers
+
+
+def device_settings(cfg: Config, device: torch.device) -> tuple[Config, list[str]]:
+    """``cfg`` with ``precision: auto`` and ``channels_last: auto`` decided for ``device``
+    (:mod:`utils.core.gpu`), and a log line for each key decided.  The decided values are what a run
+    records in its settings, so a ``--resume`` or a reuse of stage 1 on another kind of device is refused
+    naming the key instead of silently training on in another precision."""
+    changes, notes = {}, []
+    if cfg.precision == "auto":
+        changes["precision"] = resolve_precision(cfg.precision, device)
+    if cfg.channels_last == "auto":
+        changes["channels_last"] = resolve_channels_last(cfg.channels_last, device)
+    for key, value in changes.items():
+        notes.append(f"{key} auto: {value} on {device}"
+                     + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    return (cfg.replace(**changes) if changes else cfg), notes
+
+
+def settings_device(cfg: Config) -> torch.device:
+    """The device whose kind decides ``cfg``'s ``auto`` settings outside a run (clean_labels.py's check whether
+    a finished stage 1 can be reused): the device the run would take (:func:`choose_device`), without
+    joining a process group or selecting it."""
+    return choose_device(cfg.device)
+
 
 def training_settings(cfg) -> dict:
     """The keys of ``cfg`` that decide what is trained: all but those marked ``resume_free`` (where the files
@@ -156,11 +181,15 @@ def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, outputs: Cal
     log.detail(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
     # the whole config: always in config.yaml and train.log, on the console with --print_config
     (log.info if cfg.print_config else log.detail)("config:\n" + cfg.to_yaml().rstrip())
-    given = cfg  # config.yaml keeps num_workers "auto"
+    given = cfg  # config.yaml keeps num_workers, precision and channels_last "auto"
     workers, note = resolve_num_workers(cfg.num_workers)
     if note:  # config.yaml keeps "auto"; the loaders get the number (the summary shows it)
         cfg = cfg.replace(num_workers=workers)
         log.detail(note)
+    cfg, notes = device_settings(cfg, runtime.device)
+    for line in notes:
+        log.detail(line)
+    set_backends(tf32=cfg.tf32, cudnn_benchmark=cfg.cudnn_benchmark)
     seed_everything(cfg.seed)
     return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), files, prog, config_as_given=given)
 
