@@ -87,7 +87,7 @@ class Acto(Method):
         self.opt_rtm = build_acto_optimizer(self.rtm, settings, cfg.nesterov)
         self.opt_ntm = build_acto_optimizer(self.ntm, settings, cfg.nesterov)
         self.optimizers = (self.opt_rtm, self.opt_ntm)
-        log_summary(run, data, model=f"RTM and NTM, {weights}",
+        log_summary(run, data, model=f"RTM and NTM, {weights}", lr=settings.lr,
                     optimiser=f"{settings.name}{' nesterov' if cfg.nesterov and settings.name == 'sgd' else ''} "
                               f"weight decay {settings.weight_decay:g}; RTM lr plan {self.rtm_plan} from "
                               f"{settings.lr:g}; NTM lr plan {self.ntm_plan} from {cfg.ntm_lr or settings.lr:g}; "

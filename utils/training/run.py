@@ -114,7 +114,8 @@ class Run:
         (model, optimiser, scheduler, scaler, per-sample statistics, ...) under its name, and what
         identifies the run (fingerprint and settings)."""
         snapshot = {name: part.state_dict() for name, part in parts.items()}
-        self.log.save_state({**state, **snapshot, "fingerprint": fingerprint, "settings": self.training_settings()},
+        self.log.save_state({**state, **snapshot, "fingerprint": fingerprint, "settings": self.training_settings(),
+                             WORLD_SIZE_KEY: self.runtime.world_size},
                             arrays=_checkpoint_arrays(parts))
 
     def check_images(self, data) -> None:
@@ -130,9 +131,14 @@ class Run:
         every object in ``parts`` is restored from its entry (``load_state_dict``).
 
         A checkpoint of other data/noisy labels or of other settings (another lr, number of epochs,
-        ...) raises :class:`DataError` naming the difference, instead of silently continuing a stale run.
+        ...) raises :class:`DataError` naming the difference, instead of silently continuing a stale run;
+        so does one written by another number of processes (batch_size is per process: the global batch and
+        the sample order would change).
+
+        last.pt is read onto the CPU and each part's ``load_state_dict`` places its tensors where the part
+        keeps them, as a fresh run has them (:meth:`utils.training.runlog.RunLog.load_state`).
         """
-        state = self.log.load_state(self.runtime.device)
+        state = self.log.load_state()
         path = self.log.last_path
         if state.get("fingerprint") != fingerprint:
             raise DataError(f"--resume: {path} was written for other data or noisy labels; start without --resume "
@@ -142,6 +148,8 @@ class Run:
             shown = ", ".join(differ[:3])
             raise DataError(f"--resume: {path} belongs to a run with other settings ({shown}); resume with the "
                             "settings of that run, or start without --resume to begin a new one")
+        check_world_size(state.get(WORLD_SIZE_KEY), self.runtime.world_size, batch_size=self.cfg.batch_size,
+                         path=path)
         for name, part in parts.items():
             part.load_state_dict(state[name])
         arrays = _checkpoint_arrays(parts, held_by=state)
@@ -149,6 +157,26 @@ class Run:
             self.log.load_arrays(state, arrays)
         self.log.info(f"resumed from {path} after epoch {state['epoch'] + 1}")
         return state
+
+
+WORLD_SIZE_KEY = "world_size"  # last.pt: the number of processes that trained it
+
+
+def _processes(n: int, batch_size: int) -> str:
+    return f"{n} process{'es' if n > 1 else ''} (global batch {n * batch_size})"
+
+
+def check_world_size(saved: int | None, current: int, *, batch_size: int, path: str) -> None:
+    """Refuse, with one line, to resume a checkpoint of ``saved`` processes with ``current`` ones: batch_size is
+    per process, so the global batch (the recipe, at the same learning rate) and every epoch's sample order
+    would change.  ``saved`` None: a last.pt written before the world size was recorded (not checked)."""
+    if saved is None or int(saved) == current:
+        return
+    saved = int(saved)
+    relaunch = (f"{saved} processes (torchrun, nodes x nproc_per_node = {saved})" if saved > 1
+                else "one process (without torchrun)")
+    raise DataError(f"--resume: {path} was trained by {_processes(saved, batch_size)}, this run has "
+                    f"{_processes(current, batch_size)}; resume with {relaunch}, or start without --resume")
 
 
 def _checkpoint_arrays(parts: Mapping[str, Any], *, held_by: Mapping[str, Any] | None = None) -> dict:
