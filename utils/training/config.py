@@ -132,7 +132,8 @@ OPTIONS: tuple[Option, ...] = (
          "(ACT's: AutoAugment CIFAR-10 / UDA RandAugment strong views, ImageNet statistics)", choices=("ido", "act")),
     _opt("num_workers", int, 4, "DataLoader worker processes (auto: the CPU cores of this process / processes "
          "on the node, at most 16)", min=0, words=("auto",), resume_free=True),
-    _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)", resume_free=True),
+    _opt("persistent_workers", bool, False, "keep the training loader's workers between epochs (faster; resume is "
+         "then not bit-exact; the evaluation loaders always keep theirs)", resume_free=True),
     _opt("check_images", bool, False, "decode every image file once before training and list all unreadable "
          "ones (checkpoint/{run}/bad_images.txt); file data sets only", resume_free=True),
     # data-set-specific keys (docs/data.md)
