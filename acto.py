@@ -22,7 +22,7 @@ from model.pair import ModelPair, build_models
 from utils.core.entry import run_main
 from utils.core.errors import ConfigError
 from utils.core.io import save_json
-from utils.method.acto import ActoHParams, ActoMemory, parse_lr_plan, selection_quality
+from utils.method.acto import ActoHParams, ActoMemory, parse_lr_plan, reads_strong_view, selection_quality
 from utils.method.steps import ACTO_TERMS, acto_step
 from utils.training.accuracy_keys import accuracy_columns, accuracy_summary, describe_accuracies, describe_result
 from utils.training.config import ACTO
@@ -87,7 +87,7 @@ class Acto(Method):
         self.opt_rtm = build_acto_optimizer(self.rtm, settings, cfg.nesterov)
         self.opt_ntm = build_acto_optimizer(self.ntm, settings, cfg.nesterov)
         self.optimizers = (self.opt_rtm, self.opt_ntm)
-        log_summary(run, data, model=f"RTM and NTM, {weights}",
+        log_summary(run, data, model=f"RTM and NTM, {weights}", lr=settings.lr,
                     optimiser=f"{settings.name}{' nesterov' if cfg.nesterov and settings.name == 'sgd' else ''} "
                               f"weight decay {settings.weight_decay:g}; RTM lr plan {self.rtm_plan} from "
                               f"{settings.lr:g}; NTM lr plan {self.ntm_plan} from {cfg.ntm_lr or settings.lr:g}; "
@@ -111,6 +111,12 @@ class Acto(Method):
 
     def epoch_name(self, epoch: int) -> str:
         return f"acto {self.phase(epoch)}"
+
+    def views(self, epoch: int) -> tuple[bool, bool]:
+        """The weak view always; the strong one only where the step reads it (robust epochs with ``use_cr``).
+        The workers still build it (skipping that would change the weak view's random numbers: docs/acto.md);
+        only its copy to the device and its normalisation are saved."""
+        return True, reads_strong_view(self.hp, epoch)
 
     def epoch_step(self, epoch: int):
         set_lr(self.opt_rtm, self.rtm_lrs[epoch])

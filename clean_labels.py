@@ -30,6 +30,7 @@ from utils.core.entry import remember_rerun, run_main
 from utils.core.shell import command as shell_command
 from utils.training.config import ACTO, OPTION_BY_NAME, REPO_ROOT, STAGE1, STAGE2, ConfigError, options_help, parse_config
 from utils.training.outputs import METHOD_OUTPUTS, add_outputs_option, print_outputs
+from utils.training.run import device_settings, settings_device
 from utils.workflow.continuation import next_step
 
 STAGES = {STAGE1: "stage_1", STAGE2: "stage_2_class", ACTO: "acto"}
@@ -116,9 +117,14 @@ def fingerprint_of(cfg, scope: str) -> str:
 
 
 def configs_of(argvs: Mapping[str, Sequence[str]]) -> dict:
-    """The config of every stage this command runs, parsed from each stage's own command line."""
-    return {scope: parse_config(argv, prog="clean_labels.py", scope=scope, forced=FORCED.get(scope))
-            for scope, argv in argvs.items()}
+    """The config of every stage this command runs, parsed from each stage's own command line, with its
+    ``auto`` settings decided for the device it would run on: a run records them decided (in last.pt and
+    its result JSON), so only decided values tell whether a finished or stopped stage is this very run."""
+    configs = {}
+    for scope, argv in argvs.items():
+        cfg = parse_config(argv, prog="clean_labels.py", scope=scope, forced=FORCED.get(scope))
+        configs[scope], _ = device_settings(cfg, settings_device(cfg))
+    return configs
 
 
 def read_result(path: str) -> dict:

@@ -19,6 +19,7 @@ as the training listing refuses it (dataloader/names.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -37,6 +38,7 @@ from utils.training.config import DEVICE_PATTERN
 from utils.training.outputs import model_file_patterns
 from utils.core.errors import ConfigError, DataError
 from utils.core.entry import run_main
+from utils.core.gpu import auto_precision
 from utils.core.io import save_text
 from utils.core.progress import progress
 from utils.core.signals import DataLoader
@@ -157,7 +159,10 @@ def pick_device(name: str | None) -> torch.device:
         raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA device here; use --device cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None:  # else pinned memory and the allocator use GPU 0 too
+        torch.cuda.set_device(device)
+    return device
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -182,6 +187,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def autocast_for(device: torch.device):
+    """The autocast of ``device``: the training's ``precision: auto`` (utils/core/gpu.py, one rule): bf16 on GPUs
+    with bf16 units, fp16 on older ones (V100, T4, where ``torch.cuda.is_bf16_supported()`` is True as well, for
+    a slow emulation), none (fp32) on the CPU."""
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(auto_precision(device))
+    return torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext()
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, decoding: Decoding,
             device: torch.device, batch_size: int, num_workers: int) -> list[dict]:
@@ -191,11 +204,7 @@ def predict(model: torch.nn.Module, paths: Sequence[str], exported: dict, *, dec
     normalise = input_normaliser(exported)
     loader = DataLoader(ImageInputs(paths, input_transform(exported), decoding), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate, pin_memory=device.type == "cuda")
-    # autocast where the device has a fast half type (bf16 on CUDA, fp16 on GPUs without bf16); fp32 on the CPU
-    if device.type == "cuda":
-        amp = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    else:
-        amp = torch.autocast("cpu", enabled=False)
+    amp = autocast_for(device)
     rows, start = [], 0
     for images, errors in progress(loader, desc="predict", leave=False, dynamic_ncols=True):
         probs = torch.empty(0)

@@ -55,7 +55,7 @@ class Stage1(Method):
         self.scheduler = build_scheduler(self.optimizer, kind=schedule, epochs=cfg.epochs,
                                          milestones=cfg.step_milestones)
         self.outputs = run.outputs
-        log_summary(run, data, model=weights + (" (backbone frozen)" if cfg.frozen else ""),
+        log_summary(run, data, model=weights + (" (backbone frozen)" if cfg.frozen else ""), lr=settings.lr,
                     optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, "
                               f"schedule {schedule}",
                     outputs=[os.path.join(os.path.dirname(self.outputs.wrong_events), f"{cfg.tag}_*"),
@@ -63,7 +63,7 @@ class Stage1(Method):
         n = len(data.train)
         self.wrong_events = WrongEvents(n, device=runtime.device)
         self.predictions = EpochPredictions(n, device=runtime.device)
-        self.wave = LabelWave()
+        self.wave = LabelWave(device=runtime.device)
         self.noisy_labels = torch.as_tensor(data.noisy_labels, device=runtime.device)
         self.parts = {"model": self.net, "optimizer": self.optimizer, "scheduler": self.scheduler,
                       "scaler": run.precision.scaler, "wrong_events": self.wrong_events, "label_wave": self.wave}

@@ -59,7 +59,7 @@ class Stage2(Method):
         self.scheduler = build_scheduler(self.optimizer, kind="cosine", epochs=cfg.epochs, eta_min=cfg.eta_min)
         self.refit_iters = cfg.bmm_refit_iters if cfg.bmm_refit_iters is not None else (2 if cfg.bmm == "class"
                                                                                          else 1)
-        log_summary(run, data, model=f"from the stage-1 base model {self.outputs.input.base_model}",
+        log_summary(run, data, model=f"from the stage-1 base model {self.outputs.input.base_model}", lr=settings.lr,
                     optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, cosine "
                               f"to {cfg.eta_min:g}",
                     method=f"{cfg.bmm} BMM ({cfg.bmm_init_iters} EM iterations, then {self.refit_iters} per epoch) "

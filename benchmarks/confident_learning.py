@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = build_data(cfg, stage="stage1", log=log.info)
     weights = resolve_weights(cfg.backbone, pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
     settings = optim_settings(cfg)
-    log_summary(run, data, model=weights,
+    log_summary(run, data, model=weights, lr=settings.lr,
                 optimiser=f"{settings.name} lr {settings.lr:g} weight decay {settings.weight_decay:g}, schedule "
                           f"{stage1_schedule_kind(cfg)}",
                 method=f"confident learning: {extra.folds}-fold cross-validation x {cfg.epochs} epochs, then "

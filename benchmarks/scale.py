@@ -266,7 +266,7 @@ def comp_bank_checkpoint(variant):
             return f"last.pt {size / MB:,.0f} MB (the bank inside)"
         log = RunLog(folder)
         log.save_state({"memory": mem.state_dict()}, arrays={"memory.bank": mem.bank})
-        state_ = log.load_state(torch.device("cpu"))
+        state_ = log.load_state()
         file = state_["arrays"]["memory.bank"]["file"]
         size, small = os.path.getsize(os.path.join(folder, file)), os.path.getsize(path)
         start = time.perf_counter()

@@ -28,7 +28,8 @@ def normalise(images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor) ->
 class DeviceNormaliser:
     """:func:`normalise` with the data set's ``mean`` / ``std`` (3 floats each), kept on each device once.
 
-    Called on one image tensor or on a tuple/list of them (a stage-2 item's ``(weak, strong)`` views).
+    Called on one image tensor or on a tuple/list of them (a stage-2 item's ``(weak, strong)`` views); a view
+    that is None (one the training step does not read: utils/training/engine.py ``train_one_epoch``) stays None.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
@@ -43,7 +44,7 @@ class DeviceNormaliser:
 
     def __call__(self, images: Any) -> Any:
         if isinstance(images, (tuple, list)):
-            return type(images)(self(view) for view in images)
+            return type(images)(None if view is None else self(view) for view in images)
         mean, std = self._on(images.device)
         return normalise(images, mean=mean, std=std)
 

@@ -65,7 +65,7 @@ def _save(log: RunLog, mem: ActoMemory, epoch: int) -> None:
 
 
 def _resume(log: RunLog) -> tuple[int, ActoMemory]:
-    state = log.load_state(torch.device("cpu"))
+    state = log.load_state()
     mem = ActoMemory(torch.zeros(20, dtype=torch.long), 6)
     mem.load_state_dict(state["memory"])
     log.load_arrays(state, {"memory.bank": mem.bank})
@@ -143,7 +143,7 @@ def test_a_crash_while_the_file_is_written_leaves_the_previous_pair_and_the_temp
 def test_resume_refuses_a_missing_or_foreign_bank_file_in_one_line(tmp_path):
     log = RunLog(str(tmp_path))
     _save(log, _memory(0), 0)
-    state = log.load_state(torch.device("cpu"))
+    state = log.load_state()
     name = state["arrays"]["memory.bank"]["file"]
     with pytest.raises(DataError, match=r"cannot read memory.bank of .*last.pt: .*expected float32 \(20, 7\)"):
         log.load_arrays(state, {"memory.bank": torch.zeros(20, 7)})

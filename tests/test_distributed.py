@@ -234,6 +234,9 @@ def test_torchrun_two_processes_write_one_set_of_artefacts(tmp_path):
     epoch_lines = [line for line in log if " epoch " in f" {line.split(' ', 2)[-1]}" and "/2 loss" in line]
     assert len(epoch_lines) == 2, "only rank 0 logs, once per epoch"
     assert "world size 2" in log[0]
+    # batch_size is per process: the summary states the recipe the two processes train
+    assert any(line.endswith("scale      global batch 256 = 2 processes x batch_size 128 (per process), learning "
+                             "rate 0.003 as configured (not scaled with the number of processes)") for line in log)
     rows = (tmp_path / "checkpoint" / f"stage1_{tag}" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 3
     leftovers = [p for p in tmp_path.rglob("*.tmp")]

@@ -34,6 +34,7 @@ TAG = "test_resnet_scratch_digits_sym_0.4"
 
 def test_bf16_on_a_gpu_without_bf16_stops_before_data_is_loaded(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(distributed, "choose_device", lambda requested, local_rank=0: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
     monkeypatch.setattr(stage_1, "build_data", lambda *a, **k: pytest.fail("data loaded before the check"))

@@ -32,7 +32,7 @@ def _fake_data(test_sets=None):
 
 def test_summary_says_what_runs_in_at_most_nine_lines(tmp_path):
     lines = run_summary(_fake_run(tmp_path), _fake_data(), model="pretrained, from timm's hub cache /c/m.safetensors",
-                        optimiser="sgd lr 0.02 weight decay 0.0005, schedule constant",
+                        optimiser="sgd lr 0.02 weight decay 0.0005, schedule constant", lr=0.02,
                         method="global BMM", outputs=[str(tmp_path / "stage1" / "x_*"), "/elsewhere/base.pt"])
     assert lines == [
         f"stage_1.py: run stage1_x on cuda:0 (world size 4), bf16, 8 data workers per process, torch {torch.__version__}",
@@ -40,6 +40,8 @@ def test_summary_says_what_runs_in_at_most_nine_lines(tmp_path):
         "noise      sym 0.4 (ido convention), realised noise rate 0.3985",
         "model      resnet50 (resnet50.a1_in1k), pretrained, from timm's hub cache /c/m.safetensors",
         "optimiser  sgd lr 0.02 weight decay 0.0005, schedule constant; 5 epochs, batch 64",
+        "scale      global batch 256 = 4 processes x batch_size 64 (per process), learning rate 0.02 as configured "
+        "(not scaled with the number of processes)",
         "method     global BMM",
         f"outputs    in {tmp_path}: stage1/x_*, /elsewhere/base.pt",
         f"run dir    {tmp_path}/checkpoint/stage1_x: train.log, metrics.csv, last.pt, config.yaml (the full config; "
@@ -51,8 +53,9 @@ def test_summary_says_what_runs_in_at_most_nine_lines(tmp_path):
 def test_summary_without_evaluation_set_or_known_noise(tmp_path):
     data = _fake_data(test_sets={})
     data.noise_info = {}
-    lines = run_summary(_fake_run(tmp_path, backbone="test_resnet", dataset="imagefolder", noise_mode="real",
-                                  noise_ratio=0.0), data, model="random init (pretrained: false)", optimiser="adamw")
+    run = _fake_run(tmp_path, backbone="test_resnet", dataset="imagefolder", noise_mode="real", noise_ratio=0.0)
+    run.runtime.world_size = 1  # one process: batch_size is the whole batch, no scale line
+    lines = run_summary(run, data, model="random init (pretrained: false)", optimiser="adamw", lr=0.001)
     assert lines[1:4] == ["data       imagefolder: 50000 training images (no evaluation set), 100 classes, 224 px",
                           "noise      real 0 (ido convention), realised noise rate n/a",
                           "model      test_resnet, random init (pretrained: false)"]

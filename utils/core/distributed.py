@@ -2,7 +2,8 @@
 
 One :class:`Runtime` is made at start-up and passed down; nothing else in the code picks a device.
 Under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) every process takes
-``cuda:LOCAL_RANK`` (NCCL) or the CPU (gloo); without it the run is a single process.
+``cuda:LOCAL_RANK`` (``cuda:0`` where a launcher shows it one GPU alone) with NCCL, or the CPU with gloo;
+without it the run is a single process.
 """
 from __future__ import annotations
 
@@ -87,27 +88,55 @@ def data_parallel(model: torch.nn.Module, runtime: Runtime) -> torch.nn.parallel
     return wrapped
 
 
+def local_gpu(local_rank: int, visible: int) -> int:
+    """The index of the GPU that process ``local_rank`` of a node takes among the ``visible`` GPUs it sees.
+
+    ``cuda:LOCAL_RANK`` where the process sees the node's GPUs; ``cuda:0`` where it sees one GPU alone (a
+    launcher that gives each task its own GPU through CUDA_VISIBLE_DEVICES, e.g. Slurm's --gpus-per-task=1);
+    anything else is ambiguous and refused with one line."""
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+    raise ConfigError(f"LOCAL_RANK {local_rank}, but this process sees {visible} GPU(s)"
+                      + (f" (CUDA_VISIBLE_DEVICES={shown})" if shown is not None else "")
+                      + ": give every process all of the node's GPUs or exactly one")
+
+
 def choose_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    if requested is None:
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    """The training device of a process (no side effect): ``requested`` (cpu, cuda, cuda:N, mps; None: cuda
+    if available, else the CPU); a bare ``cuda`` is :func:`local_gpu` of ``local_rank``."""
+    if requested is None and not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device(requested or "cuda")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {requested} requested but CUDA is not available (use --device cpu)")
-        index = device.index if device.index is not None else local_rank
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device {requested}: only {torch.cuda.device_count()} GPU(s) visible")
-        return torch.device("cuda", index)
+        visible = torch.cuda.device_count()
+        if device.index is None:
+            return torch.device("cuda", local_gpu(local_rank, visible))
+        if device.index >= visible:
+            raise ConfigError(f"device {requested}: only {visible} GPU(s) visible")
+        return device
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device mps requested but not available (use --device cpu)")
     return device
 
 
 def setup_runtime(requested_device: str | None) -> Runtime:
-    """Pick the device; join the torchrun process group when launched by torchrun."""
+    """Pick the device and make it this process's current CUDA device; join the torchrun process group when
+    launched by torchrun.
+
+    Why ``set_device`` also for one process: without it, a run on ``cuda:1`` still opens a CUDA context on
+    GPU 0 (the DataLoader's pinned-memory thread and the caching allocator use the current device), taking
+    memory on another job's GPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return Runtime(device=choose_device(requested_device))
+        device = choose_device(requested_device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return Runtime(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if requested_device is not None and requested_device.startswith("cuda:"):
         raise ConfigError("under torchrun use --device cuda (each process takes cuda:LOCAL_RANK), not cuda:N")

@@ -44,8 +44,8 @@ from utils.method.metrics import split_quality
 
 __all__ = [
     "SELECTION_RULES", "ActoHParams", "parse_lr_plan", "build_lr_plan", "memorization_metric",
-    "selection_masks", "dsrw_weights", "confidence_penalty", "ema_soft_labels", "cr_targets",
-    "warmup_losses", "robust_losses", "ActoMemory", "selection_quality",
+    "selection_masks", "reads_strong_view", "dsrw_weights", "confidence_penalty", "ema_soft_labels",
+    "cr_targets", "warmup_losses", "robust_losses", "ActoMemory", "selection_quality",
 ]
 
 SELECTION_RULES = ("paper_fig2", "web_variant")
@@ -199,6 +199,12 @@ def selection_masks(pred_rtm: torch.Tensor, pred_ntm: torch.Tensor, labels: torc
     else:
         raise ValueError(f"unknown selection rule {rule!r}; expected one of {SELECTION_RULES}")
     return Selection(selected, agree, mined)
+
+
+def reads_strong_view(hp: ActoHParams, epoch: int) -> bool:
+    """Whether the step of ``epoch`` (0-based) uses the strong view: only the robust phase's consistency loss
+    (``use_cr``) does; warm-up and ``use_cr: false`` train on the weak view alone."""
+    return hp.use_cr and epoch >= hp.warmup_epochs
 
 
 def dsrw_weights(counts: torch.Tensor, epoch: int) -> torch.Tensor:

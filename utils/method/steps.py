@@ -70,7 +70,8 @@ def acto_step(memory: ActoMemory, hp: ActoHParams, epoch: int):
     ``use_cr``, the consistency loss (``loss_rtm = s * loss_selection + (1 - s) * loss_consistency``).
     """
     def step(pair, batch):
-        (weak, _strong), labels, index = batch
+        # strong: None where the step does not read it (warm-up, use_cr off: acto.py Acto.views)
+        (weak, strong), labels, index = batch
         _, logits_r = pair.rtm(weak)
         _, logits_n = pair.ntm(weak)
         if epoch < hp.warmup_epochs:
@@ -79,7 +80,7 @@ def acto_step(memory: ActoMemory, hp: ActoHParams, epoch: int):
             memory.record_batch(labels=labels, pred_rtm=logits_r.detach().argmax(1),
                                 pred_ntm=logits_n.detach().argmax(1))
             return loss_r + loss_n, {"loss_rtm": loss_r.detach(), "loss_ntm": loss_n.detach(), "loss_penalty": penalty}
-        logits_s = pair.rtm(_strong)[1] if hp.use_cr else None
+        logits_s = pair.rtm(strong)[1] if hp.use_cr else None
         loss_r, loss_n, info = robust_losses(logits_r, logits_s, logits_n, labels, index, memory, epoch, hp)
         memory.record_batch(labels=labels, pred_rtm=logits_r.detach().argmax(1), pred_ntm=logits_n.detach().argmax(1),
                             mining_on=info.mining_on, metric=info.metric)

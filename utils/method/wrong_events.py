@@ -97,7 +97,10 @@ class LabelWave:
     first epoch with PC_e >= PC_{e-1} the previous candidate (the first local minimum) is final.
     """
 
-    def __init__(self):
+    def __init__(self, *, device: torch.device | str | None = None):
+        """``device``: where the reference predictions live (the training device, where each epoch's predictions
+        are); a resumed run's reference comes back there (None: where the state holds it)."""
+        self.device = device
         self.reference: torch.Tensor | None = None
         self.last_change: int | None = None
         self.settled = False
@@ -127,7 +130,8 @@ class LabelWave:
                 "history": list(self.history)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.reference = state["reference"]
+        reference = state["reference"]
+        self.reference = reference if reference is None or self.device is None else reference.to(self.device)
         self.last_change = state["last_change"]
         self.settled = state["settled"]
         self.best_epoch = state["best_epoch"]

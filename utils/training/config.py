@@ -133,7 +133,8 @@ OPTIONS: tuple[Option, ...] = (
          "(ACT's: AutoAugment CIFAR-10 / UDA RandAugment strong views, ImageNet statistics)", choices=("ido", "act")),
     _opt("num_workers", int, 4, "DataLoader worker processes (auto: the CPU cores of this process / processes "
          "on the node, at most 16)", min=0, words=("auto",), resume_free=True),
-    _opt("persistent_workers", bool, False, "keep workers between epochs (faster; resume is then not bit-exact)", resume_free=True),
+    _opt("persistent_workers", bool, False, "keep the training loader's workers between epochs (faster; resume is "
+         "then not bit-exact; the evaluation loaders always keep theirs)", resume_free=True),
     _opt("check_images", bool, False, "decode every image file once before training and list all unreadable "
          "ones (checkpoint/{run}/bad_images.txt); file data sets only", resume_free=True),
     # data-set-specific keys (docs/data.md)
@@ -188,8 +189,14 @@ OPTIONS: tuple[Option, ...] = (
     _opt("step_milestones", list, [0.5, 0.75], "step schedule: epochs (int) or fractions of epochs", scopes=S1),
     _opt("eta_min", float, 1e-4, "final learning rate of the cosine schedule", min=0.0, scopes=S2),
     _opt("seed", int, 0, "seed of python, numpy and torch", min=0),
-    _opt("precision", str, "fp32", "fp32, bf16 or fp16 (torch.amp)", choices=("fp32", "bf16", "fp16")),
-    _opt("channels_last", bool, False, "channels_last memory format"),
+    _opt("precision", str, "fp32", "fp32, bf16 or fp16 (torch.amp; fp16 with a gradient scaler); auto: bf16 on GPUs "
+         "with bf16 units (compute capability 8.0 on), fp16 on older GPUs, fp32 on the CPU",
+         choices=("fp32", "bf16", "fp16", "auto")),
+    _opt("channels_last", bool, False, "channels_last memory format (auto: on CUDA only)", words=("auto",)),
+    _opt("tf32", bool, False, "fp32 matrix multiplications in TF32 on GPUs from Ampere on (cuDNN convolutions use "
+         "TF32 already, torch's default); no effect on the CPU"),
+    _opt("cudnn_benchmark", bool, False, "cuDNN picks the fastest convolution algorithm per input shape (GPU only)",
+         resume_free=True),
     _opt("compile", bool, False, "torch.compile the model", resume_free=True),
     # --- stage 2 ---
     _opt("bmm", str, "global", "global: one beta mixture; class: one per noisy class", choices=("global", "class"),

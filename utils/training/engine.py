@@ -22,6 +22,7 @@ import torch
 from utils.training.batching import KeepAllBatchSampler
 from utils.core.distributed import EpochShuffleSampler, Runtime, ShardSampler
 from utils.core.errors import ConfigError, UsageError
+from utils.core.gpu import has_bf16_units, resolve_precision
 from utils.method.steps import loss_and_terms
 from utils.core.progress import progress
 from utils.core.signals import DataLoader, check_stop
@@ -63,17 +64,26 @@ def seed_epoch(seed: int, epoch: int, runtime: Runtime, loaders: tuple[DataLoade
 
 def make_loaders(train_set, test_sets: Mapping[str, Any], cfg,
                  runtime: Runtime) -> tuple[DataLoader, dict[str, DataLoader]]:
-    """The shuffled training loader and one sharded evaluation loader per test set (same names)."""
+    """The shuffled training loader and one sharded evaluation loader per test set (same names).
+
+    The training loader keeps its workers between epochs only with ``persistent_workers: true``: its workers
+    draw the augmentations, and a resumed run repeats an uninterrupted one exactly only when every epoch
+    starts them afresh from ``(seed, epoch)`` (:func:`seed_epoch`).  The evaluation loaders always keep
+    theirs (started once, not at every evaluation: with 16 workers per GPU and two test sets, two restarts
+    per epoch), since they draw no random number: their transforms are deterministic, and each has a
+    generator of its own, so not even the worker seeds are drawn from the global RNG that seeds the next
+    epoch."""
     workers, _ = resolve_num_workers(cfg.num_workers)  # start_run has logged and replaced "auto" already
-    common = dict(num_workers=workers, pin_memory=runtime.device.type == "cuda",
-                  persistent_workers=workers > 0 and cfg.persistent_workers)
+    pin = runtime.device.type == "cuda"
     sampler = EpochShuffleSampler(len(train_set), seed=cfg.seed, rank=runtime.rank, world_size=runtime.world_size)
     # A last batch of one sample breaks BatchNorm in training mode: the last two batches share it instead
     train = DataLoader(train_set, batch_sampler=KeepAllBatchSampler(sampler, cfg.batch_size),
-                       generator=torch.Generator(), **common)
+                       generator=torch.Generator(), num_workers=workers, pin_memory=pin,
+                       persistent_workers=workers > 0 and cfg.persistent_workers)
     tests = {name: DataLoader(test_set, batch_size=cfg.test_batch_size,
                               sampler=ShardSampler(len(test_set), rank=runtime.rank, world_size=runtime.world_size),
-                              **common)
+                              generator=torch.Generator(), num_workers=workers, pin_memory=pin,
+                              persistent_workers=workers > 0)
              for name, test_set in test_sets.items()}
     return train, tests
 
@@ -90,8 +100,8 @@ class Precision:
     def create(cls, name: str, device: torch.device) -> "Precision":
         """Raises ConfigError for bf16 on a GPU without bf16 units (before Ampere: V100, T4), where torch
         would emulate it slowly or fail mid-run."""
-        dtype = AMP_DTYPES[name]
-        if dtype is torch.bfloat16 and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        dtype = AMP_DTYPES[resolve_precision(name, device)]
+        if dtype is torch.bfloat16 and device.type == "cuda" and not has_bf16_units(device):
             raise ConfigError(f"config key 'precision': bf16 is not supported by {torch.cuda.get_device_name(device)} "
                               "(compute capability below 8.0); use precision=fp16")
         scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
@@ -119,32 +129,44 @@ Step = Callable[[torch.nn.Module, Any], torch.Tensor]
 def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
                     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
                     step: Step, precision: Precision, runtime: Runtime, epoch: int, channels_last: bool = False,
-                    desc: str = "train", normalise: Callable[[Any], Any] | None = None) -> dict:
-    """One pass over ``loader``; returns ``{"loss": mean loss, **terms}`` (one host sync, at the end).
+                    desc: str = "train", normalise: Callable[[Any], Any] | None = None,
+                    views: Sequence[bool] | None = None) -> dict:
+    """One pass over ``loader``; returns ``{"loss": mean loss, **terms}`` (host reads at the end only).
 
     ``step`` returns the loss or ``(loss, terms)`` (:mod:`utils.method.steps`): ``terms`` are batch means
     (0-d tensors, the same names in every batch of the epoch), summed weighted by batch size on the device
     and returned as epoch means beside the loss.
     ``normalise`` (``Data.normalise``) turns the batch's uint8 images into model inputs on the device.
+    ``views``: for batches of several views (``((weak, strong), labels, index)``), which of them the step
+    reads; a view marked False reaches the step as None, neither copied to the device nor normalised (ACTO's
+    strong view in warm-up).  None: every view.
     ``optimizer`` may be a sequence (ACTO's two models): each is zeroed and stepped, the loss is
     back-propagated once and the gradient scaler updated once per step.
 
-    Raises :class:`NonFiniteLoss` naming the epoch and the first bad step if the loss was ever
-    NaN/inf (checked once at the end of the epoch, so the loop itself never waits for the GPU).
+    A NaN/inf loss raises :class:`NonFiniteLoss` naming the epoch and the first bad step (checked once at the
+    end of the epoch, so the loop itself never waits for the GPU).  Under fp16 such a step is one the gradient
+    scaler skips (its gradients are not finite: the weights stay as they were, the scale is lowered), the
+    normal path of fp16 training: it is left out of the epoch's means and counted in ``"nonfinite_steps"``
+    (present only then); the run stops only when the scaler skipped every step of the epoch.
     """
     optimizers = tuple(optimizer) if isinstance(optimizer, Sequence) else (optimizer,)
+    skipping = precision.scaler.is_enabled()  # fp16: the scaler skips the steps whose gradients overflowed
     model.train()
     device = runtime.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen = torch.zeros((), dtype=torch.int64, device=device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    bad_steps = torch.zeros((), dtype=torch.int64, device=device)
     term_names: tuple[str, ...] | None = None
     term_sum = None
+    steps = 0
     # Only rank 0 draws a bar; elsewhere tqdm's own default applies, so TQDM_DISABLE=1 silences it.
     quiet = {} if runtime.is_main else {"disable": True}
     bar = progress(loader, desc=f"{desc} {epoch + 1}", leave=False, dynamic_ncols=True, **quiet)
     for i, batch in enumerate(bar):
         check_stop()
+        if views is not None:
+            batch = (type(batch[0])(view if views[k] else None for k, view in enumerate(batch[0])), *batch[1:])
         batch = to_device(batch, device, channels_last)
         if normalise is not None:
             batch = (normalise(batch[0]), *batch[1:])
@@ -157,26 +179,38 @@ def train_one_epoch(*, model: torch.nn.Module, loader: DataLoader,
             precision.scaler.step(opt)
         precision.scaler.update()
         batch_size = batch[1].shape[0]
+        steps += 1
         loss = loss.detach()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
-        loss_sum += loss.double() * batch_size
-        seen += batch_size
+        finite = torch.isfinite(loss)
+        first_bad = torch.where((first_bad < 0) & ~finite, i, first_bad)
+        bad_steps += ~finite
+        # a non-finite step adds nothing (under fp32/bf16 it stops the run below; these sums are then unused)
+        loss_sum += torch.where(finite, loss.double(), 0.0) * batch_size
+        seen += finite * batch_size
         if term_names is None:
             term_names = tuple(terms)
             term_sum = torch.zeros(len(term_names), dtype=torch.float64, device=device)
         if term_names:
-            term_sum += torch.stack([terms[name].detach().double() for name in term_names]) * batch_size
+            values = torch.stack([terms[name].detach().double() for name in term_names])
+            term_sum += torch.where(finite, values, 0.0) * batch_size
     bar.close()
-    first_bad = runtime.reduce_max(first_bad)
-    if int(first_bad) >= 0:
-        raise NonFiniteLoss(f"the {desc} loss became non-finite at epoch {epoch + 1}, step {int(first_bad) + 1}; "
-                            "the checkpoint of the last finished epoch is kept (lower the learning rate, or "
-                            "use precision fp32)")
+    first_bad, bad_steps = runtime.reduce_max(first_bad), runtime.reduce_sum(bad_steps)
+    first_bad, bad_steps = torch.stack([first_bad, bad_steps]).tolist()  # one host read
+    if first_bad >= 0 and not skipping:
+        raise NonFiniteLoss(f"the {desc} loss became non-finite at epoch {epoch + 1}, step {first_bad + 1}; the "
+                            "checkpoint of the last finished epoch is kept (lower the learning rate, or use "
+                            "precision fp32)")
+    if skipping and bad_steps == steps * runtime.world_size and steps:
+        raise NonFiniteLoss(f"the {desc} loss was non-finite in every step of epoch {epoch + 1} under fp16 (the "
+                            "gradient scaler skipped them all); the checkpoint of the last finished epoch is kept "
+                            "(lower the learning rate, or use precision bf16 or fp32)")
     loss_sum, seen = runtime.reduce_sum(loss_sum), runtime.reduce_sum(seen)
     stats = {"loss": float(loss_sum / seen.clamp(min=1))}
     if term_names:
         means = (runtime.reduce_sum(term_sum) / seen.clamp(min=1)).tolist()  # one host read for every term
         stats.update(zip(term_names, means))
+    if bad_steps:
+        stats["nonfinite_steps"] = bad_steps
     return stats
 
 
@@ -267,8 +301,8 @@ def predict_labels(model: torch.nn.Module, dataset, *, batch_size: int, num_work
             _, logits = model(normalise(images))
         p, pp, gp = reduce_probabilities(torch.softmax(logits.float(), dim=1), given)
         predicted[index], predicted_prob[index], given_prob[index] = p, pp, gp
-        if digests is not None:
-            digests[index] = batch[3].to(device, torch.int32)
+        if digests is not None:  # copied as it comes (uint8, pinned, without waiting), widened on the device
+            digests[index] = batch[3].to(device, non_blocking=True).to(torch.int32)
     merged = [runtime.reduce_sum(t).cpu().numpy() for t in (predicted, predicted_prob, given_prob)]
     return LabelPredictions(*merged, digests=None if digests is None else
                             runtime.reduce_sum(digests).cpu().numpy().astype(np.uint8))

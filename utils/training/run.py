@@ -10,7 +10,8 @@ import torch
 
 from dataloader.image_check import check_images
 from utils.training.config import OPTION_BY_NAME, Config, parse_command_line
-from utils.core.distributed import Runtime, data_parallel, setup_runtime
+from utils.core.distributed import Runtime, choose_device, data_parallel, setup_runtime
+from utils.core.gpu import resolve_channels_last, resolve_precision, set_backends
 from utils.training.engine import Precision, seed_everything
 from utils.core.entry import remember_checkpoint
 from utils.core.errors import ConfigError, DataError
@@ -18,6 +19,30 @@ from utils.core.io import unwritable
 from utils.training.outputs import Outputs, print_outputs
 from utils.training.runlog import RunLog
 from utils.core.workers import resolve_num_workers
+
+
+def device_settings(cfg: Config, device: torch.device) -> tuple[Config, list[str]]:
+    """``cfg`` with ``precision: auto`` and ``channels_last: auto`` decided for ``device``
+    (:mod:`utils.core.gpu`), and a log line for each key decided.  The decided values are what a run
+    records in its settings, so a ``--resume`` or a reuse of stage 1 on another kind of device is refused
+    naming the key instead of silently training on in another precision."""
+    changes, notes = {}, []
+    if cfg.precision == "auto":
+        changes["precision"] = resolve_precision(cfg.precision, device)
+    if cfg.channels_last == "auto":
+        changes["channels_last"] = resolve_channels_last(cfg.channels_last, device)
+    for key, value in changes.items():
+        notes.append(f"{key} auto: {value} on {device}"
+                     + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    return (cfg.replace(**changes) if changes else cfg), notes
+
+
+def settings_device(cfg: Config) -> torch.device:
+    """The device whose kind decides ``cfg``'s ``auto`` settings outside a run (clean_labels.py's check whether
+    a finished stage 1 can be reused): the device the run would take (:func:`choose_device`), without
+    joining a process group or selecting it."""
+    return choose_device(cfg.device)
+
 
 def training_settings(cfg) -> dict:
     """The keys of ``cfg`` that decide what is trained: all but those marked ``resume_free`` (where the files
@@ -91,7 +116,8 @@ class Run:
         (model, optimiser, scheduler, scaler, per-sample statistics, ...) under its name, and what
         identifies the run (fingerprint and settings)."""
         snapshot = {name: part.state_dict() for name, part in parts.items()}
-        self.log.save_state({**state, **snapshot, "fingerprint": fingerprint, "settings": self.training_settings()},
+        self.log.save_state({**state, **snapshot, "fingerprint": fingerprint, "settings": self.training_settings(),
+                             WORLD_SIZE_KEY: self.runtime.world_size},
                             arrays=_checkpoint_arrays(parts))
 
     def check_images(self, data) -> None:
@@ -107,9 +133,14 @@ class Run:
         every object in ``parts`` is restored from its entry (``load_state_dict``).
 
         A checkpoint of other data/noisy labels or of other settings (another lr, number of epochs,
-        ...) raises :class:`DataError` naming the difference, instead of silently continuing a stale run.
+        ...) raises :class:`DataError` naming the difference, instead of silently continuing a stale run;
+        so does one written by another number of processes (batch_size is per process: the global batch and
+        the sample order would change).
+
+        last.pt is read onto the CPU and each part's ``load_state_dict`` places its tensors where the part
+        keeps them, as a fresh run has them (:meth:`utils.training.runlog.RunLog.load_state`).
         """
-        state = self.log.load_state(self.runtime.device)
+        state = self.log.load_state()
         path = self.log.last_path
         if state.get("fingerprint") != fingerprint:
             raise DataError(f"--resume: {path} was written for other data or noisy labels; start without --resume "
@@ -119,6 +150,8 @@ class Run:
             shown = ", ".join(differ[:3])
             raise DataError(f"--resume: {path} belongs to a run with other settings ({shown}); resume with the "
                             "settings of that run, or start without --resume to begin a new one")
+        check_world_size(state.get(WORLD_SIZE_KEY), self.runtime.world_size, batch_size=self.cfg.batch_size,
+                         path=path)
         for name, part in parts.items():
             part.load_state_dict(state[name])
         arrays = _checkpoint_arrays(parts, held_by=state)
@@ -128,6 +161,26 @@ class Run:
         if self.runtime.is_main:  # a stop from here on names it: it holds this run's finished epochs
             remember_checkpoint(path)
         return state
+
+
+WORLD_SIZE_KEY = "world_size"  # last.pt: the number of processes that trained it
+
+
+def _processes(n: int, batch_size: int) -> str:
+    return f"{n} process{'es' if n > 1 else ''} (global batch {n * batch_size})"
+
+
+def check_world_size(saved: int | None, current: int, *, batch_size: int, path: str) -> None:
+    """Refuse, with one line, to resume a checkpoint of ``saved`` processes with ``current`` ones: batch_size is
+    per process, so the global batch (the recipe, at the same learning rate) and every epoch's sample order
+    would change.  ``saved`` None: a last.pt written before the world size was recorded (not checked)."""
+    if saved is None or int(saved) == current:
+        return
+    saved = int(saved)
+    relaunch = (f"{saved} processes (torchrun, nodes x nproc_per_node = {saved})" if saved > 1
+                else "one process (without torchrun)")
+    raise DataError(f"--resume: {path} was trained by {_processes(saved, batch_size)}, this run has "
+                    f"{_processes(current, batch_size)}; resume with {relaunch}, or start without --resume")
 
 
 def _checkpoint_arrays(parts: Mapping[str, Any], *, held_by: Mapping[str, Any] | None = None) -> dict:
@@ -173,11 +226,15 @@ def start_run(argv: Sequence[str] | None, *, prog: str, scope: str, outputs: Cal
     log.detail(f"{prog} on {runtime.device} (world size {runtime.world_size}), torch {torch.__version__}")
     # the whole config: always in config.yaml and train.log, on the console with --print_config
     (log.info if cfg.print_config else log.detail)("config:\n" + cfg.to_yaml().rstrip())
-    given = cfg  # config.yaml keeps num_workers "auto"
+    given = cfg  # config.yaml keeps num_workers, precision and channels_last "auto"
     workers, note = resolve_num_workers(cfg.num_workers)
     if note:  # config.yaml keeps "auto"; the loaders get the number (the summary shows it)
         cfg = cfg.replace(num_workers=workers)
         log.detail(note)
+    cfg, notes = device_settings(cfg, runtime.device)
+    for line in notes:
+        log.detail(line)
+    set_backends(tf32=cfg.tf32, cudnn_benchmark=cfg.cudnn_benchmark)
     seed_everything(cfg.seed)
     return Run(cfg, runtime, log, Precision.create(cfg.precision, runtime.device), files, prog, config_as_given=given)
 

@@ -20,13 +20,14 @@ def _fraction(value) -> str:
     return "n/a" if value is None else f"{float(value):.4f}"
 
 
-def run_summary(run, data, *, model: str, optimiser: str, method: str | None = None,
+def run_summary(run, data, *, model: str, optimiser: str, lr: float, method: str | None = None,
                 outputs: Sequence[str] = ()) -> list[str]:
     """The summary lines of ``run`` (:class:`utils.training.run.Run`) on ``data`` (:class:`dataloader.Data`).
 
     ``model``: where the backbone's weights come from (:func:`model.resolve_weights`); ``optimiser``:
-    optimiser and schedule in words; ``method``: the method's own settings in one line (optional);
-    ``outputs``: the files and folders the run writes besides its run directory, as paths.
+    optimiser and schedule in words; ``lr``: the (first) learning rate, stated again beside the global batch
+    under torchrun, where ``batch_size`` is per process; ``method``: the method's own settings in one line
+    (optional); ``outputs``: the files and folders the run writes besides its run directory, as paths.
     """
     cfg, runtime = run.cfg, run.runtime
     tests = ", ".join(f"{len(ds)} {name}" for name, ds in data.test_sets.items()) or "no evaluation set"
@@ -42,6 +43,11 @@ def run_summary(run, data, *, model: str, optimiser: str, method: str | None = N
         f"model      {backbone}, {model}",
         f"optimiser  {optimiser}; {cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}, batch {cfg.batch_size}",
     ]
+    if runtime.world_size > 1:  # torchrun: the recipe is the global batch at this learning rate
+        world = runtime.world_size
+        lines.append(f"scale      global batch {world * cfg.batch_size} = {world} processes x batch_size "
+                     f"{cfg.batch_size} (per process), learning rate {lr:g} as configured (not scaled with the "
+                     "number of processes)")
     if method:
         lines.append(f"method     {method}")
     out = cfg.output_dir

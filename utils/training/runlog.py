@@ -125,12 +125,19 @@ class RunLog:
             save_text("".join(json.dumps(r) + "\n" for r in records), path)
         return records
 
-    def load_state(self, device: torch.device) -> dict:
+    def load_state(self) -> dict:
+        """last.pt, every tensor on the CPU.
+
+        Why not onto the training device: each part's ``load_state_dict`` places its tensors itself, as a fresh
+        run has them.  A torch optimiser moves its state to its parameters' device, except the scalar ``step``
+        counts of a non-fused optimiser, which stay where they were loaded: loaded onto a GPU they made foreach
+        AdamW read each one back to the host in every step (about 160 host syncs per step for a ResNet-50),
+        where a fresh run keeps them on the CPU."""
         if not os.path.isfile(self.last_path):
             raise DataError(f"--resume: no checkpoint at {self.last_path} (run without --resume to start, or set "
                             "run_name/output_dir to the run to continue)")
         try:
-            return torch.load(self.last_path, map_location=device, weights_only=True)
+            return torch.load(self.last_path, map_location="cpu", weights_only=True)
         except Exception as err:  # a foreign or damaged file: say which and why
             raise DataError(f"--resume: cannot read {self.last_path}: {err}") from None
 

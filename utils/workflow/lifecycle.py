@@ -66,6 +66,11 @@ class Method:
         """Progress-bar label of ``epoch`` (0-based)."""
         return self.name
 
+    def views(self, epoch: int) -> tuple[bool, ...] | None:
+        """For a data set of several views per sample: which of them the step of ``epoch`` reads (the others
+        reach it as None, never copied to the device nor normalised); None, the default: every view."""
+        return None
+
     def epoch_step(self, epoch: int) -> Step:
         """The training step ``step(model, batch) -> loss`` of ``epoch`` (0-based); set per-epoch learning
         rates here (read for the epoch's ``lr`` right after)."""
@@ -128,7 +133,11 @@ def run_method(method: Method) -> dict:
         stats = train_one_epoch(model=method.model, loader=method.loader, optimizer=method.optimizers, step=step,
                                 precision=run.precision, runtime=runtime, epoch=epoch,
                                 channels_last=cfg.channels_last, desc=method.epoch_name(epoch),
-                                normalise=data.normalise)
+                                normalise=data.normalise, views=method.views(epoch))
+        skipped = stats.pop("nonfinite_steps", 0)
+        if skipped:
+            log.info(f"epoch {epoch + 1}: {skipped} step(s) with a non-finite fp16 loss skipped by the gradient "
+                     "scaler (left out of the epoch's loss)")
         row, message = method.end_epoch(epoch, {"lr": lr, **stats})
         if row is not None:
             history.append(row)
