@@ -105,3 +105,21 @@ def test_paper_configs_keep_the_official_fp32(scope):
     """IDO's published numbers were trained in fp32 (docs/fidelity.md#ido-12-backbones-and-optimisers)."""
     cfg = parse_config(["--config", os.path.join(REPO_ROOT, "config", scope, "cifar100.yaml")], prog="x", scope=scope)
     assert (cfg.precision, cfg.channels_last, cfg.tf32, cfg.cudnn_benchmark) == ("fp32", False, False, False)
+
+
+def test_clean_labels_compares_a_stages_settings_decided_as_the_run_records_them(fake_gpu, monkeypatch, tmp_path):
+    """A finished or stopped stage recorded ``precision: auto`` decided (bf16 on this GPU); clean_labels.py's
+    re-run must compare its own config decided the same way, or it would start a finished stage anew."""
+    import clean_labels
+
+    fake_gpu((9, 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    args = clean_labels.build_parser().parse_args([str(tmp_path), "--acto", "--output_dir", str(tmp_path / "out")])
+    dataset, data_sets = clean_labels.data_settings(args.data)
+    argvs = {scope: clean_labels.stage_argv(args, scope, dataset, data_sets) for scope in ("stage1", "stage2", "acto")}
+    configs = clean_labels.configs_of(argvs)
+    assert {scope: (cfg.precision, cfg.channels_last) for scope, cfg in configs.items()} == {
+        scope: ("bf16", True) for scope in argvs}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert {cfg.precision for cfg in clean_labels.configs_of(argvs).values()} == {"fp32"}
