@@ -1,6 +1,7 @@
 """Reference implementations the exactness tests compare the product against: the plain forms (the docs' form
-of the loss, the report's table as N dicts) that the product replaced by faster ones.  Nothing in the product
-calls them; benchmarks/scale.py times :func:`sample_rows` as the ``before`` of the CSV writer."""
+of the loss, the report's table as N dicts, stage 1's "complete" check by its old name) that the product replaced
+by faster or more general ones.  Nothing in the product calls them; benchmarks/scale.py times
+:func:`sample_rows` as the ``before`` of the CSV writer."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -10,6 +11,8 @@ import torch
 
 from utils.method.losses import LOSS_TERMS, loss_weights, weighted_dynamic_loss
 from utils.report.sample_report import SampleScores, scores_from_predictions, suspect_order
+from utils.training.outputs import Stage1Outputs
+from utils.workflow.continuation import finished_result
 
 
 def dynamic_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, labels: torch.Tensor, *,
@@ -68,3 +71,10 @@ def sample_rows(scores: SampleScores, *, paths: Sequence[str], class_names: Sequ
             row["true_label"] = name(scores.true_label[i])
         rows.append(row)
     return rows
+
+
+def stage1_complete(cfg, fingerprint) -> str | None:
+    """Stage 1's result JSON (its wrong events' JSON) when ``cfg.output_dir`` holds a finished stage 1 of this data
+    (``fingerprint``) and these settings, else None: what clean_labels.py asks of stage 1 through
+    :func:`utils.workflow.continuation.next_step`."""
+    return finished_result(Stage1Outputs.of(cfg), cfg, fingerprint)

@@ -12,7 +12,7 @@ import stage_2_class
 from test_own_data_e2e import FAST, own_argv, write_small
 from utils.core.errors import ConfigError, DataError
 from utils.core.entry import run_main
-from utils.workflow.handoff import stage1_complete
+from reference import stage1_complete
 
 TAG = "test_resnet_scratch_imagefolder_real_0"
 TINY = [*FAST, "--batch_size", "6", "--epochs", "1"]
@@ -154,6 +154,9 @@ def test_stage2_without_its_stage1_suggests_a_complete_stage1_command(tmp_path):
         "python stage_1.py --config config/stage1/imagefolder.yaml --noise_mode real --noise_ratio 0 --backbone "
         "resnet50 --output_dir runs/x --set data_path=/my/images --set resolution=64 --set pretrained=false --set "
         "seed=3; or both stages in one: python clean_labels.py DATA --output_dir runs/x")
+    spaced = cfg.replace(output_dir="runs/my run's", data_path="/my images")
+    assert "--output_dir 'runs/my run'\"'\"'s' --set 'data_path=/my images'" in stage1_command(spaced)
+    assert stage1_command(spaced).endswith("python clean_labels.py DATA --output_dir 'runs/my run'\"'\"'s'")
 
 
 def test_a_stage1_is_complete_only_with_every_file_of_its_report(tmp_path):
@@ -164,8 +167,7 @@ def test_a_stage1_is_complete_only_with_every_file_of_its_report(tmp_path):
     from utils.training.config import parse_config
     from utils.training.outputs import Stage1Outputs
     from utils.training.run import training_settings
-    from utils.workflow.handoff import stage1_complete
-
+    
     argv = ["--config", "config/stage1/imagefolder.yaml", "--set", f"data_path={tmp_path}", "--output_dir",
             str(tmp_path / "out"), "--set", "pretrained=false"]
     cfg = parse_config(argv, prog="clean_labels.py", scope="stage1")

@@ -13,7 +13,7 @@ from fixtures_data import make_cfg
 from utils.training.outputs import Stage1Outputs, Stage2Outputs
 from utils.training.run import training_settings
 from utils.workflow.continuation import Stopped, finished_result, next_step, stopped_run
-from utils.workflow.handoff import stage1_complete
+from reference import stage1_complete
 
 T0 = 1_700_000_000_000_000_000  # ns
 

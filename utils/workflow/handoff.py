@@ -13,19 +13,18 @@ import torch
 from model import create_model
 from utils.core.errors import DataError
 from utils.core.io import save_json, save_npy
+from utils.core.shell import command as shell_command
 from utils.method.metrics import detection_auc
 from utils.method.wrong_events import LabelWave
 from utils.report.plots import wrong_event_histogram
 from utils.training.accuracy_keys import acc_key
-from utils.training.outputs import Stage1Outputs
 from utils.training.run import Run
-from utils.workflow.continuation import finished_result
 
 
 def save_stage1(run: Run, data, counts: np.ndarray, wave: LabelWave, history: list[dict]) -> dict:
     """Write the wrong events (int32, one per training sample in dataset order), their histogram and, last, the
     JSON that says what they belong to (fingerprint of samples and noisy labels, training settings, label wave):
-    the mark of a finished stage 1 (:func:`stage1_complete`).  The base model was saved by stage 1 at its epoch;
+    the mark of a finished stage 1 (utils/workflow/continuation.py: ``finished_result``).  The base model was saved by stage 1 at its epoch;
     returns both paths."""
     cfg, tag, out = run.cfg, run.cfg.tag, run.outputs
     counts = counts.astype(np.int32)
@@ -36,7 +35,7 @@ def save_stage1(run: Run, data, counts: np.ndarray, wave: LabelWave, history: li
         "realised_noise_rate": data.noise_info["realised_noise_rate"], "epochs": cfg.epochs,
         "backbone": cfg.backbone, "seed": cfg.seed, "base_model_epoch": wave.best_epoch + 1,
         "prediction_change": wave.history, "fingerprint": data.fingerprint,
-        "settings": run.training_settings(),  # what a later run compares to reuse these outputs (stage1_complete)
+        "settings": run.training_settings(),  # what a later run compares to reuse these outputs (finished_result)
         # how well the counts alone tell noisy labels from clean ones (fewer events = cleaner); None without truth
         "wrong_event_auc": detection_auc(-counts.astype(np.float64), data.is_noisy),
         **{acc_key(name): [row[acc_key(name)] for row in history] for name in data.test_sets},
@@ -49,15 +48,17 @@ def save_stage1(run: Run, data, counts: np.ndarray, wave: LabelWave, history: li
 
 def stage1_command(cfg) -> str:
     """The stage-1 command of this stage-2 config: every key that names the data and the model, with the
-    values this run has (own data: or the one command clean_labels.py, which runs both stages)."""
+    values this run has (own data: or the one command clean_labels.py, which runs both stages), shell-quoted
+    (utils/core/shell.py: a folder name with a space or a quote stays one word)."""
     sets = [f"{key}={cfg[key]}" for key in ("data_path", "train_csv", "test_csv", "pretrained_path", "resolution")
             if cfg.get(key) is not None]
     sets += [f"pretrained={str(cfg.pretrained).lower()}", f"seed={cfg.seed}"]
-    command = (f"python stage_1.py --config config/stage1/{cfg.dataset}.yaml --noise_mode {cfg.noise_mode} "
-               f"--noise_ratio {cfg.noise_ratio:g} --backbone {cfg.backbone} --output_dir {cfg.output_dir} "
-               + " ".join(f"--set {s}" for s in sets))
+    command = shell_command(["python", "stage_1.py", "--config", f"config/stage1/{cfg.dataset}.yaml", "--noise_mode",
+                             cfg.noise_mode, "--noise_ratio", f"{cfg.noise_ratio:g}", "--backbone", cfg.backbone,
+                             "--output_dir", cfg.output_dir, *(word for s in sets for word in ("--set", s))])
     if cfg.dataset in ("imagefolder", "csv"):
-        command += "; or both stages in one: python clean_labels.py DATA --output_dir " + cfg.output_dir
+        command += "; or both stages in one: " + shell_command(["python", "clean_labels.py", "DATA", "--output_dir",
+                                                                cfg.output_dir])
     return command
 
 
@@ -101,15 +102,3 @@ def load_base_model(run: Run, data) -> torch.nn.Module:
                         f"({first})") from None
     return model
 
-
-def stage1_complete(cfg, fingerprint) -> str | None:
-    """The stage-1 result JSON when ``cfg.output_dir`` holds a complete stage 1 of this very data and these
-    settings, else None: every output stage 1 writes is there (wrong events, their JSON and plot, the base
-    model and, with ``export_samples``, the per-sample report), none newer than the JSON (written last), and
-    the JSON records the same fingerprint of samples and noisy labels and the same training keys
-    (utils/workflow/continuation.py).
-
-    ``fingerprint``: the data's fingerprint, or a function that computes it (called only once the files and
-    settings match, since it lists or reads the whole data set).
-    """
-    return finished_result(Stage1Outputs.of(cfg), cfg, fingerprint)
