@@ -18,7 +18,7 @@ from PIL import Image
 
 from dataloader.base import FileImages, content_digest
 from dataloader.decode import Decoding, ImageTooLarge, decode_file
-from dataloader.names import is_utf8, refuse_non_utf8, shown
+from dataloader.names import is_utf8, named, refuse_non_utf8, shown
 from dataloader.path_array import PathArray, RootedPaths
 from utils.core.distributed import on_rank0_then_share
 from utils.core.errors import DataError
@@ -27,7 +27,6 @@ from utils.core.errors import DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 # ImageNet statistics (WebVision everywhere, IDO-B10; ACTO's web and food sets)
-MAX_NAMED = 10  # paths named in one error line
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -235,10 +234,8 @@ class FolderWalk:
     def raise_dangling(self, name: str) -> None:
         """One DataError line naming every symbolic link whose target does not exist."""
         if self.dangling:
-            listed = ", ".join(shown(d) for d in sorted(self.dangling)[:MAX_NAMED])
-            more = f" (and {len(self.dangling) - MAX_NAMED} more)" if len(self.dangling) > MAX_NAMED else ""
             raise DataError(f"{name}: {len(self.dangling)} symbolic links in {shown(self.base)} point to nothing: "
-                            f"{listed}{more}; remove them or restore their targets")
+                            f"{named(sorted(self.dangling), show=shown)}; remove them or restore their targets")
 
     def raise_non_utf8(self, name: str = "") -> None:
         """One DataError line (starting ``name:`` where given) naming every image file or folder whose name is

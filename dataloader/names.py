@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 from utils.core.errors import DataError
 
@@ -43,14 +43,20 @@ def shown(name: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
 
 
+def named(items: Sequence[str], *, limit: int = MAX_NAMED, show: Callable[[str], str] = str, sep: str = ", ") -> str:
+    """The first ``limit`` of ``items``, each as ``show`` writes it, joined by ``sep``, then `` (and N more)`` for
+    the rest: the list of names in a one-line message."""
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return sep.join(show(item) for item in items[:limit]) + more
+
+
 def refuse_non_utf8(names: Sequence[str], *, where: str, prefix: str = "") -> None:
     """One :class:`DataError` line naming the ``names`` (paths relative to ``where``, or as given) that are not
     UTF-8, starting with ``prefix`` (the data set's name and a colon); nothing when there are none."""
     if not names:
         return
-    listed = ", ".join(shown(n) for n in sorted(names)[:MAX_NAMED])
-    more = f" (and {len(names) - MAX_NAMED} more)" if len(names) > MAX_NAMED else ""
-    raise DataError(f"{prefix}{len(names)} file or folder names in {shown(where)} are not valid UTF-8: {listed}{more}; "
+    raise DataError(f"{prefix}{len(names)} file or folder names in {shown(where)} are not valid UTF-8: "
+                    f"{named(sorted(names), show=shown)}; "
                     "rename them to UTF-8 (e.g. convmv -f latin1 -t utf-8 -r --notest FOLDER, with the encoding they "
                     "were written in): the report, the review page and corrected_labels.csv must name every file "
                     "exactly")

@@ -45,7 +45,7 @@ from dataloader.decode import TIFF_EXTENSIONS, VIEWER, Decoding, tiff_has_more_p
 from dataloader.files import IMAGENET_MEAN, IMAGENET_STD, ClassTree, FileImagesWithDecoding, class_folders, \
     class_name, class_tree, existing_files, log_skipped, make_images
 from dataloader.holdout import stratified_holdout
-from dataloader.names import refuse_non_utf8_path, shown
+from dataloader.names import named, refuse_non_utf8_path, shown
 from dataloader.path_array import RootedPaths
 from dataloader.transforms import LargeSpec
 from utils.core.distributed import on_rank0_then_share
@@ -135,13 +135,11 @@ def _refuse_empty(name: str, empty: dict[str, str], explicit: bool, log, fix: st
     named the classes."""
     if not empty:
         return
-    shown = ", ".join(f"{c!r} ({why})" for c, why in list(empty.items())[:MAX_EXAMPLES])
-    if len(empty) > MAX_EXAMPLES:
-        shown += f" (and {len(empty) - MAX_EXAMPLES} more)"
+    listed = named([f"{c!r} ({why})" for c, why in empty.items()], limit=MAX_EXAMPLES)
     if explicit:
-        log(f"{name}: warning: {len(empty)} of the classes named in class_names have no training image: {shown}")
+        log(f"{name}: warning: {len(empty)} of the classes named in class_names have no training image: {listed}")
         return
-    raise DataError(f"{name}: {len(empty)} classes have no usable training image: {shown}; {fix}, or list every "
+    raise DataError(f"{name}: {len(empty)} classes have no usable training image: {listed}; {fix}, or list every "
                     "class in class_names to keep them")
 
 
@@ -161,10 +159,8 @@ def _note_more_pages(name: str, images: list[FileImagesWithDecoding], log) -> No
     more = [files.keys[i] for files in images for i in np.flatnonzero(files.keys.ends_with(TIFF_EXTENSIONS))
             if tiff_has_more_pages(files.paths[i])]
     if more:
-        listed = ", ".join(shown(k) for k in more[:MAX_EXAMPLES])
-        extra = f" (and {len(more) - MAX_EXAMPLES} more)" if len(more) > MAX_EXAMPLES else ""
         log(f"{name}: warning: {len(more)} TIFF files hold more than one page; only the first page of each is "
-            f"read: {listed}{extra}; save the pages as separate files to use them")
+            f"read: {named(more, limit=MAX_EXAMPLES, show=shown)}; save the pages as separate files to use them")
 
 
 # ------------------------------------------------------------------------------------------- imagefolder
@@ -188,10 +184,9 @@ def _refuse_output_inside(cfg, root: str) -> None:
 def _warn_loose(tree: ClassTree, root: str, split: str, log) -> None:
     """One warning line naming the images directly in ``root/split`` (in no class folder: not read)."""
     if tree.loose:
-        listed = ", ".join(shown(f"{split}/{n}") for n in tree.loose[:3])
-        more = f" (and {len(tree.loose) - 3} more)" if len(tree.loose) > 3 else ""
+        listed = named(tree.loose, limit=3, show=lambda n: shown(f"{split}/{n}"))
         log(f"imagefolder: warning: {len(tree.loose)} images directly in {shown(os.path.join(root, split))} are in "
-            f"no class folder and are not read: {listed}{more}; move them into {split}/<class>/ to use them")
+            f"no class folder and are not read: {listed}; move them into {split}/<class>/ to use them")
 
 
 def _class_tree(root: str, split: str, classes: list[str] | None, log) -> ClassTree:
@@ -311,8 +306,7 @@ def _resolve_classes(cfg, train_labels: list[str], column: str, train_csv: str) 
     if present and all(INT_LIKE.fullmatch(t) for t in present):
         odd = sorted(t for t in present if not INDEX.fullmatch(t))
         if odd:
-            listed = ", ".join(repr(t) for t in odd[:MAX_EXAMPLES]) + (
-                f" (and {len(odd) - MAX_EXAMPLES} more)" if len(odd) > MAX_EXAMPLES else "")
+            listed = named(odd, limit=MAX_EXAMPLES, show=repr)
             raise DataError(f"csv: the labels of {train_csv} are whole numbers, read as class indices, but {listed} "
                             "are not written as indices (0, 1, 2, ... without leading zeros or a sign) and would "
                             "merge with or become other classes; if the labels are class names, head the column "
@@ -437,9 +431,8 @@ def _list_csv(cfg, log) -> tuple:
         problems += test_problems
         hints += [hint] if hint and hint not in hints else []
     if problems:
-        shown_problems = "; ".join(problems[:MAX_EXAMPLES])
-        more = f" (and {len(problems) - MAX_EXAMPLES} more)" if len(problems) > MAX_EXAMPLES else ""
-        raise DataError(f"csv: {len(problems)} bad rows: {shown_problems}{more}; fix or remove them"
+        raise DataError(f"csv: {len(problems)} bad rows: {named(problems, limit=MAX_EXAMPLES, sep='; ')}; fix or "
+                        "remove them"
                         + "".join(f"; {h}" for h in hints))
     labels = np.asarray(labels, dtype=np.int64)
     _refuse_one_class("csv", classes, labels, f"add the rows of the other classes to {train_csv}")
