@@ -49,7 +49,7 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
-from typing import Any, Callable, Mapping  # noqa: E402
+from typing import Any, Callable, Mapping, Sequence  # noqa: E402
 
 import torch  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
@@ -672,6 +672,11 @@ def _why(rec: Mapping[str, Any]) -> str | None:
     return rec.get("skipped") or (f"error: {rec['error']}" if rec.get("error") else None)
 
 
+def _skipped_row(labels: Sequence[str], why: str, columns: int) -> str:
+    """A table row of ``columns`` cells for a measurement not made: its label cells, the reason, the rest empty."""
+    return "| " + " | ".join([*labels, why]) + " |" + " |" * (columns - len(labels) - 1)
+
+
 def render_section(result: Mapping[str, Any]) -> str:
     """The markdown section of ``result`` for docs/performance.md, between :data:`BEGIN` and :data:`END`."""
     lines = [BEGIN, "## The first day on a GPU node (`benchmarks/gpu_check.py`)", "",
@@ -690,7 +695,7 @@ def render_section(result: Mapping[str, Any]) -> str:
             fresh, resumed = syncs[method][precision]["fresh"], syncs[method][precision]["resumed"]
             why = _why(fresh) or _why(resumed)
             if why:
-                lines.append(f"| {method} | {precision} | {why} | | | | |")
+                lines.append(_skipped_row([method, precision], why, 7))
                 continue
             lines.append(f"| {method} | {precision} | {fresh['per_step']} | {fresh['first_step']} | "
                          f"{fresh['epoch_total']} ({fresh['steps']}) | {resumed['per_step']} | "
@@ -700,8 +705,9 @@ def render_section(result: Mapping[str, Any]) -> str:
     for which in PASSES:
         for precision in PRECISIONS:
             rec = result["pass_syncs"][which][precision]
-            lines.append(f"| {which} | {precision} | " + (_why(rec) + " | | |" if _why(rec) else
-                         f"{_cell(rec['per_batch'], 'g')} | {_cell(rec['fixed'], 'g')} | {_sites(rec['sites'])} |"))
+            lines.append(_skipped_row([which, precision], _why(rec), 5) if _why(rec) else
+                         f"| {which} | {precision} | {_cell(rec['per_batch'], 'g')} | {_cell(rec['fixed'], 'g')} | "
+                         f"{_sites(rec['sites'])} |")
     lines += ["", "### Training step: images/s against plain cross-entropy (same model, input, precision)", "",
               "| model | precision | batch | plain CE | stage 1 | stage 1 / plain (time) | two-view CE | "
               "stage 2 class | stage 2 class / two-view (time) | TF32 matmul / cuDNN |",
@@ -710,7 +716,7 @@ def render_section(result: Mapping[str, Any]) -> str:
         for precision in PRECISIONS:
             rec = result["speed"][role][precision]
             if _why(rec):
-                lines.append(f"| {role} | {precision} | {_why(rec)} | | | | | | | |")
+                lines.append(_skipped_row([role, precision], _why(rec), 10))
                 continue
             lines.append(f"| {rec['backbone']} | {precision} | {rec['batch_size']} | {rec['plain_images_per_s']:.0f} | "
                          f"{rec['stage1_images_per_s']:.0f} | {rec['stage1_over_plain']:.3f} | "
@@ -723,7 +729,7 @@ def render_section(result: Mapping[str, Any]) -> str:
     for stage in LOADER_STAGES:
         rec = result["loader"][stage]
         if _why(rec):
-            lines.append(f"| {stage} | {_why(rec)} | | | | | |")
+            lines.append(_skipped_row([stage], _why(rec), 7))
             continue
         ratios = ", ".join(_cell(rec["loader_over_step"][p], ".2f") for p in PRECISIONS)
         lines.append(f"| {stage} | {rec['workers']} | {rec['batch_size']} | {rec['images_per_s']:.0f} | "
@@ -736,7 +742,7 @@ def render_section(result: Mapping[str, Any]) -> str:
         for role in ROLES:
             rec = result["memory"][method][role]
             if _why(rec):
-                lines.append(f"| {method} | {role} | {_why(rec)} | | | |")
+                lines.append(_skipped_row([method, role], _why(rec), 6))
                 continue
             notes += [rec["note"]] if rec["note"] and rec["note"] not in notes else []
             lines.append(f"| {method} | {rec['backbone']} | {rec['batch_size']} | {rec['precision']} | "
@@ -747,15 +753,15 @@ def render_section(result: Mapping[str, Any]) -> str:
     for method in SYNC_METHODS:
         for precision in PRECISIONS:
             rec = syncs[method][precision]["resumed"]
-            lines.append(f"| {method} | {precision} | " + (f"{_why(rec)} | |" if _why(rec) else
-                         f"{rec['load_s']:.2f} | {rec['to_first_step_s']:.2f} |"))
+            lines.append(_skipped_row([method, precision], _why(rec), 4) if _why(rec) else
+                         f"| {method} | {precision} | {rec['load_s']:.2f} | {rec['to_first_step_s']:.2f} |")
     lines += ["", "### Two processes under torchrun (NCCL)", "",
               "| method | exit status | seconds | hung | process group destroyed |", "|---|---|---|---|---|"]
     for method in NCCL_PROGRAMS:
         rec = result["nccl"][method]
-        lines.append(f"| {method} | " + (f"{_why(rec)} | | | |" if _why(rec) else
-                     f"{_cell(rec['exit_code'])} | {rec['seconds']:.0f} | {_cell(rec['hung'])} | "
-                     f"{_cell(rec['group_destroyed'])} |"))
+        lines.append(_skipped_row([method], _why(rec), 5) if _why(rec) else
+                     f"| {method} | {_cell(rec['exit_code'])} | {rec['seconds']:.0f} | {_cell(rec['hung'])} | "
+                     f"{_cell(rec['group_destroyed'])} |")
     lines += ["", END, ""]
     return "\n".join(lines)
 
